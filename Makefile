@@ -1,0 +1,24 @@
+# One command for everything a new machine needs: `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: test unit venv harness lint images demo
+venv: $(VENV)/.installed
+$(VENV)/.installed: setup.cfg pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+harness:
+	bash scripts/harness.sh
+
+test: venv harness
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+unit: venv
+	$(PY) -m pytest -q -m 'not swarm' $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check compose_translator upgrade_manager lb tests
+	$(VENV)/bin/mypy compose_translator upgrade_manager lb

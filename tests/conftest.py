@@ -1,0 +1,42 @@
+"""Shared fixtures: a swarm gateway (fails under CI=true when absent) and per-test names."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support import IN_CI, Names
+from upgrade_manager.errors import DansError
+from upgrade_manager.gateway import Gateway
+
+
+@pytest.fixture(scope="session")
+def gateway() -> Iterator[Gateway]:
+    """A gateway to an engine that is a swarm manager; CI=true turns absence into failure."""
+    try:
+        gw = Gateway.from_env()
+        gw.require_manager()
+    except DansError as exc:
+        message = f"needs a Docker engine in swarm mode (run scripts/harness.sh): {exc}"
+        if IN_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    yield gw
+    gw.close()
+
+
+@pytest.fixture
+def names(gateway: Gateway, request: pytest.FixtureRequest) -> Iterator[Names]:
+    """A unique name prefix for this test; everything named with it is removed afterwards."""
+    hint = "".join(c for c in request.node.name.lower() if c.isalnum())[:6] or "t"
+    n = Names(gateway, hint)
+    yield n
+    n.cleanup()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Every test that touches the engine goes through the `gateway` fixture: mark it `swarm`.
+    for item in items:
+        if "gateway" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.swarm)

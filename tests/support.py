@@ -1,0 +1,104 @@
+"""Helpers for tests against the real swarm: unique names, cleanup, waiting."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from upgrade_manager.errors import DansError
+from upgrade_manager.gateway import Gateway
+
+T = TypeVar("T")
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+TEST_LABEL = "dans.test.prefix"
+
+
+def wait_until(
+    check: Callable[[], T | None],
+    *,
+    timeout: float = 60.0,
+    interval: float = 0.3,
+    what: str = "condition",
+    describe: Callable[[], str] | None = None,
+) -> T:
+    """Poll `check` until it returns a truthy value and return it; fail with context otherwise.
+
+    `describe` is called on timeout to say what the state was (e.g. the tasks' errors).
+    """
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            value = check()
+            if value:
+                return value
+        except (DansError, AssertionError) as exc:
+            last_exc = exc
+        if time.monotonic() > deadline:
+            detail = describe() if describe else ""
+            extra = f"; last error: {last_exc}" if last_exc else ""
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{extra}"
+                                 + (f"\n{detail}" if detail else ""))
+        time.sleep(interval)
+
+
+class Names:
+    """A unique name prefix for one test, and the cleanup of everything carrying it.
+
+    Objects are found for cleanup by name prefix (services, networks, configs, secrets), so a
+    test that dies half-way still leaves nothing behind.
+    """
+
+    def __init__(self, gw: Gateway, hint: str = "t") -> None:
+        self.gw = gw
+        self.prefix = f"dt{hint[:6]}{uuid.uuid4().hex[:6]}"
+
+    def __call__(self, name: str = "") -> str:
+        """A name inside this test's namespace, e.g. names("web") -> "dtab12cd_web"."""
+        return f"{self.prefix}_{name}" if name else self.prefix
+
+    def cleanup(self) -> list[str]:
+        """Remove every service, then network, config and secret with this prefix."""
+        removed: list[str] = []
+        api = self.gw.api
+        for svc in api.services():
+            if svc["Spec"]["Name"].startswith(self.prefix):
+                self.gw.remove_service(svc["ID"], missing_ok=True)
+                removed.append(svc["Spec"]["Name"])
+        # Tasks' containers must be gone before their networks can be removed.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            busy = [c for c in api.containers(all=True)
+                    if any(n.lstrip("/").startswith(self.prefix) for n in c.get("Names", []))]
+            if not busy:
+                break
+            time.sleep(0.5)
+        for kind, lister, remover in (
+            ("config", api.configs, self.gw.remove_config),
+            ("secret", api.secrets, self.gw.remove_secret),
+        ):
+            for obj in lister():
+                if obj["Spec"]["Name"].startswith(self.prefix):
+                    _retry(lambda o=obj, r=remover: r(o["ID"], missing_ok=True))
+                    removed.append(f"{kind} {obj['Spec']['Name']}")
+        for net in api.networks():
+            if net["Name"].startswith(self.prefix):
+                _retry(lambda n=net: self.gw.remove_network(n["Id"], missing_ok=True))
+                removed.append(f"network {net['Name']}")
+        return removed
+
+
+def _retry(action: Callable[[], Any], attempts: int = 20, delay: float = 0.5) -> None:
+    # Swarm frees networks and configs a moment after the tasks that used them are gone.
+    for i in range(attempts):
+        try:
+            action()
+            return
+        except DansError:
+            if i == attempts - 1:
+                raise
+            time.sleep(delay)

@@ -1,0 +1,11 @@
+"""dans upgrade manager: plans and executes zero-downtime upgrades of Swarm stacks.
+
+Kept import-light on purpose: `compose_translator` and `lb` import `upgrade_manager.errors`,
+so nothing heavy may run at package import.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]
