@@ -46,9 +46,23 @@ def main() -> None:
 
 def _register() -> None:
     # Each command lives in its own module so the group stays thin.
+    from lb.cli import lb
     from upgrade_manager import _cli_engine
 
     main.add_command(_cli_engine.doctor)
+    from upgrade_manager import _cli_compose
+
+    main.add_command(_cli_compose.translate_cmd)
+    main.add_command(_cli_compose.deploy_cmd)
+    from upgrade_manager import _cli_upgrade
+
+    for command in (_cli_upgrade.plan_cmd, _cli_upgrade.upgrade_cmd, _cli_upgrade.status_cmd,
+                    _cli_upgrade.rollback_cmd):
+        main.add_command(command)
+    main.add_command(lb)
 
 
 _register()
+
+if __name__ == "__main__":
+    main()

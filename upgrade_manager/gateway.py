@@ -9,6 +9,8 @@ overwrite each other: a stale write becomes `Conflict`.
 from __future__ import annotations
 
 import base64
+import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,6 +33,7 @@ __all__ = ["Gateway", "ServiceState", "STACK_LABEL", "task_summary"]
 
 STACK_LABEL = "com.docker.stack.namespace"
 Spec = dict[str, Any]
+Labels = dict[str, str]
 
 # Task states after which a task will never run again.
 _FINAL_STATES = {"complete", "failed", "shutdown", "rejected", "orphaned", "remove"}
@@ -54,6 +57,29 @@ def _translated(what: str) -> Iterator[None]:
         raise EngineError(f"{what}: {text}") from exc
     except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
         raise EngineUnavailable(f"{what}: cannot reach the Docker engine ({exc})") from exc
+
+
+def _label_filter(stack: str | None, labels: Labels | None) -> dict[str, list[str]] | None:
+    wanted = [f"{STACK_LABEL}={stack}"] if stack else []
+    wanted += [f"{k}={v}" for k, v in (labels or {}).items()]
+    return {"label": wanted} if wanted else None
+
+
+def _check_unix_socket() -> None:
+    """Fail fast, and without the SDK's leaked socket, when a local engine socket is dead."""
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if not host.startswith("unix://"):
+        return
+    path = host[len("unix://"):]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        try:
+            sock.connect(path)
+        except OSError as exc:
+            raise EngineUnavailable(
+                f"connecting to the Docker engine: cannot reach the Docker engine at {path} "
+                f"({exc.strerror or exc}); is dockerd running? (scripts/harness.sh starts it)"
+            ) from exc
 
 
 def _explain(exc: docker.errors.APIError) -> str:
@@ -102,10 +128,14 @@ class Gateway:
     @classmethod
     def from_env(cls, timeout: int = 60) -> Gateway:
         """Connect like the docker CLI does (DOCKER_HOST, TLS variables, or the local socket)."""
+        _check_unix_socket()
         with _translated("connecting to the Docker engine"):
-            client = docker.from_env(timeout=timeout)
-            api = client.api
-            api.ping()
+            api = docker.from_env(timeout=timeout).api
+            try:
+                api.ping()
+            except BaseException:
+                api.close()
+                raise
         return cls(api)
 
     def close(self) -> None:
@@ -132,12 +162,10 @@ class Gateway:
 
     # -- services -------------------------------------------------------------------------
 
-    def services(self, stack: str | None = None, labels: dict[str, str] | None = None) -> list[Spec]:
+    def services(self, stack: str | None = None, labels: Labels | None = None) -> list[Spec]:
         """Inspect every service, or those of `stack`, optionally filtered by more labels."""
-        wanted = [f"{STACK_LABEL}={stack}"] if stack else []
-        wanted += [f"{k}={v}" for k, v in (labels or {}).items()]
         with _translated(f"listing services of stack {stack}" if stack else "listing services"):
-            return list(self.api.services(filters={"label": wanted} if wanted else None))
+            return list(self.api.services(filters=_label_filter(stack, labels)))
 
     def inspect_service(self, name: str) -> Spec:
         """The service as the engine reports it (ID, Version, Spec, PreviousSpec, ...)."""
@@ -206,6 +234,13 @@ class Gateway:
         found = [t for t in found if t.get("ServiceID") == sid]
         found.sort(key=lambda t: t.get("UpdatedAt", ""), reverse=True)
         return found
+
+    def has_containers(self, service: str) -> bool:
+        """True while any container of the service (running or not) exists on this node."""
+        with _translated(f"listing containers of {service}"):
+            found = self.api.containers(
+                all=True, filters={"label": f"com.docker.swarm.service.name={service}"})
+        return bool(found)
 
     def service_state(self, name: str) -> ServiceState:
         """Look once at a service and its tasks."""
@@ -276,13 +311,16 @@ class Gateway:
 
     # -- networks -------------------------------------------------------------------------
 
-    def networks(self, stack: str | None = None, labels: dict[str, str] | None = None) -> list[Spec]:
+    def networks(self, stack: str | None = None, labels: Labels | None = None) -> list[Spec]:
         """Inspect networks, those of `stack` (by the stack label) or with given labels."""
-        wanted = [f"{STACK_LABEL}={stack}"] if stack else []
-        wanted += [f"{k}={v}" for k, v in (labels or {}).items()]
         with _translated("listing networks"):
-            found = self.api.networks(filters={"label": wanted} if wanted else None)
+            found = self.api.networks(filters=_label_filter(stack, labels))
             return [dict(self.api.inspect_network(n["Id"])) for n in found]
+
+    def network_names(self) -> dict[str, str]:
+        """Every network's ID mapped to its name (running specs name networks by ID)."""
+        with _translated("listing networks"):
+            return {n["Id"]: n["Name"] for n in self.api.networks()}
 
     def inspect_network(self, name: str) -> Spec:
         """The network as the engine reports it."""
@@ -309,20 +347,18 @@ class Gateway:
 
     # -- configs and secrets ----------------------------------------------------------------
 
-    def configs(self, stack: str | None = None, labels: dict[str, str] | None = None) -> list[Spec]:
+    def configs(self, stack: str | None = None, labels: Labels | None = None) -> list[Spec]:
         """Inspect configs of `stack` or with given labels (data included)."""
         return self._objects("config", stack, labels)
 
-    def secrets(self, stack: str | None = None, labels: dict[str, str] | None = None) -> list[Spec]:
+    def secrets(self, stack: str | None = None, labels: Labels | None = None) -> list[Spec]:
         """Inspect secrets of `stack` or with given labels (the engine never returns data)."""
         return self._objects("secret", stack, labels)
 
-    def _objects(self, kind: str, stack: str | None, labels: dict[str, str] | None) -> list[Spec]:
-        wanted = [f"{STACK_LABEL}={stack}"] if stack else []
-        wanted += [f"{k}={v}" for k, v in (labels or {}).items()]
+    def _objects(self, kind: str, stack: str | None, labels: Labels | None) -> list[Spec]:
         with _translated(f"listing {kind}s"):
             lister = self.api.configs if kind == "config" else self.api.secrets
-            return list(lister(filters={"label": wanted} if wanted else None))
+            return list(lister(filters=_label_filter(stack, labels)))
 
     def inspect_config(self, name: str) -> Spec:
         """The config as the engine reports it (Spec.Data is base64)."""
@@ -351,19 +387,23 @@ class Gateway:
             result = self.api._result(self.api._post_json(url, data=body), json=True)
         return str(result["ID"])
 
-    def update_config_labels(self, name: str, spec: Spec) -> None:
-        """Configs are immutable but for labels: replace a config's labels."""
-        self._update_object("config", name, spec)
+    def update_config_labels(self, name: str, spec: Spec, *, version: int | None = None) -> None:
+        """Configs are immutable but for labels: replace a config's labels.
+
+        With `version`, the write succeeds only if the config is still at that version
+        (Conflict otherwise): a compare-and-swap that the durable upgrade state relies on.
+        """
+        self._update_object("config", name, spec, version)
 
     def update_secret_labels(self, name: str, spec: Spec) -> None:
         """Secrets are immutable but for labels: replace a secret's labels."""
-        self._update_object("secret", name, spec)
+        self._update_object("secret", name, spec, None)
 
-    def _update_object(self, kind: str, name: str, spec: Spec) -> None:
+    def _update_object(self, kind: str, name: str, spec: Spec, version: int | None) -> None:
         with _translated(f"updating {kind} {name}"):
             current = self.api._result(self.api._get(self.api._url(f"/{kind}s/{{0}}", name)), True)
             url = self.api._url(f"/{kind}s/{{0}}/update", current["ID"])
-            params = {"version": current["Version"]["Index"]}
+            params = {"version": current["Version"]["Index"] if version is None else version}
             self.api._raise_for_status(self.api._post_json(url, data=spec, params=params))
 
     def remove_config(self, name: str, *, missing_ok: bool = False) -> None:
@@ -397,3 +437,38 @@ class Gateway:
         except NotFound:
             return False
         return True
+
+    def build_image(
+        self,
+        path: str,
+        tag: str,
+        *,
+        dockerfile: str | None = None,
+        buildargs: dict[str, str] | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> str:
+        """Build an image from a context directory and tag it; returns the image ID.
+
+        Never pulls (`pull=False`): the base image must already be on the engine, as on the
+        offline harness. Build errors raise EngineError with the builder's last lines.
+        """
+        tail: list[str] = []
+        image_id = ""
+        with _translated(f"building image {tag}"):
+            stream = self.api.build(
+                path=path, tag=tag, dockerfile=dockerfile, buildargs=buildargs,
+                rm=True, forcerm=True, pull=False, decode=True,
+            )
+            for chunk in stream:
+                if "error" in chunk:
+                    detail = "".join(tail[-10:])
+                    raise EngineError(f"building image {tag}: {chunk['error'].strip()}\n{detail}")
+                line = chunk.get("stream", "")
+                if line:
+                    tail.append(line)
+                    if log:
+                        log(line.rstrip("\n"))
+                aux = chunk.get("aux") or {}
+                if "ID" in aux:
+                    image_id = str(aux["ID"])
+        return image_id or str(self.api.inspect_image(tag)["Id"])

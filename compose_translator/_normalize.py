@@ -1,0 +1,348 @@
+"""One file's validated data in canonical form: every short syntax expanded, every scalar typed.
+
+Canonical forms are what merging and conversion work on: environment and labels as ordered
+dicts, ports and volumes as long-form dicts, durations in nanoseconds, sizes in bytes. Files
+named by `env_file`, `configs` and `secrets` are read here, so conversion stays pure.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from compose_translator import _values as v
+from compose_translator._report import Reporter
+from compose_translator._schema import FORBIDDEN
+
+__all__ = ["normalize_file"]
+
+Path = tuple[str | int, ...]
+
+
+class _Norm:
+    def __init__(self, rep: Reporter, workdir: str, environ: Mapping[str, str]) -> None:
+        self.rep = rep
+        self.workdir = workdir
+        self.environ = environ
+
+    def conv(self, path: Path, fn: Callable[[Any], Any], value: Any) -> Any:
+        try:
+            return fn(value)
+        except ValueError as exc:
+            self.rep.error(path, str(exc))
+            return None
+
+    def abspath(self, path: str) -> str:
+        path = os.path.expanduser(path)
+        return path if os.path.isabs(path) else os.path.normpath(os.path.join(self.workdir, path))
+
+    # -- shared shapes ------------------------------------------------------------------
+
+    def mapping(self, value: Any, nil: bool) -> dict[str, str | None]:
+        """Mapping-or-list (`K=V` items) as an ordered dict; `nil` keeps valueless keys as None."""
+        result: dict[str, str | None] = {}
+        if isinstance(value, dict):
+            for key, item in value.items():
+                result[str(key)] = (None if nil else "") if item is None else v.go_str(item)
+        elif isinstance(value, list):
+            for item in value:
+                key, sep, val = str(item).partition("=")
+                result[key] = val if sep else (None if nil else "")
+        return result
+
+    def strings(self, value: Any) -> list[str]:
+        if value is None:
+            return []
+        return [v.go_str(x) for x in (value if isinstance(value, list) else [value])]
+
+    def durations(self, path: Path, data: dict[str, Any], keys: tuple[str, ...]) -> None:
+        for key in keys:
+            if data.get(key) is not None:
+                data[key] = self.conv((*path, key), v.parse_duration, data[key])
+
+    # -- services -----------------------------------------------------------------------
+
+    def service(self, name: str, raw: dict[str, Any] | None) -> dict[str, Any]:
+        path: Path = ("services", name)
+        svc: dict[str, Any] = dict(raw or {})
+        for key in svc:
+            if key in FORBIDDEN:
+                self.rep.error((*path, key), f"{key!r} is not allowed: {FORBIDDEN[key]}")
+        for key in ("command", "entrypoint"):
+            if key in svc and svc[key] is not None:
+                svc[key] = self.conv((*path, key), v.shell_split, svc[key])
+        svc["environment"] = self.environment(path, svc)
+        svc.pop("env_file", None)
+        for key in ("labels", "sysctls"):
+            if key in svc:
+                svc[key] = self.mapping(svc[key], nil=False)
+        for key in ("dns", "dns_search", "cap_add", "cap_drop", "links"):
+            if key in svc:
+                svc[key] = self.strings(svc[key])
+        if "extra_hosts" in svc:
+            hosts = svc["extra_hosts"]
+            svc["extra_hosts"] = ([f"{h}:{ip}" for h, ip in hosts.items()]
+                                  if isinstance(hosts, dict) else self.strings(hosts))
+        if "ports" in svc:
+            svc["ports"] = self.ports(path, svc["ports"])
+        if "volumes" in svc:
+            svc["volumes"] = [self.volume((*path, "volumes", i), item)
+                              for i, item in enumerate(svc["volumes"])]
+        for key in ("configs", "secrets"):
+            if key in svc:
+                svc[key] = [self.file_ref((*path, key, i), item)
+                            for i, item in enumerate(svc[key])]
+        if svc.get("healthcheck") is not None:
+            svc["healthcheck"] = self.healthcheck((*path, "healthcheck"), svc["healthcheck"])
+        if "deploy" in svc:
+            svc["deploy"] = self.deploy((*path, "deploy"), svc["deploy"] or {})
+        if "stop_grace_period" in svc:
+            svc["stop_grace_period"] = self.conv((*path, "stop_grace_period"), v.parse_duration,
+                                                 svc["stop_grace_period"])
+        for key in ("tty", "stdin_open", "read_only", "init"):
+            if key in svc:
+                svc[key] = self.conv((*path, key), v.to_bool, svc[key])
+        if "oom_score_adj" in svc:
+            svc["oom_score_adj"] = self.conv((*path, "oom_score_adj"), v.to_int,
+                                             svc["oom_score_adj"])
+        if "user" in svc:
+            svc["user"] = v.go_str(svc["user"])
+        if "ulimits" in svc:
+            svc["ulimits"] = self.ulimits((*path, "ulimits"), svc["ulimits"])
+        if "networks" in svc:
+            nets = svc["networks"]
+            svc["networks"] = ({n: None for n in nets} if isinstance(nets, list)
+                               else {n: dict(c) if c else None for n, c in nets.items()})
+        if isinstance(svc.get("depends_on"), list):
+            svc["depends_on"] = {str(d): {"condition": "service_started"}
+                                 for d in svc["depends_on"]}
+        if svc.get("logging") is not None and svc["logging"].get("options") is not None:
+            svc["logging"] = dict(svc["logging"])
+            svc["logging"]["options"] = self.mapping(svc["logging"]["options"], nil=False)
+        return svc
+
+    def environment(self, path: Path, svc: dict[str, Any]) -> dict[str, str | None] | None:
+        if "environment" not in svc and "env_file" not in svc:
+            return None
+        env: dict[str, str | None] = {}
+        files = svc.get("env_file")
+        for i, name in enumerate([files] if isinstance(files, str) else files or []):
+            where = (*path, "env_file") if isinstance(files, str) else (*path, "env_file", i)
+            self._update_env(env, self.env_file(where, self.abspath(str(name))))
+        self._update_env(env, self.mapping(svc.get("environment"), nil=True))
+        return env
+
+    def _update_env(self, env: dict[str, str | None], new: dict[str, str | None]) -> None:
+        # Like the CLI: an empty or valueless entry takes the value of the environment.
+        for key, value in new.items():
+            if not value and key in self.environ:
+                env[key] = self.environ[key]
+            else:
+                env[key] = value
+
+    def env_file(self, path: Path, filename: str) -> dict[str, str | None]:
+        try:
+            with open(filename, encoding="utf-8-sig") as fh:
+                text = fh.read()
+        except OSError as exc:
+            self.rep.error(path, f"cannot read env_file {filename}: {exc.strerror}")
+            return {}
+        result: dict[str, str | None] = {}
+        for raw in text.splitlines():
+            line = raw.lstrip()
+            if not line or line.startswith("#"):
+                continue
+            key, sep, value = line.partition("=")
+            key = key.lstrip()
+            if not key or any(c.isspace() for c in key):
+                self.rep.error(path, f"{filename}: bad variable name in line {raw!r}")
+                continue
+            if sep:
+                result[key] = value
+            elif key in self.environ:
+                result[key] = self.environ[key]
+        return result
+
+    def ports(self, path: Path, ports: list[Any]) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = []
+        for i, item in enumerate(ports):
+            where = (*path, "ports", i)
+            if isinstance(item, dict):
+                port = {"target": self.conv((*where, "target"), v.to_int, item.get("target")),
+                        "published": None, "protocol": item.get("protocol"),
+                        "mode": item.get("mode")}
+                if item.get("published") not in (None, ""):
+                    port["published"] = self.conv((*where, "published"), v.to_int,
+                                                  item["published"])
+                if item.get("host_ip"):
+                    port["_host_ip"] = item["host_ip"]
+                result.append(port)
+            else:
+                result.extend(self.conv(where, v.parse_ports, item) or [])
+        return result
+
+    def volume(self, path: Path, item: Any) -> dict[str, Any]:
+        vol = self.conv(path, v.parse_volume, item) or {} if isinstance(item, str) else dict(item)
+        if "read_only" in vol:
+            vol["read_only"] = self.conv((*path, "read_only"), v.to_bool, vol["read_only"])
+        if isinstance(vol.get("volume"), dict) and "nocopy" in vol["volume"]:
+            vol["volume"] = dict(vol["volume"])
+            vol["volume"]["nocopy"] = self.conv((*path, "volume", "nocopy"), v.to_bool,
+                                                vol["volume"]["nocopy"])
+        if isinstance(vol.get("tmpfs"), dict) and vol["tmpfs"].get("size") is not None:
+            vol["tmpfs"] = dict(vol["tmpfs"])
+            vol["tmpfs"]["size"] = self.conv((*path, "tmpfs", "size"), v.parse_size,
+                                             vol["tmpfs"]["size"])
+        if vol.get("type") == "bind":
+            if not vol.get("source"):
+                self.rep.error(path, "invalid bind source, source cannot be empty")
+            else:
+                vol["source"] = self.abspath(vol["source"])
+        vol["_path"] = path
+        return vol
+
+    def file_ref(self, path: Path, item: Any) -> dict[str, Any]:
+        ref = {"source": item} if isinstance(item, str) else dict(item)
+        if ref.get("mode") is not None:
+            ref["mode"] = self.conv((*path, "mode"), v.to_int, ref["mode"])
+        for key in ("uid", "gid"):
+            if ref.get(key) is not None:
+                ref[key] = v.go_str(ref[key])
+        ref["_path"] = path
+        return ref
+
+    def healthcheck(self, path: Path, raw: dict[str, Any]) -> dict[str, Any]:
+        hc = dict(raw)
+        if isinstance(hc.get("test"), str):
+            hc["test"] = ["CMD-SHELL", hc["test"]]
+        elif hc.get("test") is not None:
+            hc["test"] = self.strings(hc["test"])
+        self.durations(path, hc, ("interval", "timeout", "start_period", "start_interval"))
+        if hc.get("retries") is not None:
+            hc["retries"] = self.conv((*path, "retries"), v.to_int, hc["retries"])
+        if "disable" in hc:
+            hc["disable"] = self.conv((*path, "disable"), v.to_bool, hc["disable"])
+        return hc
+
+    def deploy(self, path: Path, raw: dict[str, Any]) -> dict[str, Any]:
+        dep = dict(raw)
+        if dep.get("replicas") is not None:
+            dep["replicas"] = self.conv((*path, "replicas"), v.to_int, dep["replicas"])
+        if "labels" in dep:
+            dep["labels"] = self.mapping(dep["labels"], nil=False)
+        for key in ("update_config", "rollback_config"):
+            if dep.get(key) is not None:
+                cfg = dep[key] = dict(dep[key])
+                self.durations((*path, key), cfg, ("delay", "monitor"))
+                if cfg.get("parallelism") is not None:
+                    cfg["parallelism"] = self.conv((*path, key, "parallelism"), v.to_int,
+                                                   cfg["parallelism"])
+                if cfg.get("max_failure_ratio") is not None:
+                    cfg["max_failure_ratio"] = self.conv(
+                        (*path, key, "max_failure_ratio"), v.to_float, cfg["max_failure_ratio"])
+        if dep.get("restart_policy") is not None:
+            pol = dep["restart_policy"] = dict(dep["restart_policy"])
+            self.durations((*path, "restart_policy"), pol, ("delay", "window"))
+            if pol.get("max_attempts") is not None:
+                pol["max_attempts"] = self.conv((*path, "restart_policy", "max_attempts"),
+                                                v.to_int, pol["max_attempts"])
+        res = dep.get("resources")
+        if res:
+            dep["resources"] = res = {k: dict(x) if x is not None else None
+                                      for k, x in res.items()}
+            for kind in ("limits", "reservations"):
+                if not res.get(kind):
+                    continue
+                where = (*path, "resources", kind)
+                if res[kind].get("cpus") is not None:
+                    res[kind]["cpus"] = self.conv((*where, "cpus"), v.parse_cpus,
+                                                  res[kind]["cpus"])
+                if res[kind].get("memory") is not None:
+                    res[kind]["memory"] = self.conv((*where, "memory"), v.parse_size,
+                                                    res[kind]["memory"])
+                if res[kind].get("pids") is not None:
+                    res[kind]["pids"] = self.conv((*where, "pids"), v.to_int, res[kind]["pids"])
+        placement = dep.get("placement")
+        if placement and placement.get("max_replicas_per_node") is not None:
+            dep["placement"] = dict(placement)
+            dep["placement"]["max_replicas_per_node"] = self.conv(
+                (*path, "placement", "max_replicas_per_node"), v.to_int,
+                placement["max_replicas_per_node"])
+        return dep
+
+    def ulimits(self, path: Path, raw: dict[str, Any]) -> dict[str, dict[str, int]]:
+        result: dict[str, dict[str, int]] = {}
+        for name, item in raw.items():
+            if isinstance(item, dict):
+                result[name] = {"soft": self.conv((*path, name, "soft"), v.to_int, item["soft"]),
+                                "hard": self.conv((*path, name, "hard"), v.to_int, item["hard"])}
+            else:
+                single = self.conv((*path, name), v.to_int, item)
+                result[name] = {"soft": single, "hard": single}
+        return result
+
+    # -- top-level objects --------------------------------------------------------------
+
+    def objects(self, kind: str, raw: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+        result: dict[str, dict[str, Any]] = {}
+        for key, item in (raw or {}).items():
+            obj = dict(item or {})
+            path: Path = (kind, key)
+            ext = obj.get("external")
+            if isinstance(ext, dict):
+                obj["external"] = True
+                if ext.get("name"):
+                    obj["name"] = ext["name"]
+            elif ext is not None:
+                obj["external"] = self.conv((*path, "external"), v.to_bool, ext)
+            if obj.get("external") and not obj.get("name"):
+                obj["name"] = key
+            for flag in ("internal", "attachable"):
+                if flag in obj:
+                    obj[flag] = self.conv((*path, flag), v.to_bool, obj[flag])
+            if "labels" in obj:
+                obj["labels"] = self.mapping(obj["labels"], nil=False)
+            if "driver_opts" in obj:
+                obj["driver_opts"] = {str(k): v.go_str(x) for k, x in obj["driver_opts"].items()}
+            if kind in ("configs", "secrets") and not obj.get("external"):
+                obj["data"] = self.file_data(path, obj)
+            obj["_path"] = path
+            result[key] = obj
+        return result
+
+    def file_data(self, path: Path, obj: dict[str, Any]) -> bytes | None:
+        if "content" in obj:
+            return str(obj["content"]).encode()
+        if "environment" in obj:
+            name = obj["environment"]
+            if name not in self.environ:
+                self.rep.error((*path, "environment"), f"environment variable {name} is not set")
+                return None
+            return self.environ[name].encode()
+        if obj.get("driver"):
+            return None
+        if not obj.get("file"):
+            self.rep.error(path, "needs 'file', 'external' or 'driver'")
+            return None
+        filename = self.abspath(str(obj["file"]))
+        try:
+            with open(filename, "rb") as fh:
+                return fh.read()
+        except OSError as exc:
+            self.rep.error((*path, "file"), f"cannot read {filename}: {exc.strerror}")
+            return None
+
+
+def normalize_file(data: dict[str, Any], rep: Reporter, workdir: str,
+                   environ: Mapping[str, str]) -> dict[str, Any]:
+    """Canonical form of one interpolated, schema-valid file (see the module docstring)."""
+    norm = _Norm(rep, workdir, environ)
+    out: dict[str, Any] = {k: x for k, x in data.items() if k.startswith("x-")}
+    if data.get("name"):
+        out["name"] = str(data["name"])
+    out["services"] = {name: norm.service(name, svc)
+                       for name, svc in (data.get("services") or {}).items()}
+    for kind in ("networks", "volumes", "configs", "secrets"):
+        out[kind] = norm.objects(kind, data.get(kind))
+    return out

@@ -1,0 +1,1 @@
+"""The DANS voting app: vote -> worker -> db, result <- db; one source, every version."""

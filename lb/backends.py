@@ -1,0 +1,239 @@
+"""Live backends: DNS resolution with a short refresh, and the runtime state of groups.
+
+Swarm's DNS answers `tasks.NAME` with a TTL of 600 s while tasks come and go in seconds, so
+names are re-resolved at most `refresh` seconds apart by one background loop, whatever the
+TTL says; requests only read the last answer. An endpoint that refused a connection is
+skipped for a short while (passive health), unless nothing else is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from dataclasses import dataclass, field
+
+from lb.table import ACTIVE, DRAINING, Group, is_ip, split_target
+
+__all__ = ["Endpoint", "GroupRuntime", "Resolver"]
+
+log = logging.getLogger("dans.lb")
+
+# How long an endpoint that failed to connect is skipped while others are available.
+DOWN_SECONDS = 2.0
+
+
+@dataclass(eq=False)
+class Endpoint:
+    """One resolved backend address and what the LB knows of it."""
+
+    host: str
+    port: int
+    in_flight: int = 0
+    down_until: float = 0.0
+    failures: int = 0
+
+    @property
+    def addr(self) -> str:
+        """"ip:port" (IPv6 in brackets)."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def healthy(self, now: float) -> bool:
+        """False while the endpoint is skipped after a connect failure."""
+        return now >= self.down_until
+
+    def mark_down(self) -> None:
+        """Skip this endpoint for a moment: it refused or timed out a connection."""
+        self.failures += 1
+        self.down_until = time.monotonic() + DOWN_SECONDS
+
+    def mark_up(self) -> None:
+        """The endpoint answered."""
+        self.down_until = 0.0
+
+
+class Resolver:
+    """Resolves host names to addresses, refreshing each name at most `refresh` s apart."""
+
+    def __init__(self, refresh: float = 1.0) -> None:
+        self.refresh = min(refresh, 1.0)
+        self._answers: dict[str, list[str]] = {}
+        self._errors: dict[str, str] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the refresh loop (inside a running event loop)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def close(self) -> None:
+        """Stop the refresh loop."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    def cached(self, host: str) -> list[str] | None:
+        """The last answer for `host`, or None when it was never resolved."""
+        if is_ip(host):
+            return [host]
+        return self._answers.get(host)
+
+    def error(self, host: str) -> str | None:
+        """Why the last resolution of `host` gave nothing, if it did."""
+        return self._errors.get(host)
+
+    def watch(self, hosts: set[str]) -> None:
+        """Make sure these names are refreshed from now on; forget names no longer used."""
+        for host in hosts:
+            if not is_ip(host):
+                self._answers.setdefault(host, [])
+        for host in list(self._answers):
+            if host not in hosts:
+                del self._answers[host]
+                self._errors.pop(host, None)
+
+    async def resolve(self, host: str) -> list[str]:
+        """Resolve `host` now and remember the answer."""
+        if is_ip(host):
+            return [host]
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            # No answer at all (a service with no running task gives NXDOMAIN) means no
+            # backend; any other failure keeps the previous answer for the next round.
+            if exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", -5)):
+                self._answers[host] = []
+            self._errors[host] = str(exc)
+            return self._answers.get(host, [])
+        addrs = sorted({str(info[4][0]) for info in infos})
+        self._answers[host] = addrs
+        self._errors.pop(host, None)
+        return addrs
+
+    async def _loop(self) -> None:
+        while True:
+            started = time.monotonic()
+            hosts = list(self._answers)
+            if hosts:
+                await asyncio.gather(*(self.resolve(h) for h in hosts), return_exceptions=True)
+            await asyncio.sleep(max(0.05, self.refresh - (time.monotonic() - started)))
+
+
+@dataclass(eq=False)
+class GroupRuntime:
+    """A group as the data plane sees it: endpoints, state, in-flight and totals."""
+
+    frontend: str
+    name: str
+    spec: Group
+    resolver: Resolver
+    state: str = ACTIVE
+    in_flight: int = 0
+    requests: int = 0
+    errors: int = 0
+    _endpoints: dict[tuple[str, int], Endpoint] = field(default_factory=dict)
+    _rr: int = 0
+    _drained: asyncio.Event | None = None
+
+    def __post_init__(self) -> None:
+        self.state = self.spec.state
+
+    @property
+    def targets(self) -> list[tuple[str, int]]:
+        """The configured backends as (host, port)."""
+        return [split_target(t) for t in self.spec.backends]
+
+    def update(self, spec: Group) -> None:
+        """Take a new spec (backends and state) without losing counters."""
+        self.spec = spec
+        self.state = spec.state
+
+    def endpoints(self) -> list[Endpoint]:
+        """The current endpoints, from the resolver's last answers (cheap, no I/O)."""
+        current: dict[tuple[str, int], Endpoint] = {}
+        for host, port in self.targets:
+            for addr in self.resolver.cached(host) or ():
+                key = (addr, port)
+                current[key] = self._endpoints.get(key) or Endpoint(addr, port)
+        # Keep endpoints with requests in flight so their counters stay right.
+        for key, ep in self._endpoints.items():
+            if key not in current and ep.in_flight:
+                current[key] = ep
+        self._endpoints = current
+        return list(current.values())
+
+    async def refresh_now(self) -> None:
+        """Resolve every backend name now (used when the cache has nothing yet)."""
+        hosts = {host for host, _ in self.targets}
+        await asyncio.gather(*(self.resolver.resolve(h) for h in hosts), return_exceptions=True)
+
+    def pick(self, exclude: set[Endpoint] | None = None) -> Endpoint | None:
+        """Round-robin over healthy endpoints not in `exclude`; any endpoint as last resort."""
+        eps = [ep for ep in self.endpoints() if not exclude or ep not in exclude]
+        if not eps:
+            return None
+        now = time.monotonic()
+        healthy = [ep for ep in eps if ep.healthy(now)] or eps
+        self._rr = (self._rr + 1) % len(healthy)
+        return healthy[self._rr]
+
+    def begin(self) -> None:
+        """A request or connection entered this group."""
+        self.in_flight += 1
+        self.requests += 1
+
+    def end(self) -> None:
+        """A request or connection of this group finished."""
+        self.in_flight -= 1
+        if self.in_flight == 0 and self._drained is not None:
+            self._drained.set()
+
+    def drain(self) -> int:
+        """Take no new requests from now on; returns how many are still in flight."""
+        self.state = DRAINING
+        return self.in_flight
+
+    async def wait_drained(self, timeout: float) -> bool:
+        """Wait until nothing is in flight; False when `timeout` passed first."""
+        if self.in_flight == 0:
+            return True
+        if self._drained is None:
+            self._drained = asyncio.Event()
+        self._drained.clear()
+        try:
+            await asyncio.wait_for(self._drained.wait(), timeout)
+        except TimeoutError:
+            return self.in_flight == 0
+        return True
+
+    def status(self) -> dict[str, object]:
+        """JSON-ready state: backends with their endpoints and health, counters."""
+        self.endpoints()
+        now = time.monotonic()
+        backends = []
+        for target in self.spec.backends:
+            host, port = split_target(target)
+            eps = [ep for ep in self._endpoints.values()
+                   if ep.port == port and ep.host in (self.resolver.cached(host) or ())]
+            backends.append({
+                "target": target,
+                "endpoints": [
+                    {"addr": ep.addr, "healthy": ep.healthy(now), "in_flight": ep.in_flight,
+                     "failures": ep.failures}
+                    for ep in eps
+                ],
+                "dns_error": self.resolver.error(host),
+            })
+        return {
+            "state": self.state,
+            "in_flight": self.in_flight,
+            "requests": self.requests,
+            "errors": self.errors,
+            "backends": backends,
+        }

@@ -1,0 +1,279 @@
+"""The LB's state and lifecycle: routing table, frontends' listeners, commands, shutdown.
+
+`Balancer` is what the admin API drives: `apply` a table, `switch` a frontend's active group,
+`drain` a group, read `status`. A new table keeps the runtime state (in-flight counters,
+endpoint health) of every group and frontend it still names; a request always holds its own
+group, so groups removed from the table finish their in-flight requests undisturbed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import socket
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from lb.backends import GroupRuntime, Resolver
+from lb.http_proxy import HttpProxy
+from lb.metrics import Metrics
+from lb.policy import POLICIES, Policy
+from lb.table import ACTIVE, DRAINING, Frontend, RoutingTable, lb_error, split_target
+from lb.tcp_relay import TcpRelay
+from upgrade_manager.errors import LBError
+
+__all__ = ["Balancer", "FrontendRuntime", "listen_socket"]
+
+log = logging.getLogger("dans.lb")
+# Shorter than the idle timeout of common backends (5 s and up), so the LB closes a pooled
+# connection before the backend does and seldom sends into a closing one.
+POOL_IDLE_SECONDS = 4.0
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A listening socket with SO_REUSEPORT, so worker processes can share the port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if hasattr(socket, "SO_REUSEPORT"):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise LBError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+class FrontendRuntime:
+    """A frontend as the data plane sees it: spec, live groups, active group, listener."""
+
+    def __init__(self, spec: Frontend, resolver: Resolver) -> None:
+        self.name = spec.name
+        self.spec = spec
+        self.active = spec.active
+        self.groups: dict[str, GroupRuntime] = {}
+        self.policy: Policy = POLICIES[spec.policy]
+        self.client_timeout = aiohttp.ClientTimeout()
+        self.port = spec.listen
+        self.server: asyncio.AbstractServer | None = None
+        self.web_server: web.Server | None = None
+        self.relay: TcpRelay | None = None
+        self.update(spec, resolver)
+
+    def update(self, spec: Frontend, resolver: Resolver) -> None:
+        """Take a new spec, keeping the runtime state of groups that stay."""
+        self.spec = spec
+        self.active = spec.active
+        self.policy = POLICIES[spec.policy]
+        self.client_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=spec.timeouts.connect, sock_read=spec.timeouts.read)
+        groups: dict[str, GroupRuntime] = {}
+        for name, gspec in spec.groups.items():
+            group = self.groups.get(name)
+            if group is None:
+                group = GroupRuntime(frontend=spec.name, name=name, spec=gspec, resolver=resolver)
+            else:
+                group.update(gspec)
+            groups[name] = group
+        self.groups = groups
+
+    def same_listener(self, spec: Frontend) -> bool:
+        """True when `spec` can keep this frontend's listening socket."""
+        return (spec.listen, spec.host, spec.mode) == (self.spec.listen, self.spec.host,
+                                                       self.spec.mode)
+
+    def current_spec(self) -> Frontend:
+        """The spec with the live active group and group states (for GET routes)."""
+        groups = {name: dataclasses.replace(g.spec, state=g.state)
+                  for name, g in self.groups.items()}
+        return dataclasses.replace(self.spec, active=self.active, groups=groups)
+
+    def in_flight(self) -> int:
+        """Requests or connections in flight in all groups."""
+        return sum(g.in_flight for g in self.groups.values())
+
+    def status(self) -> dict[str, Any]:
+        """JSON-ready status of the frontend and its groups."""
+        return {
+            "listen": self.spec.listen,
+            "port": self.port,
+            "mode": self.spec.mode,
+            "active": self.active,
+            "in_flight": self.in_flight(),
+            "groups": {name: g.status() for name, g in self.groups.items()},
+        }
+
+
+class Balancer:
+    """All frontends of one LB process and the commands that change them."""
+
+    def __init__(self, refresh: float = 1.0) -> None:
+        self.resolver = Resolver(refresh)
+        self.metrics = Metrics()
+        self.frontends: dict[str, FrontendRuntime] = {}
+        self.closing = False
+        self.started = time.time()
+        self._session: aiohttp.ClientSession | None = None
+        self._lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The shared client session (pooled keep-alive connections to backends)."""
+        if self._session is None:
+            raise LBError("the balancer is not started")
+        return self._session
+
+    async def start(self, table: RoutingTable | None = None) -> None:
+        """Create the client session, start DNS refresh, and apply `table` if given."""
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=POOL_IDLE_SECONDS)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+        )
+        self.resolver.start()
+        if table is not None:
+            await self.apply(table)
+
+    def table(self) -> RoutingTable:
+        """The routing table in force, with live active groups and group states."""
+        return RoutingTable(tuple(fe.current_spec() for fe in self.frontends.values()))
+
+    async def apply(self, table: RoutingTable) -> None:
+        """Make `table` the routing table: open, keep, re-open or close listeners."""
+        async with self._lock:
+            self.resolver.watch({split_target(t)[0] for fe in table.frontends
+                                 for g in fe.groups.values() for t in g.backends})
+            wanted = {fe.name: fe for fe in table.frontends}
+            for name in [n for n in self.frontends if n not in wanted]:
+                await self._close_frontend(self.frontends.pop(name))
+            for name, spec in wanted.items():
+                fe = self.frontends.get(name)
+                if fe is not None and fe.same_listener(spec):
+                    fe.update(spec, self.resolver)
+                    continue
+                if fe is not None:
+                    await self._close_frontend(self.frontends.pop(name))
+                fe = FrontendRuntime(spec, self.resolver)
+                await self._open_frontend(fe)
+                self.frontends[name] = fe
+            # Resolve names now so the first requests find their backends.
+            await asyncio.gather(*(g.refresh_now() for fe in self.frontends.values()
+                                   for g in fe.groups.values()))
+
+    def frontend(self, name: str) -> FrontendRuntime:
+        """The runtime frontend of that name; LBError (404) when there is none."""
+        fe = self.frontends.get(name)
+        if fe is None:
+            raise lb_error(f"no frontend named {name!r}", 404)
+        return fe
+
+    def switch(self, frontend: str, group: str) -> dict[str, Any]:
+        """Send new requests of `frontend` to `group` (which becomes active, not draining)."""
+        fe = self.frontend(frontend)
+        target = fe.groups.get(group)
+        if target is None:
+            raise lb_error(f"frontend {frontend} has no group named {group!r}", 404)
+        previous = fe.active
+        target.state = ACTIVE
+        fe.active = group
+        log.info("frontend %s: active group %s -> %s", frontend, previous, group)
+        return {"frontend": frontend, "active": group, "previous": previous}
+
+    def drain(self, frontend: str, group: str) -> dict[str, Any]:
+        """Stop sending new requests to a non-active group; report what is still in flight."""
+        fe = self.frontend(frontend)
+        target = fe.groups.get(group)
+        if target is None:
+            raise lb_error(f"frontend {frontend} has no group named {group!r}", 404)
+        if fe.active == group:
+            raise lb_error(f"group {group} is the active group of {frontend}: switch first",
+                           409)
+        in_flight = target.drain()
+        log.info("frontend %s: draining group %s (%d in flight)", frontend, group, in_flight)
+        return {"frontend": frontend, "group": group, "state": DRAINING, "in_flight": in_flight}
+
+    async def wait_drained(self, frontend: str, group: str, timeout: float) -> dict[str, Any]:
+        """Wait up to `timeout` s until the group has nothing in flight."""
+        target = self.frontend(frontend).groups.get(group)
+        if target is None:
+            raise lb_error(f"frontend {frontend} has no group named {group!r}", 404)
+        drained = await target.wait_drained(timeout)
+        return {"frontend": frontend, "group": group, "drained": drained,
+                "in_flight": target.in_flight}
+
+    def status(self) -> dict[str, Any]:
+        """JSON-ready status of every frontend, group and backend."""
+        return {
+            "closing": self.closing,
+            "uptime": round(time.time() - self.started, 3),
+            "in_flight": sum(fe.in_flight() for fe in self.frontends.values()),
+            "frontends": {name: fe.status() for name, fe in self.frontends.items()},
+        }
+
+    async def _open_frontend(self, fe: FrontendRuntime) -> None:
+        loop = asyncio.get_running_loop()
+        sock = listen_socket(fe.spec.host, fe.spec.listen)
+        fe.port = sock.getsockname()[1]
+        if fe.spec.mode == "http":
+            proxy = HttpProxy(self, fe)
+            fe.web_server = web.Server(proxy.handle, access_log=None)
+            fe.server = await loop.create_server(fe.web_server, sock=sock)
+        else:
+            fe.relay = TcpRelay(self, fe)
+            fe.server = await asyncio.start_server(fe.relay.handle, sock=sock)
+        log.info("frontend %s: %s on %s:%d", fe.name, fe.spec.mode, fe.spec.host, fe.port)
+
+    async def _close_frontend(self, fe: FrontendRuntime, grace: float = 30.0) -> None:
+        """Stop accepting; let in-flight work finish in the background, then close."""
+        if fe.server is not None:
+            fe.server.close()
+        log.info("frontend %s: closed (%d in flight)", fe.name, fe.in_flight())
+
+        async def finish() -> None:
+            await _wait_idle(fe.in_flight, grace)
+            await _close_connections(fe)
+
+        task = asyncio.get_running_loop().create_task(finish())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def shutdown(self, grace: float = 30.0) -> None:
+        """Stop accepting everywhere, wait up to `grace` s for in-flight work, close all."""
+        self.closing = True
+        for fe in self.frontends.values():
+            if fe.server is not None:
+                fe.server.close()
+        total = sum(fe.in_flight() for fe in self.frontends.values())
+        log.info("shutting down: %d in flight, grace %.0f s", total, grace)
+        await _wait_idle(lambda: sum(fe.in_flight() for fe in self.frontends.values()), grace)
+        await asyncio.gather(*(_close_connections(fe) for fe in self.frontends.values()))
+        for task in list(self._background):
+            task.cancel()
+        await self.resolver.close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+async def _wait_idle(in_flight: Any, grace: float) -> None:
+    deadline = time.monotonic() + grace
+    while in_flight() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
+
+async def _close_connections(fe: FrontendRuntime) -> None:
+    # Idle keep-alive connections are closed; whatever still runs after the grace is cut.
+    if fe.web_server is not None:
+        await fe.web_server.shutdown(1.0)
+    if fe.relay is not None:
+        fe.relay.abort_all()

@@ -1,0 +1,57 @@
+"""How a new request or connection picks a group of its frontend.
+
+The proxy asks the frontend's policy once per request, before anything is sent; the policy
+sees the request's headers (None for TCP) and may also look at the answer (`answered`). The
+"active" policy sends everything to the active group. A trace-pinning policy (the
+version-consistency backend of DESIGN.md section 2) is a second implementation of the same
+two methods: `choose` reads the trace id, returns the group the trace is pinned to if it is
+not draining, else the active group, and stamps a trace id when there is none; `answered`
+records which group a trace used so the admin API can report the DiffSet. Registering it in
+`POLICIES` (and in `lb.table.POLICIES`) is all the rest of the LB needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
+
+from lb.table import ACTIVE
+
+if TYPE_CHECKING:
+    from lb.backends import GroupRuntime
+    from lb.balancer import FrontendRuntime
+
+__all__ = ["ActivePolicy", "Policy", "POLICIES"]
+
+
+class Policy(Protocol):
+    """Chooses the group for one request and may learn from its answer."""
+
+    def choose(
+        self, fe: FrontendRuntime, headers: Mapping[str, str] | None
+    ) -> GroupRuntime | None:
+        """The group for a new request, or None when no group may take it (503)."""
+
+    def answered(self, fe: FrontendRuntime, group: GroupRuntime,
+                 headers: Mapping[str, str] | None) -> None:
+        """Called after a group answered a request (nothing to do for most policies)."""
+
+
+class ActivePolicy:
+    """Every new request goes to the frontend's active group, unless it is draining."""
+
+    def choose(
+        self, fe: FrontendRuntime, headers: Mapping[str, str] | None
+    ) -> GroupRuntime | None:
+        """The active group when it takes new requests."""
+        group = fe.groups.get(fe.active)
+        if group is None or group.state != ACTIVE:
+            return None
+        return group
+
+    def answered(self, fe: FrontendRuntime, group: GroupRuntime,
+                 headers: Mapping[str, str] | None) -> None:
+        """Nothing to remember."""
+
+
+POLICIES: dict[str, Policy] = {"active": ActivePolicy()}

@@ -1,0 +1,262 @@
+"""The routing table: what the LB listens on and where each frontend sends traffic.
+
+A table is plain data with a JSON round trip (`to_json` / `from_json`), shared by the LB
+process, its admin API and the upgrade manager's admin client. JSON shape:
+
+    {"frontends": [
+        {"name": "web", "listen": 8080, "mode": "http", "active": "v1",
+         "groups": {
+             "v1": {"backends": ["tasks.shop_front:80"], "state": "active"},
+             "v2": {"backends": ["tasks.shop_front-next:80"], "state": "active"}},
+         "timeouts": {"connect": 2.0, "read": 60.0},
+         "retries": 2,
+         "policy": "active"}]}
+
+A backend is "host:port"; a host that is not an IP literal (usually `tasks.SERVICE`) is
+resolved through DNS at most `refresh` seconds apart. `policy` names how a request picks a
+group; "active" (the only one today) sends every new request to the active group. A
+per-trace pinning policy (the version-consistency backend) plugs in by name without a
+change of this format: it reads the trace id and may pick a non-active, non-draining group.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from upgrade_manager.errors import LBError
+
+__all__ = [
+    "ACTIVE",
+    "DRAINING",
+    "MODES",
+    "POLICIES",
+    "Frontend",
+    "Group",
+    "RoutingTable",
+    "Timeouts",
+    "lb_error",
+    "split_target",
+]
+
+ACTIVE = "active"
+DRAINING = "draining"
+GROUP_STATES = (ACTIVE, DRAINING)
+MODES = ("http", "tcp")
+POLICIES = ("active",)
+
+
+def lb_error(message: str, http_status: int = 400) -> LBError:
+    """An LBError that the admin API answers with `http_status` (404 unknown, 409 conflict)."""
+    exc = LBError(message)
+    exc.http_status = http_status  # type: ignore[attr-defined]
+    return exc
+
+
+def split_target(target: str) -> tuple[str, int]:
+    """Split "host:port" (or "[v6]:port") into host and port; raise LBError when malformed."""
+    host, sep, port_text = target.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise LBError(f"backend {target!r}: expected host:port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port_text)
+
+
+def is_ip(host: str) -> bool:
+    """True for an IPv4 or IPv6 literal (which needs no DNS)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds to wait for a backend: to connect, and between two reads of its answer."""
+
+    connect: float = 2.0
+    read: float = 60.0
+
+    def to_dict(self) -> dict[str, float]:
+        """The JSON form."""
+        return {"connect": self.connect, "read": self.read}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str) -> Timeouts:
+        """Parse the JSON form; `where` names the frontend in errors."""
+        _only(data, {"connect", "read"}, where)
+        values = {k: data[k] for k in ("connect", "read") if k in data}
+        for key, value in values.items():
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                raise LBError(f"{where}: timeouts.{key} must be a positive number")
+        return cls(**{k: float(v) for k, v in values.items()})
+
+
+@dataclass(frozen=True)
+class Group:
+    """A set of backends ("host:port") that serves one version; active or draining."""
+
+    backends: tuple[str, ...]
+    state: str = ACTIVE
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {"backends": list(self.backends), "state": self.state}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str) -> Group:
+        """Parse the JSON form; `where` names frontend and group in errors."""
+        if not isinstance(data, dict):
+            raise LBError(f"{where}: expected an object")
+        _only(data, {"backends", "state"}, where)
+        backends = data.get("backends", [])
+        if not isinstance(backends, list) or not all(isinstance(b, str) for b in backends):
+            raise LBError(f"{where}: backends must be a list of \"host:port\" strings")
+        for target in backends:
+            try:
+                split_target(target)
+            except LBError as exc:
+                raise LBError(f"{where}: {exc}") from None
+        state = data.get("state", ACTIVE)
+        if state not in GROUP_STATES:
+            raise LBError(f"{where}: state must be one of {', '.join(GROUP_STATES)}")
+        return cls(backends=tuple(backends), state=state)
+
+
+@dataclass(frozen=True)
+class Frontend:
+    """A listening port, its mode, its groups and which group takes new requests."""
+
+    name: str
+    listen: int
+    groups: dict[str, Group]
+    active: str
+    mode: str = "http"
+    host: str = "0.0.0.0"
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    retries: int = 2
+    policy: str = "active"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {
+            "name": self.name,
+            "listen": self.listen,
+            "host": self.host,
+            "mode": self.mode,
+            "active": self.active,
+            "groups": {name: g.to_dict() for name, g in self.groups.items()},
+            "timeouts": self.timeouts.to_dict(),
+            "retries": self.retries,
+            "policy": self.policy,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Frontend:
+        """Parse and validate the JSON form."""
+        if not isinstance(data, dict):
+            raise LBError("frontend: expected an object")
+        name = data.get("name")
+        if not isinstance(name, str) or not name:
+            raise LBError("frontend: name must be a non-empty string")
+        where = f"frontend {name}"
+        _only(data, {"name", "listen", "host", "mode", "active", "groups", "timeouts",
+                     "retries", "policy"}, where)
+        listen = data.get("listen")
+        if not isinstance(listen, int) or isinstance(listen, bool) or not 0 <= listen < 65536:
+            raise LBError(f"{where}: listen must be a port number")
+        mode = data.get("mode", "http")
+        if mode not in MODES:
+            raise LBError(f"{where}: mode must be one of {', '.join(MODES)}")
+        policy = data.get("policy", "active")
+        if policy not in POLICIES:
+            raise LBError(f"{where}: policy must be one of {', '.join(POLICIES)}")
+        raw_groups = data.get("groups")
+        if not isinstance(raw_groups, dict) or not raw_groups:
+            raise LBError(f"{where}: groups must be a non-empty object")
+        groups = {g: Group.from_dict(v, f"{where} group {g}") for g, v in raw_groups.items()}
+        active = data.get("active")
+        if active not in groups:
+            raise LBError(f"{where}: active group {active!r} is not one of its groups")
+        if groups[active].state == DRAINING:
+            raise LBError(f"{where}: the active group {active} cannot be draining")
+        retries = data.get("retries", 2)
+        if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 10:
+            raise LBError(f"{where}: retries must be an integer from 0 to 10")
+        host = data.get("host", "0.0.0.0")
+        if not isinstance(host, str):
+            raise LBError(f"{where}: host must be a string")
+        return cls(
+            name=name,
+            listen=listen,
+            host=host,
+            mode=mode,
+            active=str(active),
+            groups=groups,
+            timeouts=Timeouts.from_dict(data.get("timeouts", {}), where),
+            retries=retries,
+            policy=policy,
+        )
+
+
+@dataclass(frozen=True)
+class RoutingTable:
+    """Every frontend of one LB; names and listening ports are unique."""
+
+    frontends: tuple[Frontend, ...] = ()
+
+    def frontend(self, name: str) -> Frontend:
+        """The frontend of that name; LBError when there is none."""
+        for fe in self.frontends:
+            if fe.name == name:
+                return fe
+        raise lb_error(f"no frontend named {name!r}", 404)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {"frontends": [fe.to_dict() for fe in self.frontends]}
+
+    def to_json(self) -> str:
+        """The table as JSON text."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RoutingTable:
+        """Parse and validate the JSON form (LBError names what is wrong)."""
+        if not isinstance(data, dict):
+            raise LBError("routing table: expected an object with 'frontends'")
+        _only(data, {"frontends"}, "routing table")
+        raw = data.get("frontends", [])
+        if not isinstance(raw, list):
+            raise LBError("routing table: frontends must be a list")
+        frontends = tuple(Frontend.from_dict(fe) for fe in raw)
+        seen_names: set[str] = set()
+        seen_ports: set[tuple[str, int]] = set()
+        for fe in frontends:
+            if fe.name in seen_names:
+                raise LBError(f"routing table: two frontends named {fe.name}")
+            seen_names.add(fe.name)
+            if fe.listen and (fe.host, fe.listen) in seen_ports:
+                raise LBError(f"routing table: two frontends listen on port {fe.listen}")
+            seen_ports.add((fe.host, fe.listen))
+        return cls(frontends)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> RoutingTable:
+        """Parse JSON text."""
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise LBError(f"routing table: not valid JSON ({exc})") from None
+        return cls.from_dict(data)
+
+
+def _only(data: dict[str, Any], allowed: set[str], where: str) -> None:
+    # Unknown keys are typos far more often than features: refuse them.
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise LBError(f"{where}: unknown key(s) {', '.join(unknown)}")

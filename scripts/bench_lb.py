@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Benchmark dans lb against nginx, on loopback, against the same backend, in one go.
+
+    .venv/bin/python scripts/bench_lb.py [--duration 10] [--workers 1 2] [--json]
+
+Runs, one after the other and each with wrk (Debian package) for load:
+  direct    wrk -> backend (nginx, 1 worker, `return 200`)
+  nginx     wrk -> nginx reverse proxy (1 worker, keep-alive upstream) -> backend
+  dans-lb   wrk -> `dans lb` (1 worker, then each --workers count) -> backend
+at a moderate load (few connections: added latency) and a saturating one (throughput), and
+prints req/s, p50 and p99 for each, and the ratios dans/nginx. Installs nginx-light and wrk
+with apt-get when they are missing. Everything listens on 127.0.0.1 and stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+NGINX_BACKEND = """
+worker_processes 1;
+pid {dir}/backend.pid;
+error_log {dir}/backend.err;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path {dir}/b1; proxy_temp_path {dir}/b2; fastcgi_temp_path {dir}/b3;
+  uwsgi_temp_path {dir}/b4; scgi_temp_path {dir}/b5;
+  server {{ listen 127.0.0.1:{port}; location / {{ return 200 "hello from the backend\\n"; }} }}
+}}
+"""
+
+NGINX_PROXY = """
+worker_processes 1;
+pid {dir}/proxy.pid;
+error_log {dir}/proxy.err;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path {dir}/p1; proxy_temp_path {dir}/p2; fastcgi_temp_path {dir}/p3;
+  uwsgi_temp_path {dir}/p4; scgi_temp_path {dir}/p5;
+  upstream backend {{ server 127.0.0.1:{backend}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    }}
+  }}
+}}
+"""
+
+LOADS = {"moderate": 4, "saturating": 64}  # concurrent connections
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+def ensure_tools() -> None:
+    missing = [pkg for tool, pkg in (("nginx", "nginx-light"), ("wrk", "wrk"))
+               if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists()]
+    if missing:
+        print(f"installing {' '.join(missing)} with apt-get", file=sys.stderr)
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env,
+                       stdout=subprocess.DEVNULL)
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(port: int, connections: int, duration: float) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration:.0f}s", "--latency", "--timeout", "5s",
+         f"http://127.0.0.1:{port}/"],
+        check=True, capture_output=True, text=True, timeout=duration + 30,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    dist = out.split("Latency Distribution", 1)[1]
+    p50 = _ms(re.search(r"^\s*50%\s+(\S+)", dist, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s*99%\s+(\S+)", dist, re.M).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock_err = re.search(r"Socket errors: (.*)", out)
+    return {"rps": rps, "p50_ms": p50, "p99_ms": p99,
+            "non2xx": float(errors.group(1)) if errors else 0.0,
+            "socket_errors": sock_err.group(1) if sock_err else ""}  # type: ignore[dict-item]
+
+
+def start_dans(workdir: Path, port: int, backend: int, workers: int) -> subprocess.Popen[bytes]:
+    table = {"frontends": [{"name": "bench", "listen": port, "host": "127.0.0.1",
+                            "mode": "http", "active": "g",
+                            "groups": {"g": {"backends": [f"127.0.0.1:{backend}"]}}}]}
+    env = dict(os.environ, DANS_LB_CONFIG=json.dumps(table), DANS_LB_TOKEN="bench")
+    dans = Path(sys.executable).with_name("dans")
+    cmd = [str(dans) if dans.exists() else "dans", "lb", "--admin-host", "127.0.0.1",
+           "--admin-port", str(free_port()), "--workers", str(workers), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(workdir / f"dans-{workers}.log", "wb"))
+    wait_port(port)
+    time.sleep(0.5 * workers)  # let every worker bind its SO_REUSEPORT socket
+    return proc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    ap.add_argument("--workers", type=int, nargs="*", default=[2],
+                    help="dans lb worker counts to run besides 1")
+    ap.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = ap.parse_args()
+    ensure_tools()
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    procs: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="dans-bench-") as tmp:
+        work = Path(tmp)
+        ports = {"direct": free_port(), "nginx": free_port()}
+        (work / "backend.conf").write_text(NGINX_BACKEND.format(dir=tmp, port=ports["direct"]))
+        (work / "proxy.conf").write_text(NGINX_PROXY.format(dir=tmp, port=ports["nginx"],
+                                                            backend=ports["direct"]))
+        try:
+            for conf in ("backend.conf", "proxy.conf"):
+                procs.append(subprocess.Popen([nginx, "-c", str(work / conf), "-p", tmp,
+                                               "-g", "daemon off;"]))
+            wait_port(ports["direct"])
+            wait_port(ports["nginx"])
+            targets: list[tuple[str, int, int]] = [("direct", ports["direct"], 0),
+                                                   ("nginx", ports["nginx"], 0)]
+            for workers in sorted({1, *args.workers}):
+                targets.append((f"dans-lb-w{workers}", free_port(), workers))
+            for name, port, workers in targets:
+                proc = None
+                if workers:
+                    proc = start_dans(work, port, ports["direct"], workers)
+                try:
+                    wrk(port, 8, 2.0)  # warm-up: pools filled, code paths hot
+                    results[name] = {load: wrk(port, conns, args.duration)
+                                     for load, conns in LOADS.items()}
+                finally:
+                    if proc is not None:
+                        proc.send_signal(signal.SIGTERM)
+                        proc.wait(timeout=60)
+        finally:
+            for proc in procs:
+                proc.send_signal(signal.SIGQUIT)
+                proc.wait(timeout=30)
+    report(results, args.json)
+
+
+def report(results: dict[str, dict[str, dict[str, float]]], as_json: bool) -> None:
+    direct, nginx = results["direct"], results["nginx"]
+    for loads in results.values():
+        for load, r in loads.items():
+            r["vs_nginx_rps"] = round(r["rps"] / nginx[load]["rps"], 3)
+            r["added_p50_ms"] = round(r["p50_ms"] - direct[load]["p50_ms"], 3)
+    if as_json:
+        print(json.dumps(results, indent=2))
+        return
+    print(f"cores: {os.cpu_count()}; loads: " +
+          ", ".join(f"{k} = {v} connections" for k, v in LOADS.items()))
+    print(f"{'target':<14}{'load':<12}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'+p50 ms':>9}{'/nginx':>8}{'non-2xx':>9}")
+    for name, loads in results.items():
+        for load, r in loads.items():
+            print(f"{name:<14}{load:<12}{r['rps']:>10.0f}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
+                  f"{r['added_p50_ms']:>9.3f}{r['vs_nginx_rps']:>8.2f}{r['non2xx']:>9.0f}")
+
+
+if __name__ == "__main__":
+    main()

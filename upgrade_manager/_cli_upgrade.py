@@ -1,0 +1,203 @@
+"""`dans plan`, `dans upgrade`, `dans status`, `dans rollback`: parse, call `upgrade`, format."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from upgrade_manager import upgrade as um
+from upgrade_manager.executor import Timeouts
+from upgrade_manager.gateway import Gateway
+from upgrade_manager.plan import STRATEGIES, Plan, Step
+
+FILES_HELP = "Compose file(s), merged left to right; '-' reads standard input."
+
+
+@contextmanager
+def _gateway() -> Iterator[Gateway]:
+    gw = Gateway.from_env()
+    try:
+        gw.require_manager()
+        yield gw
+    finally:
+        gw.close()
+
+
+def _options(files: tuple[str, ...], stack: str, **kw: Any) -> um.Options:
+    stdin_text = sys.stdin.read() if "-" in files else None
+    return um.Options(files=files, stack=stack, stdin_text=stdin_text, **kw)
+
+
+def stack_options(fn: Any) -> Any:
+    """The options every planning command shares."""
+    fn = click.option("--stack", "-s", required=True, help="Stack name.")(fn)
+    fn = click.option("-f", "--file", "files", multiple=True, required=True,
+                      help=FILES_HELP)(fn)
+    fn = click.option("--strategy", type=click.Choice(STRATEGIES), default="dans",
+                      show_default=True,
+                      help="dans: new chain beside the old, isolated by network; rolling: what "
+                      "`docker stack deploy` does; isolated: old chain stops, new one starts.")(fn)
+    fn = click.option("--prune", is_flag=True,
+                      help="Remove services and networks that the new file no longer has.")(fn)
+    fn = click.option("--lb-url", envvar="DANS_LB_URL",
+                      help="Admin URL of the stack's LB (default: http://127.0.0.1:ADMIN_PORT).")(fn)
+    fn = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(fn)
+    return fn
+
+
+class Progress:
+    """One line per step with the elapsed time; JSON lines with --json."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.t0 = time.monotonic()
+        self.as_json = as_json
+
+    def __call__(self, event: str, step: Step | None, seconds: float, message: str) -> None:
+        elapsed = time.monotonic() - self.t0
+        if self.as_json:
+            click.echo(json.dumps({"event": event, "elapsed_s": round(elapsed, 2),
+                                   "step": step.key if step else None,
+                                   "seconds": round(seconds, 2), "message": message}))
+            return
+        if event == "start" and step is not None:
+            click.echo(f"[{elapsed:6.1f}s] {message} {step.describe()} ...")
+        elif event == "done":
+            click.echo(f"[{elapsed:6.1f}s]   ok ({seconds:.1f}s)")
+        elif event == "failed":
+            click.echo(f"[{elapsed:6.1f}s]   FAILED: {message}")
+        else:
+            click.echo(f"[{elapsed:6.1f}s] {message}")
+
+
+def format_plan(plan: Plan) -> str:
+    """The plan as a person reads it."""
+    lines = [f"Stack {plan.stack}: strategy {plan.strategy}, generation {plan.generation}"]
+    lines.append("")
+    lines.append("Services:")
+    for c in plan.changes:
+        lines.append(f"  {c.short:<20} {c.kind:<9} {c.role:<11} replicas={c.replicas}")
+        lines += [f"      {d}" for d in c.diffs[:20]]
+        if len(c.diffs) > 20:
+            lines.append(f"      ... and {len(c.diffs) - 20} more")
+    lines.append("")
+    lines.append("Dependencies (caller -> callee):")
+    lines += [f"  {a} -> {b} ({kind}, {'declared' if declared else 'inferred'})"
+              for a, b, kind, declared in plan.edges] or ["  (none)"]
+    if plan.relays:
+        lines.append("")
+        lines.append("Relays on the generation network:")
+        lines += [f"  {r.short} -> {r.target} ports {', '.join(map(str, r.ports))}"
+                  for r in plan.relays]
+    lines.append("")
+    lines.append(f"Steps ({len(plan.steps)}):")
+    lines += [f"  {i:2}. {s.describe()}" for i, s in enumerate(plan.steps, 1)] or ["  (none)"]
+    lines.append("")
+    lines.append(f"Extra replicas during the upgrade: {plan.extra_replicas}")
+    for w in plan.warnings:
+        lines.append(f"WARNING: {w}")
+    return "\n".join(lines)
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    """The plan for --json, without the stored specs."""
+    data = json.loads(plan.to_json())
+    data.pop("old_specs", None)
+    for step in data["steps"]:
+        step["args"] = sorted(step["args"])  # names of the arguments, not whole specs
+    return data
+
+
+@click.command("plan")
+@stack_options
+def plan_cmd(files: tuple[str, ...], stack: str, strategy: str, prune: bool,
+             lb_url: str | None, as_json: bool) -> None:
+    """Show what `dans upgrade` would do, changing nothing.
+
+    Reads the running stack, translates the new file, and prints the services that change
+    (with a per-field diff), the dependency graph, each changed service's role, the ordered
+    steps and the extra replicas the upgrade needs.
+    """
+    with _gateway() as gw:
+        plan, _ = um.plan_upgrade(gw, _options(files, stack, strategy=strategy, prune=prune,
+                                               lb_url=lb_url))
+    click.echo(json.dumps(plan_json(plan), indent=2) if as_json else format_plan(plan))
+
+
+@click.command("upgrade")
+@stack_options
+@click.option("--health-timeout", type=float, default=180.0, show_default=True,
+              help="Seconds a new version may take to become healthy before rollback.")
+@click.option("--drain-timeout", type=float, default=120.0, show_default=True,
+              help="Seconds to wait for in-flight requests to finish on a version.")
+def upgrade_cmd(files: tuple[str, ...], stack: str, strategy: str, prune: bool,
+                lb_url: str | None, as_json: bool, health_timeout: float,
+                drain_timeout: float) -> None:
+    """Upgrade a running stack to new Compose file(s) with no failed request.
+
+    With the default strategy, changed services and their callers start at the new version
+    beside the old ones on a new overlay network, the stack's LB moves new requests to
+    them, the old chain drains, the canonical services converge in place, and everything
+    temporary is removed. If a new version never becomes healthy the upgrade rolls back by
+    itself. An interrupted upgrade resumes when the same command runs again.
+    """
+    opts = _options(files, stack, strategy=strategy, prune=prune, lb_url=lb_url,
+                    timeouts=Timeouts(healthy=health_timeout, drain=drain_timeout))
+    with _gateway() as gw:
+        t0 = time.monotonic()
+        plan = um.run_upgrade(gw, opts, Progress(as_json))
+    summary = {"stack": stack, "strategy": strategy, "steps": len(plan.steps),
+               "seconds": round(time.monotonic() - t0, 1), "warnings": list(plan.warnings)}
+    if as_json:
+        click.echo(json.dumps({"event": "finished", **summary}))
+    else:
+        for w in plan.warnings:
+            click.echo(f"WARNING: {w}")
+        click.echo(f"Stack {stack} upgraded in {summary['seconds']} s.")
+
+
+@click.command("status")
+@click.option("--stack", "-s", required=True, help="Stack name.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status_cmd(stack: str, as_json: bool) -> None:
+    """Show a stack's services and its unfinished upgrade, if any."""
+    with _gateway() as gw:
+        data = um.status(gw, stack)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    if not data["services"]:
+        click.echo(f"Stack {stack} has no services.")
+    for s in data["services"]:
+        want = "global" if s["desired"] is None else s["desired"]
+        click.echo(f"  {s['name']:<40} {s['running']}/{want}  {s['role']:<14} {s['image']}"
+                   + (f"  update: {s['update']}" if s["update"] else ""))
+    up = data["upgrade"]
+    if up is None:
+        click.echo("No upgrade in progress.")
+    else:
+        click.echo(f"Upgrade ({up['strategy']}, generation {up['generation']}): {up['status']}, "
+                   f"{up['done']}/{up['steps']} steps done; next: {up['next']}")
+        click.echo(f"  owner {up['owner']}, last heartbeat {up['heartbeat_age_s']} s ago"
+                   + (" (stale: resume with `dans upgrade` or undo with `dans rollback`)"
+                      if up["stale"] else ""))
+        if up["message"]:
+            click.echo(f"  {up['message']}")
+
+
+@click.command("rollback")
+@click.option("--stack", "-s", required=True, help="Stack name.")
+@click.option("--lb-url", envvar="DANS_LB_URL", help="Admin URL of the stack's LB.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def rollback_cmd(stack: str, lb_url: str | None, as_json: bool) -> None:
+    """Undo a stack's unfinished or failed upgrade, with no failed request."""
+    opts = um.Options(files=(), stack=stack, lb_url=lb_url)
+    with _gateway() as gw:
+        um.rollback(gw, opts, Progress(as_json))
+    if not as_json:
+        click.echo(f"Stack {stack} is back on its previous version.")

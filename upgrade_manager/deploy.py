@@ -1,0 +1,161 @@
+"""`dans deploy`: create or update a stack's networks, secrets, configs and services exactly
+as `docker stack deploy --resolve-image never` does, through the gateway.
+
+Like the CLI: networks that exist (by the stack label) are left alone; existing secrets and
+configs get their spec re-sent (the engine accepts label changes only); an existing service
+is updated with the new spec at its current version, keeping its `ForceUpdate` counter and,
+when the Compose image did not change, the image string the engine already has.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from compose_translator import StackSpecs
+from compose_translator._convert_service import IMAGE_LABEL
+from upgrade_manager.errors import EngineError, NotFound
+from upgrade_manager.gateway import Gateway
+
+__all__ = ["DeployResult", "deploy_stack", "resolve_references"]
+
+Spec = dict[str, Any]
+Progress = Callable[[str], None]
+
+
+@dataclass
+class DeployResult:
+    """What a deploy did, by full object name."""
+
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _check_external_networks(gw: Gateway, names: list[str]) -> None:
+    for name in names:
+        if name in ("bridge", "host", "none", "default") or name.startswith("container:"):
+            continue
+        try:
+            net = gw.inspect_network(name)
+        except NotFound:
+            raise EngineError(f"network {name!r} is declared as external, but could not be "
+                              "found. You need to create a swarm-scoped network before the "
+                              "stack is deployed") from None
+        if net.get("Scope") != "swarm":
+            raise EngineError(f"network {name!r} is declared as external, but it is not in the "
+                              f"right scope: {net.get('Scope')!r} instead of \"swarm\"")
+
+
+def resolve_references(gw: Gateway, spec: Spec) -> Spec:
+    """A copy of a translated ServiceSpec with secret and config IDs filled in by name."""
+    spec = copy.deepcopy(spec)
+    container = spec["TaskTemplate"]["ContainerSpec"]
+    for kind, key in (("secret", "Secrets"), ("config", "Configs")):
+        refs = container.get(key)
+        if not refs and not (kind == "config" and _cred_config(container)):
+            continue
+        lister = gw.secrets if kind == "secret" else gw.configs
+        ids = {obj["Spec"]["Name"]: obj["ID"] for obj in lister()}
+        for ref in refs or []:
+            name = ref[f"{kind.title()}Name"]
+            if name not in ids:
+                raise NotFound(f"service {spec['Name']}: {kind} not found: {name}")
+            ref[f"{kind.title()}ID"] = ids[name]
+        cred = _cred_config(container)
+        if kind == "config" and cred:
+            if cred not in ids:
+                raise NotFound(f"service {spec['Name']}: credential spec config not found: "
+                               f"{cred}")
+            container["Privileges"]["CredentialSpec"]["Config"] = ids[cred]
+    return spec
+
+
+def _cred_config(container: Spec) -> str | None:
+    cred = (container.get("Privileges") or {}).get("CredentialSpec") or {}
+    return cred.get("Config")
+
+
+def _deploy_objects(gw: Gateway, kind: str, specs: dict[str, Spec], result: DeployResult,
+                    say: Progress) -> None:
+    inspect = gw.inspect_secret if kind == "secret" else gw.inspect_config
+    for name, spec in sorted(specs.items()):
+        try:
+            inspect(name)
+        except NotFound:
+            say(f"Creating {kind} {name}")
+            (gw.create_secret if kind == "secret" else gw.create_config)(spec)
+            result.created.append(f"{kind} {name}")
+            continue
+        update = gw.update_secret_labels if kind == "secret" else gw.update_config_labels
+        body = dict(spec)
+        if isinstance(body.get("Data"), bytes):
+            body["Data"] = base64.b64encode(body["Data"]).decode("ascii")
+        try:
+            update(name, body)
+        except EngineError as exc:
+            raise EngineError(f"failed to update {kind} {name}: {exc}") from exc
+
+
+def deploy_stack(
+    gw: Gateway,
+    specs: StackSpecs,
+    *,
+    prune: bool = False,
+    progress: Progress | None = None,
+) -> DeployResult:
+    """Create or update everything in `specs` like `docker stack deploy --resolve-image
+    never`; with `prune`, remove the stack's services that the specs no longer name. Does not
+    wait for tasks; use `Gateway.wait_converged` for that. Engine errors propagate as
+    EngineError subclasses naming the object.
+    """
+    say = progress or (lambda _msg: None)
+    result = DeployResult(warnings=list(specs.warnings))
+    stack = specs.stack
+    existing = {svc["Spec"]["Name"]: svc for svc in gw.services(stack)}
+    if prune:
+        for name in sorted(set(existing) - set(specs.services)):
+            say(f"Removing service {name}")
+            gw.remove_service(name, missing_ok=True)
+            result.removed.append(name)
+            del existing[name]
+    _check_external_networks(gw, specs.external_networks)
+    have_networks = {net["Name"] for net in gw.networks(stack)}
+    for name, body in sorted(specs.networks.items()):
+        if name in have_networks:
+            continue
+        say(f"Creating network {name}")
+        gw.create_network(body)
+        result.created.append(f"network {name}")
+    _deploy_objects(gw, "secret", specs.secrets, result, say)
+    _deploy_objects(gw, "config", specs.configs, result, say)
+    for name, translated in sorted(specs.services.items()):
+        spec = resolve_references(gw, translated)
+        current = existing.get(name)
+        if current is None:
+            say(f"Creating service {name}")
+            gw.create_service(spec)
+            result.created.append(name)
+            continue
+        say(f"Updating service {name} (id: {current['ID']})")
+        old = current["Spec"]
+        if spec["Labels"].get(IMAGE_LABEL) == (old.get("Labels") or {}).get(IMAGE_LABEL):
+            # Unchanged image: keep what the engine has (it may be pinned to a digest).
+            old_image = old["TaskTemplate"]["ContainerSpec"].get("Image")
+            spec["TaskTemplate"]["ContainerSpec"]["Image"] = old_image
+        spec["TaskTemplate"]["ForceUpdate"] = old["TaskTemplate"].get("ForceUpdate", 0)
+        warnings = gw.update_service(name, spec, version=int(current["Version"]["Index"]))
+        result.warnings.extend(warnings)
+        result.updated.append(name)
+    return result
+
+
+def timed(progress: Callable[[str], None]) -> Progress:
+    """Wrap a line printer so each step carries the seconds elapsed since the start."""
+    start = time.monotonic()
+    return lambda msg: progress(f"[{time.monotonic() - start:6.2f}s] {msg}")

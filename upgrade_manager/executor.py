@@ -1,0 +1,273 @@
+"""Applying a plan step by step, durably, with health gating and rollback.
+
+Every step is idempotent, so a resumed upgrade simply runs the first step not recorded as
+done again. Progress is written to the durable state after each step. A step that fails
+(a new version that never becomes healthy, an engine error, a timeout) stops the run; the
+caller then rolls back with `rollback_steps`, which undoes exactly what was done, in reverse,
+without sending a request to a version it did not start on.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from lb.table import RoutingTable
+from upgrade_manager.deploy import resolve_references
+from upgrade_manager.diff import diff_specs, normalize
+from upgrade_manager.errors import ConvergeTimeout, DansError, NotFound, UpgradeError
+from upgrade_manager.gateway import Gateway
+from upgrade_manager.plan import FAST_UPDATE, Plan, Step
+
+__all__ = ["Executor", "Timeouts", "rollback_steps", "NO_RETURN_STEP"]
+
+Spec = dict[str, Any]
+
+# Once new requests go to the converged canonical services, the old version is gone from
+# them: undoing would mean another upgrade, so rollback stops being offered here.
+NO_RETURN_STEP = "route:lb-back"
+
+
+class LBAdmin(Protocol):
+    """What the executor needs of the LB's admin client."""
+
+    def set_routes(self, table: RoutingTable) -> RoutingTable: ...
+    def wait_drained(self, frontend: str, group: str, timeout: float = 60.0) -> None: ...
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds the executor waits for each kind of thing."""
+
+    healthy: float = 180.0
+    drain: float = 120.0
+    remove: float = 90.0
+
+
+class Executor:
+    """Runs steps against the engine and the LB, reporting each through `report`."""
+
+    def __init__(self, gw: Gateway, lb: Callable[[], LBAdmin],
+                 report: Callable[[str, Step, float, str], None],
+                 timeouts: Timeouts | None = None) -> None:
+        self.gw = gw
+        self._lb_factory = lb
+        self._lb: LBAdmin | None = None
+        self.report = report
+        self.timeouts = timeouts or Timeouts()
+
+    @property
+    def lb(self) -> LBAdmin:
+        """The LB admin client, made on first use (plans without LB steps need none)."""
+        if self._lb is None:
+            self._lb = self._lb_factory()
+        return self._lb
+
+    def run(self, steps: tuple[Step, ...] | list[Step], start: int,
+            done: Callable[[int], None]) -> None:
+        """Run `steps[start:]`; after each, `done(index + 1)` records progress."""
+        for i in range(start, len(steps)):
+            step = steps[i]
+            t0 = time.monotonic()
+            self.report("start", step, 0.0, f"{i + 1}/{len(steps)}")
+            try:
+                self.apply(step)
+            except DansError as exc:
+                self.report("failed", step, time.monotonic() - t0, str(exc))
+                raise
+            self.report("done", step, time.monotonic() - t0, "")
+            done(i + 1)
+
+    def apply(self, step: Step) -> None:
+        """Carry out one step; safe to repeat."""
+        handler = getattr(self, f"_do_{step.kind}", None)
+        if handler is None:
+            raise UpgradeError(f"unknown step kind {step.kind!r} (plan from a newer dans?)")
+        handler(step)
+
+    # -- networks, configs, secrets -------------------------------------------------------
+
+    def _do_create_network(self, step: Step) -> None:
+        try:
+            self.gw.inspect_network(step.target)
+        except NotFound:
+            self.gw.create_network(step.args["spec"])
+
+    def _do_create_config(self, step: Step) -> None:
+        self._create_object(step, self.gw.inspect_config, self.gw.create_config)
+
+    def _do_create_secret(self, step: Step) -> None:
+        self._create_object(step, self.gw.inspect_secret, self.gw.create_secret)
+
+    def _create_object(self, step: Step, inspect: Callable[[str], Spec],
+                       create: Callable[[Spec], str]) -> None:
+        try:
+            inspect(step.target)
+        except NotFound:
+            spec = dict(step.args["spec"])
+            spec["Data"] = base64.b64decode(spec["Data"])
+            create(spec)
+
+    def _do_remove_network(self, step: Step) -> None:
+        deadline = time.monotonic() + self.timeouts.remove
+        while True:
+            try:
+                self.gw.remove_network(step.target, missing_ok=True)
+                return
+            except DansError:
+                # Swarm frees a network a moment after the last task on it is gone.
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+
+    def _do_remove_config(self, step: Step) -> None:
+        self.gw.remove_config(step.target, missing_ok=True)
+
+    def _do_remove_secret(self, step: Step) -> None:
+        self.gw.remove_secret(step.target, missing_ok=True)
+
+    # -- services --------------------------------------------------------------------------
+
+    def _do_create_service(self, step: Step) -> None:
+        if not self.gw.service_exists(step.target):
+            self.gw.create_service(resolve_references(self.gw, step.args["spec"]))
+        self._healthy(step.target)
+
+    _do_create_relay = _do_create_service
+    _do_create_temp = _do_create_service
+
+    def _do_update_service(self, step: Step) -> None:
+        self._update_all({step.target: step.args["spec"]}, step.args.get("via"))
+
+    def _do_update_services(self, step: Step) -> None:
+        self._update_all(step.args["services"], step.args.get("via"))
+
+    _do_converge = _do_update_services
+
+    def _do_remove_service(self, step: Step) -> None:
+        self._remove_all([step.target])
+
+    def _do_remove_services(self, step: Step) -> None:
+        self._remove_all(step.args["names"])
+
+    def _healthy(self, name: str) -> None:
+        try:
+            self.gw.wait_converged(name, timeout=self.timeouts.healthy)
+        except ConvergeTimeout as exc:
+            raise UpgradeError(f"{exc}") from exc
+
+    def _update_all(self, specs: dict[str, Spec], via: dict[str, Any] | None) -> None:
+        """Send every update first, then wait for all: services update side by side.
+
+        With `via`, each service first takes the new task spec under the `via` update config
+        (e.g. all tasks at once while no traffic reaches it), then its exact spec, which
+        differs only in update config and so replaces no task.
+        """
+        todo = {n: s for n, s in specs.items() if not self._matches(n, s)}
+        if via:
+            first = {n: {**copy.deepcopy(s), "UpdateConfig": via} for n, s in todo.items()}
+            for name, spec in first.items():
+                self._send_update(name, spec)
+            for name in first:
+                self._healthy(name)
+        for name, spec in todo.items():
+            self._send_update(name, spec)
+        for name in todo:
+            self._healthy(name)
+
+    def _matches(self, name: str, spec: Spec) -> bool:
+        running = self.gw.inspect_service(name)["Spec"]
+        return not diff_specs(normalize(running, self.gw.network_names()), normalize(spec))
+
+    def _send_update(self, name: str, spec: Spec) -> None:
+        current = self.gw.inspect_service(name)
+        self.gw.update_service(name, resolve_references(self.gw, spec),
+                               version=int(current["Version"]["Index"]))
+
+    def _remove_all(self, names: list[str]) -> None:
+        for name in names:
+            self.gw.remove_service(name, missing_ok=True)
+        # Wait until their containers are gone, so their networks can be removed.
+        deadline = time.monotonic() + self.timeouts.remove
+        while any(self.gw.has_containers(n) for n in names):
+            if time.monotonic() > deadline:
+                raise UpgradeError("removed services still have containers after "
+                                   f"{self.timeouts.remove:.0f} s: {', '.join(names)}")
+            time.sleep(0.5)
+
+    # -- the LB ----------------------------------------------------------------------------
+
+    def _do_route(self, step: Step) -> None:
+        self.lb.set_routes(RoutingTable.from_dict(step.args["table"]))
+
+    def _do_drain(self, step: Step) -> None:
+        for frontend in step.args["frontends"]:
+            self.lb.wait_drained(frontend, step.args["group"], timeout=self.timeouts.drain)
+
+
+def rollback_steps(plan: Plan, done: int) -> list[Step]:
+    """The steps that undo the first `done` steps of `plan` (plus the one in progress).
+
+    Refuses (UpgradeError) once new requests have gone to the converged canonical services:
+    from there on, going back is another upgrade, run with the old file.
+    """
+    keys = [s.key for s in plan.steps]
+    if NO_RETURN_STEP in keys and done > keys.index(NO_RETURN_STEP):
+        raise UpgradeError(
+            "the upgrade has passed its point of no return (new requests already reach the "
+            "converged services); finish it with `dans upgrade` using the same file, then "
+            "upgrade back with the old file if you must"
+        )
+    touched = plan.steps[: min(done + 1, len(plan.steps))]
+    undo: list[Step] = []
+    kinds = {s.kind for s in touched}
+    old = plan.old_specs
+    changed: dict[str, Spec] = {}
+    for s in touched:
+        if s.kind in ("converge", "update_services"):
+            changed.update({n: old[n] for n in s.args["services"] if n in old})
+        elif s.kind == "update_service" and s.target in old:
+            changed[s.target] = old[s.target]
+    if changed:
+        undo.append(Step("update_services", "previous", {"services": changed,
+                                                          "via": FAST_UPDATE},
+                         note="canonical services back to their previous specs"))
+    if "route" in kinds and plan.old_table is not None:
+        draining = _with_temp_groups_draining(plan)
+        undo.append(Step("route", "lb-old", {"table": draining},
+                         note="new requests back to the previous chain"))
+        for fe in draining["frontends"]:
+            for group, g in fe["groups"].items():
+                if g["state"] == "draining":
+                    undo.append(Step("drain", f"lb-old-{fe['name']}",
+                                     {"frontends": [fe["name"]], "group": group}))
+        undo.append(Step("route", "lb-restore", {"table": plan.old_table}))
+    created = [s.target for s in touched if s.kind in ("create_temp", "create_relay",
+                                                         "create_service")]
+    if created:
+        undo.append(Step("remove_services", "created", {"names": created}))
+    for s in reversed(touched):
+        if s.kind == "create_network":
+            undo.append(Step("remove_network", s.target))
+        elif s.kind in ("create_config", "create_secret"):
+            undo.append(Step(s.kind.replace("create", "remove"), s.target))
+    return undo
+
+
+def _with_temp_groups_draining(plan: Plan) -> dict[str, Any]:
+    """The previous routing table, keeping this upgrade's groups as draining."""
+    table = copy.deepcopy(plan.old_table) or {"frontends": []}
+    route_steps = [s for s in plan.steps if s.kind == "route"]
+    if not route_steps:
+        return table
+    new_fronts = {fe["name"]: fe for fe in route_steps[0].args["table"]["frontends"]}
+    for fe in table["frontends"]:
+        extra = new_fronts.get(fe["name"], {}).get("groups", {})
+        for group, g in extra.items():
+            if group not in fe["groups"]:
+                fe["groups"][group] = {**g, "state": "draining"}
+    return table

@@ -1,0 +1,231 @@
+"""A dans-managed stack: the translator's specs plus the edge LB that owns the published ports.
+
+`manage(specs, settings)` is pure: it takes what `docker stack deploy` would create and
+returns what `dans deploy` creates instead (DESIGN.md §5):
+- an edge network `STACK_dans-edge` holding only the LB and the entry services, with no
+  short-name aliases on it;
+- every service that publishes ports (an entry service) loses its TCP published ports and
+  joins the edge network; its name and other networks stay as they were;
+- an LB service `STACK_dans-lb` on the edge network only, publishing those ports with the
+  same numbers and modes (plus the admin port) and proxying each to `tasks.STACK_svc:TARGET`.
+The LB's spec depends only on the entry services' ports, so redeploying or upgrading a stack
+whose published ports stay the same never restarts it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, replace
+from typing import Any
+
+from compose_translator import StackSpecs
+from lb.table import Frontend, Group, RoutingTable
+from upgrade_manager.errors import PlanError
+from upgrade_manager.gateway import STACK_LABEL
+
+__all__ = [
+    "LBSettings",
+    "ManagedStack",
+    "EntryPort",
+    "manage",
+    "lb_service_name",
+    "edge_network_name",
+    "MAIN_GROUP",
+    "routing_table",
+    "ROLE_LABEL",
+    "ADMIN_PORT_LABEL",
+]
+
+ROLE_LABEL = "io.dans.role"
+ADMIN_PORT_LABEL = "io.dans.lb.admin-port"
+MAIN_GROUP = "main"
+Spec = dict[str, Any]
+
+
+def lb_service_name(stack: str) -> str:
+    """The name of a stack's edge LB service."""
+    return f"{stack}_dans-lb"
+
+
+def edge_network_name(stack: str) -> str:
+    """The name of a stack's edge network."""
+    return f"{stack}_dans-edge"
+
+
+@dataclass(frozen=True)
+class LBSettings:
+    """How the edge LB is run; kept in its service labels so upgrades reuse them."""
+
+    image: str
+    token: str
+    admin_port: int = 9900
+    replicas: int = 1
+
+
+@dataclass(frozen=True)
+class EntryPort:
+    """One published port of an entry service, now owned by the LB."""
+
+    service: str  # full name
+    short: str
+    published: int
+    target: int
+    mode: str  # ingress | host
+    protocol: str  # http | tcp (what the LB speaks for it)
+
+    @property
+    def frontend(self) -> str:
+        """The LB frontend's name for this port."""
+        return f"{self.short}-{self.published}"
+
+    def backend(self, service: str | None = None) -> str:
+        """The LB backend address for this port, for the canonical or another service."""
+        return f"tasks.{service or self.service}:{self.target}"
+
+
+@dataclass(frozen=True)
+class ManagedStack:
+    """What `dans deploy` creates: the translated stack, rewritten to sit behind the LB."""
+
+    specs: StackSpecs
+    entries: tuple[EntryPort, ...]
+    lb_service: str
+    edge_network: str
+    settings: LBSettings
+
+    @property
+    def stack(self) -> str:
+        """The stack's name."""
+        return self.specs.stack
+
+    def entry_services(self) -> set[str]:
+        """Full names of the services the LB fronts."""
+        return {e.service for e in self.entries}
+
+    def routing_table(self, extra_groups: dict[str, dict[str, str]] | None = None,
+                      active: dict[str, str] | None = None) -> RoutingTable:
+        """The LB's table for this stack; see `routing_table`."""
+        return routing_table(self.entries, extra_groups, active)
+
+
+def routing_table(entries: tuple[EntryPort, ...],
+                  extra_groups: dict[str, dict[str, str]] | None = None,
+                  active: dict[str, str] | None = None) -> RoutingTable:
+    """The LB's table; by default every frontend routes to its canonical entry service.
+
+    `extra_groups` maps a group name to {canonical service: temporary service} and adds, for
+    each frontend of those services, a group routing to the temporary service; `active` maps
+    a frontend name to the group that takes its new requests.
+    """
+    fronts = []
+    for e in entries:
+        groups = {MAIN_GROUP: Group(backends=(e.backend(),))}
+        for gname, mapping in (extra_groups or {}).items():
+            if e.service in mapping:
+                groups[gname] = Group(backends=(e.backend(mapping[e.service]),))
+        fronts.append(Frontend(
+            name=e.frontend, listen=e.published, mode=e.protocol, groups=groups,
+            active=(active or {}).get(e.frontend, MAIN_GROUP),
+        ))
+    return RoutingTable(tuple(fronts))
+
+
+def manage(specs: StackSpecs, settings: LBSettings) -> ManagedStack:
+    """Rewrite a translated stack so that the edge LB owns its published ports."""
+    stack = specs.stack
+    edge = edge_network_name(stack)
+    services = copy.deepcopy(specs.services)
+    entries: list[EntryPort] = []
+    for full, spec in sorted(services.items()):
+        short = specs.short_names.get(full, full)
+        protocol = specs.extensions.get(short, {}).get("protocol", "http")
+        owned = _take_ports(spec, full, short, protocol)
+        if owned:
+            entries.extend(owned)
+            networks = spec["TaskTemplate"].setdefault("Networks", [])
+            networks.append({"Target": edge})
+    clash = [e for e in entries if e.published == settings.admin_port]
+    if clash:
+        raise PlanError(
+            f"service {clash[0].short} publishes port {settings.admin_port}, which is the LB's "
+            "admin port; choose another with --lb-admin-port"
+        )
+    lb_name = lb_service_name(stack)
+    services[lb_name] = lb_service_spec(stack, tuple(entries), settings)
+    networks = dict(specs.networks)
+    networks[edge] = {
+        "Name": edge,
+        "Driver": "overlay",
+        "Attachable": False,
+        "Labels": {STACK_LABEL: stack, ROLE_LABEL: "edge"},
+    }
+    short_names = dict(specs.short_names)
+    short_names[lb_name] = "dans-lb"
+    rewritten = replace(specs, services=services, networks=networks, short_names=short_names)
+    return ManagedStack(rewritten, tuple(entries), lb_name, edge, settings)
+
+
+def _take_ports(spec: Spec, full: str, short: str, protocol: str) -> list[EntryPort]:
+    """Remove a service's published TCP ports from its spec and describe them as entries."""
+    endpoint = spec.get("EndpointSpec") or {}
+    ports = endpoint.get("Ports") or []
+    owned, kept = [], []
+    for port in ports:
+        if port.get("Protocol", "tcp") != "tcp" or not port.get("PublishedPort"):
+            kept.append(port)  # the LB proxies TCP only; UDP/SCTP stay on the service
+            continue
+        owned.append(EntryPort(
+            service=full, short=short, published=int(port["PublishedPort"]),
+            target=int(port["TargetPort"]), mode=port.get("PublishMode", "ingress"),
+            protocol=protocol,
+        ))
+    if owned:
+        if kept:
+            endpoint["Ports"] = kept
+        else:
+            endpoint.pop("Ports", None)
+        if endpoint:
+            spec["EndpointSpec"] = endpoint
+        else:
+            spec.pop("EndpointSpec", None)
+    return owned
+
+
+def lb_service_spec(stack: str, entries: tuple[EntryPort, ...], settings: LBSettings) -> Spec:
+    """The edge LB's ServiceSpec: on the edge network only, owning the entries' ports."""
+    table = routing_table(entries)
+    host_mode = any(e.mode == "host" for e in entries)
+    ports = [
+        {"Protocol": "tcp", "TargetPort": e.published, "PublishedPort": e.published,
+         "PublishMode": e.mode}
+        for e in entries
+    ]
+    ports.append({"Protocol": "tcp", "TargetPort": settings.admin_port,
+                  "PublishedPort": settings.admin_port,
+                  "PublishMode": "host" if host_mode else "ingress"})
+    return {
+        "Name": lb_service_name(stack),
+        "Labels": {
+            STACK_LABEL: stack,
+            ROLE_LABEL: "lb",
+            ADMIN_PORT_LABEL: str(settings.admin_port),
+        },
+        "TaskTemplate": {
+            "ContainerSpec": {
+                "Image": settings.image,
+                "Args": ["lb", "--admin-port", str(settings.admin_port)],
+                "Env": [
+                    f"DANS_LB_CONFIG={json.dumps(table.to_dict(), sort_keys=True)}",
+                    f"DANS_LB_TOKEN={settings.token}",
+                ],
+                "Labels": {STACK_LABEL: stack},
+                "StopGracePeriod": 30_000_000_000,
+            },
+            "Networks": [{"Target": edge_network_name(stack)}],
+            "RestartPolicy": {"Condition": "any", "MaxAttempts": 0},
+        },
+        "Mode": {"Replicated": {"Replicas": settings.replicas}},
+        "UpdateConfig": {"Parallelism": 1, "Order": "stop-first", "FailureAction": "pause"},
+        "EndpointSpec": {"Mode": "vip", "Ports": ports},
+    }
