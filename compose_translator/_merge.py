@@ -67,6 +67,8 @@ def _merge_service(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]
 
 def merge_files(files: list[dict[str, Any]]) -> dict[str, Any]:
     """Merge canonical file dicts; the first file is the base, each later one overrides."""
+    if len(files) == 1:
+        return files[0]
     result = copy.deepcopy(files[0])
     for over in files[1:]:
         for key, value in over.items():

@@ -13,7 +13,6 @@ from typing import Any
 
 from compose_translator import _values as v
 from compose_translator._report import Reporter
-from compose_translator._schema import FORBIDDEN
 
 __all__ = ["normalize_file"]
 
@@ -66,9 +65,6 @@ class _Norm:
     def service(self, name: str, raw: dict[str, Any] | None) -> dict[str, Any]:
         path: Path = ("services", name)
         svc: dict[str, Any] = dict(raw or {})
-        for key in svc:
-            if key in FORBIDDEN:
-                self.rep.error((*path, key), f"{key!r} is not allowed: {FORBIDDEN[key]}")
         for key in ("command", "entrypoint"):
             if key in svc and svc[key] is not None:
                 svc[key] = self.conv((*path, key), v.shell_split, svc[key])
@@ -261,6 +257,12 @@ class _Norm:
                 if res[kind].get("memory") is not None:
                     res[kind]["memory"] = self.conv((*where, "memory"), v.parse_size,
                                                     res[kind]["memory"])
+                for i, item in enumerate(res[kind].get("generic_resources") or []):
+                    spec = (item or {}).get("discrete_resource_spec")
+                    if spec and spec.get("value") is not None:
+                        spec["value"] = self.conv(
+                            (*where, "generic_resources", i, "discrete_resource_spec", "value"),
+                            v.to_int, spec["value"])
                 if res[kind].get("pids") is not None:
                     res[kind]["pids"] = self.conv((*where, "pids"), v.to_int, res[kind]["pids"])
         placement = dep.get("placement")

@@ -11,7 +11,7 @@ from compose_translator._interpolate import interpolate, read_dotenv
 from compose_translator._merge import merge_files
 from compose_translator._normalize import normalize_file
 from compose_translator._report import Reporter, Source
-from compose_translator._schema import validate
+from compose_translator._schema import forbidden, validate
 from compose_translator._yaml import parse_yaml
 from upgrade_manager.errors import ComposeError
 
@@ -56,10 +56,15 @@ def _read(name: str, stdin_text: str | None) -> str:
         raise ComposeError(f"{name}: cannot read the Compose file: {exc.strerror}") from None
 
 
-def _check_x_dans(rep: Reporter, services: dict[str, dict[str, Any]]) -> dict[str, dict]:
+def _is_a(value: Any, kind: type) -> bool:
+    return isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+
+
+def _check_x_dans(rep: Reporter, services: dict[str, dict[str, Any]]
+                  ) -> dict[str, dict[str, Any]]:
     result: dict[str, dict[str, Any]] = {}
     for name, svc in services.items():
-        ext = svc.get("x-dans")
+        ext: Any = svc.get("x-dans")
         path = ("services", name, "x-dans")
         if ext is None:
             result[name] = {}
@@ -67,16 +72,17 @@ def _check_x_dans(rep: Reporter, services: dict[str, dict[str, Any]]) -> dict[st
         if not isinstance(ext, dict):
             rep.error(path, "x-dans must be a mapping")
             continue
-        for key, value in ext.items():
+        for key, item in ext.items():
+            value: Any = item
             want = _X_DANS_KEYS.get(key)
             if want is None:
                 rep.error((*path, key), f"unknown x-dans key {key!r} "
                                         f"(known: {', '.join(sorted(_X_DANS_KEYS))})")
-            elif not isinstance(value, want):
+            elif not _is_a(value, want):
                 rep.error((*path, key), f"x-dans.{key} must be a {want.__name__}")
             elif key == "calls":
                 for i, target in enumerate(value):
-                    if target not in services:
+                    if not isinstance(target, str) or target not in services:
                         rep.error((*path, key, i), f"x-dans.calls names {target!r}, "
                                                    "which is not a service of this project")
             elif key == "ports" and not all(
@@ -102,6 +108,14 @@ def load_project(
     """
     if not files:
         raise ComposeError("no Compose file given")
+    try:
+        return _load(files, environ, stdin_text)
+    except RecursionError:
+        raise ComposeError(f"{files[0]}: a YAML anchor refers to itself") from None
+
+
+def _load(files: Sequence[str], environ: Mapping[str, str] | None,
+          stdin_text: str | None) -> ComposeProject:
     first = files[0]
     workdir = os.path.abspath(os.getcwd() if first == "-" else os.path.dirname(first) or ".")
     lookup = dict(read_dotenv(os.path.join(workdir, ".env")))
@@ -118,7 +132,7 @@ def load_project(
             continue
         data = {k: interpolate(v, lookup, missing, rep.error, (k,)) if k in _SECTIONS else v
                 for k, v in data.items()}
-        problems = validate(data)
+        problems = forbidden(data) + validate(data)
         for path, message in problems:
             rep.error(path, message)
         if problems:

@@ -8,11 +8,12 @@ are accepted and warned about later; keys the CLI forbids are reported as errors
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import jsonschema
 
-__all__ = ["FORBIDDEN", "IGNORED_SERVICE_KEYS", "validate"]
+__all__ = ["FORBIDDEN", "IGNORED_SERVICE_KEYS", "validate", "forbidden"]
 
 FORBIDDEN = {
     "extends": "'extends' is not supported by docker stack deploy",
@@ -50,7 +51,7 @@ _MAP_OR_LIST = {
     ]
 }
 _STR_MAP = {"type": "object", "additionalProperties": _STR_OR_NUM}
-_EXT = {"^x-": {}}
+_EXT: dict[str, Any] = {"^x-": {}}
 
 
 def _obj(props: dict[str, Any], required: list[str] | None = None, ext: bool = True,
@@ -203,8 +204,59 @@ SCHEMA: dict[str, Any] = _obj({
 _VALIDATOR = jsonschema.Draft7Validator(SCHEMA)
 
 
+_TYPES: dict[str, Any] = {
+    "object": lambda x: isinstance(x, dict),
+    "array": lambda x: isinstance(x, list),
+    "string": lambda x: isinstance(x, str),
+    "integer": lambda x: isinstance(x, int) and not isinstance(x, bool),
+    "number": lambda x: isinstance(x, int | float) and not isinstance(x, bool),
+    "boolean": lambda x: isinstance(x, bool),
+    "null": lambda x: x is None,
+}
+_PATTERNS: dict[str, re.Pattern[str]] = {}
+
+
+def _valid(schema: dict[str, Any], data: Any) -> bool:
+    # A fast yes/no check for the keywords this schema uses; jsonschema explains failures.
+    kind = schema.get("type")
+    if kind is not None:
+        kinds = kind if isinstance(kind, list) else [kind]
+        if not any(_TYPES[k](data) for k in kinds):
+            return False
+    if "enum" in schema and data not in schema["enum"]:
+        return False
+    if "oneOf" in schema and sum(_valid(sub, data) for sub in schema["oneOf"]) != 1:
+        return False
+    if isinstance(data, dict):
+        props = schema.get("properties", {})
+        patterns = schema.get("patternProperties", {})
+        extra = schema.get("additionalProperties", True)
+        if any(key not in data for key in schema.get("required", ())):
+            return False
+        for key, value in data.items():
+            if key in props:
+                if not _valid(props[key], value):
+                    return False
+                continue
+            matched = False
+            for pattern, sub in patterns.items():
+                regex = _PATTERNS.get(pattern) or _PATTERNS.setdefault(pattern, re.compile(pattern))
+                if regex.search(key):
+                    matched = True
+                    if not _valid(sub, value):
+                        return False
+            if not matched and (extra is False or (isinstance(extra, dict)
+                                                   and not _valid(extra, value))):
+                return False
+    elif isinstance(data, list) and "items" in schema:
+        return all(_valid(schema["items"], item) for item in data)
+    return True
+
+
 def validate(data: Any) -> list[tuple[tuple[str | int, ...], str]]:
     """Check one file's data; return (path, message) per problem, the deepest problem first."""
+    if _valid(SCHEMA, data):
+        return []
     found: list[tuple[tuple[str | int, ...], str]] = []
     for error in _VALIDATOR.iter_errors(data):
         found.append(_describe(error))
@@ -218,11 +270,26 @@ def _describe(error: jsonschema.ValidationError) -> tuple[tuple[str | int, ...],
         best = max(error.context, key=lambda e: len(e.absolute_path))
     path = tuple(best.absolute_path)
     if best.validator == "additionalProperties":
-        extra = [k for k in best.instance if k not in best.schema.get("properties", {})
+        schema: Any = best.schema
+        instance: Any = best.instance
+        extra = [k for k in instance if k not in schema.get("properties", {})
                  and not str(k).startswith("x-")]
-        return (*path, extra[0]) if extra else path, f"unsupported key {', '.join(map(repr, extra))}"
+        message = f"unsupported key {', '.join(map(repr, extra))}"
+        return ((*path, extra[0]) if extra else path), message
     if best.validator in ("type", "enum"):
         return path, f"{best.instance!r} is not valid here: {best.message.split(' is ', 1)[-1]}"
     if best.validator == "required":
         return path, best.message
     return path, best.message
+
+
+def forbidden(data: Any) -> list[tuple[tuple[str | int, ...], str]]:
+    """Service keys `docker stack deploy` refuses, with what to use instead."""
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    services = data.get("services") if isinstance(data, dict) else None
+    for name, svc in (services or {}).items() if isinstance(services, dict) else ():
+        for key in svc or {} if isinstance(svc, dict) else ():
+            if key in FORBIDDEN:
+                found.append((("services", name, key), f"{key!r} is not allowed: "
+                                                       f"{FORBIDDEN[key]}"))
+    return found

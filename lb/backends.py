@@ -60,6 +60,7 @@ class Resolver:
         self.refresh = min(refresh, 1.0)
         self._answers: dict[str, list[str]] = {}
         self._errors: dict[str, str] = {}
+        self.generation = 0  # changes whenever an answer changes
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -89,6 +90,7 @@ class Resolver:
 
     def watch(self, hosts: set[str]) -> None:
         """Make sure these names are refreshed from now on; forget names no longer used."""
+        self.generation += 1
         for host in hosts:
             if not is_ip(host):
                 self._answers.setdefault(host, [])
@@ -108,10 +110,14 @@ class Resolver:
             # No answer at all (a service with no running task gives NXDOMAIN) means no
             # backend; any other failure keeps the previous answer for the next round.
             if exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", -5)):
+                if self._answers.get(host):
+                    self.generation += 1
                 self._answers[host] = []
             self._errors[host] = str(exc)
             return self._answers.get(host, [])
         addrs = sorted({str(info[4][0]) for info in infos})
+        if self._answers.get(host) != addrs:
+            self.generation += 1
         self._answers[host] = addrs
         self._errors.pop(host, None)
         return addrs
@@ -140,48 +146,74 @@ class GroupRuntime:
     _endpoints: dict[tuple[str, int], Endpoint] = field(default_factory=dict)
     _rr: int = 0
     _drained: asyncio.Event | None = None
+    _targets: list[tuple[str, int]] = field(default_factory=list)
+    _list: list[Endpoint] = field(default_factory=list)
+    _generation: int = -1
 
     def __post_init__(self) -> None:
-        self.state = self.spec.state
+        self.update(self.spec)
 
     @property
     def targets(self) -> list[tuple[str, int]]:
         """The configured backends as (host, port)."""
-        return [split_target(t) for t in self.spec.backends]
+        return self._targets
 
     def update(self, spec: Group) -> None:
         """Take a new spec (backends and state) without losing counters."""
         self.spec = spec
         self.state = spec.state
+        self._targets = [split_target(t) for t in spec.backends]
+        self._generation = -1
 
     def endpoints(self) -> list[Endpoint]:
-        """The current endpoints, from the resolver's last answers (cheap, no I/O)."""
-        current: dict[tuple[str, int], Endpoint] = {}
-        for host, port in self.targets:
+        """The current endpoints, from the resolver's last answers (cheap, no I/O).
+
+        Rebuilt only when an answer changed since the last call; requests read the cache.
+        """
+        if self._generation == self.resolver.generation:
+            return self._list
+        self._generation = self.resolver.generation
+        live: dict[tuple[str, int], Endpoint] = {}
+        for host, port in self._targets:
             for addr in self.resolver.cached(host) or ():
                 key = (addr, port)
-                current[key] = self._endpoints.get(key) or Endpoint(addr, port)
-        # Keep endpoints with requests in flight so their counters stay right.
+                live[key] = self._endpoints.get(key) or Endpoint(addr, port)
+        self._list = list(live.values())
+        # Endpoints gone from DNS stay listed while requests are in flight on them.
         for key, ep in self._endpoints.items():
-            if key not in current and ep.in_flight:
-                current[key] = ep
-        self._endpoints = current
-        return list(current.values())
+            if key not in live and ep.in_flight:
+                live[key] = ep
+        self._endpoints = live
+        return self._list
 
     async def refresh_now(self) -> None:
         """Resolve every backend name now (used when the cache has nothing yet)."""
-        hosts = {host for host, _ in self.targets}
+        hosts = {host for host, _ in self._targets}
         await asyncio.gather(*(self.resolver.resolve(h) for h in hosts), return_exceptions=True)
 
     def pick(self, exclude: set[Endpoint] | None = None) -> Endpoint | None:
-        """Round-robin over healthy endpoints not in `exclude`; any endpoint as last resort."""
-        eps = [ep for ep in self.endpoints() if not exclude or ep not in exclude]
-        if not eps:
+        """Round-robin over healthy endpoints not in `exclude`; an unhealthy one as last resort.
+
+        Endpoints kept only for their in-flight requests (gone from DNS) are never picked.
+        """
+        eps = self.endpoints()
+        n = len(eps)
+        if not n:
             return None
-        now = time.monotonic()
-        healthy = [ep for ep in eps if ep.healthy(now)] or eps
-        self._rr = (self._rr + 1) % len(healthy)
-        return healthy[self._rr]
+        now = 0.0
+        fallback = None
+        for _ in range(n):
+            self._rr = (self._rr + 1) % n
+            ep = eps[self._rr]
+            if exclude and ep in exclude:
+                continue
+            if ep.down_until:
+                now = now or time.monotonic()
+                if ep.down_until > now:
+                    fallback = fallback or ep
+                    continue
+            return ep
+        return fallback
 
     def begin(self) -> None:
         """A request or connection entered this group."""

@@ -19,6 +19,7 @@ import aiohttp
 from aiohttp import web
 
 from lb.backends import GroupRuntime, Resolver
+from lb.fast_proxy import CLIENT_IDLE, FastHttp, UpstreamPool
 from lb.http_proxy import HttpProxy
 from lb.metrics import Metrics
 from lb.policy import POLICIES, Policy
@@ -65,6 +66,7 @@ class FrontendRuntime:
         self.server: asyncio.AbstractServer | None = None
         self.web_server: web.Server | None = None
         self.relay: TcpRelay | None = None
+        self.fast: FastHttp | None = None
         self.update(spec, resolver)
 
     def update(self, spec: Frontend, resolver: Resolver) -> None:
@@ -86,8 +88,8 @@ class FrontendRuntime:
 
     def same_listener(self, spec: Frontend) -> bool:
         """True when `spec` can keep this frontend's listening socket."""
-        return (spec.listen, spec.host, spec.mode) == (self.spec.listen, self.spec.host,
-                                                       self.spec.mode)
+        return (spec.listen, spec.host, spec.mode, spec.engine) == (
+            self.spec.listen, self.spec.host, self.spec.mode, self.spec.engine)
 
     def current_spec(self) -> Frontend:
         """The spec with the live active group and group states (for GET routes)."""
@@ -123,6 +125,8 @@ class Balancer:
         self._session: aiohttp.ClientSession | None = None
         self._lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
+        self.pool = UpstreamPool()
+        self._sweeper: asyncio.Task[None] | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -141,6 +145,7 @@ class Balancer:
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
         )
         self.resolver.start()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         if table is not None:
             await self.apply(table)
 
@@ -224,7 +229,10 @@ class Balancer:
         loop = asyncio.get_running_loop()
         sock = listen_socket(fe.spec.host, fe.spec.listen)
         fe.port = sock.getsockname()[1]
-        if fe.spec.mode == "http":
+        if fe.spec.mode == "http" and fe.spec.engine == "fast":
+            fe.fast = FastHttp(self, fe, self.pool)
+            fe.server = await loop.create_server(fe.fast, sock=sock)
+        elif fe.spec.mode == "http":
             proxy = HttpProxy(self, fe)
             fe.web_server = web.Server(proxy.handle, access_log=None)
             fe.server = await loop.create_server(fe.web_server, sock=sock)
@@ -247,6 +255,14 @@ class Balancer:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    async def _sweep(self) -> None:
+        # Idle keep-alive clients of the fast engine are closed after CLIENT_IDLE seconds.
+        while True:
+            await asyncio.sleep(5.0)
+            for fe in self.frontends.values():
+                if fe.fast is not None:
+                    fe.fast.close_idle(CLIENT_IDLE)
+
     async def shutdown(self, grace: float = 30.0) -> None:
         """Stop accepting everywhere, wait up to `grace` s for in-flight work, close all."""
         self.closing = True
@@ -259,6 +275,9 @@ class Balancer:
         await asyncio.gather(*(_close_connections(fe) for fe in self.frontends.values()))
         for task in list(self._background):
             task.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self.pool.close()
         await self.resolver.close()
         if self._session is not None:
             await self._session.close()
@@ -277,3 +296,6 @@ async def _close_connections(fe: FrontendRuntime) -> None:
         await fe.web_server.shutdown(1.0)
     if fe.relay is not None:
         fe.relay.abort_all()
+    if fe.fast is not None:
+        fe.fast.close_idle()
+        fe.fast.abort_all()

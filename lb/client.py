@@ -46,7 +46,10 @@ class AdminClient:
             with urllib.request.urlopen(request, timeout=timeout or self.timeout) as resp:
                 payload = resp.read()
         except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")
+            try:
+                detail = exc.read().decode(errors="replace")
+            finally:
+                exc.close()
             try:
                 detail = json.loads(detail).get("error", detail)
             except (ValueError, AttributeError):

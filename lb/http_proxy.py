@@ -109,6 +109,8 @@ class HttpProxy:
         balancer = self.balancer
         metrics = balancer.metrics
         started = time.perf_counter()
+        if request.version[0] != 1:  # aiohttp 3.8 parses any HTTP/x.y
+            return _plain(505, "HTTP version not supported", True)
         group = fe.policy.choose(fe, request.headers)
         if group is None:
             metrics.error(fe.name, "-", "no_group")

@@ -10,11 +10,14 @@ process, its admin API and the upgrade manager's admin client. JSON shape:
              "v2": {"backends": ["tasks.shop_front-next:80"], "state": "active"}},
          "timeouts": {"connect": 2.0, "read": 60.0},
          "retries": 2,
-         "policy": "active"}]}
+         "policy": "active",
+         "engine": "fast"}]}
 
 A backend is "host:port"; a host that is not an IP literal (usually `tasks.SERVICE`) is
 resolved through DNS at most `refresh` seconds apart. `policy` names how a request picks a
-group; "active" (the only one today) sends every new request to the active group. A
+group; "active" (the only one today) sends every new request to the active group.
+`engine` picks the HTTP implementation: "fast" (raw asyncio protocols, `lb.fast_proxy`, the
+default) or "aiohttp" (aiohttp's server and client, `lb.http_proxy`); TCP frontends ignore it. A
 per-trace pinning policy (the version-consistency backend) plugs in by name without a
 change of this format: it reads the trace id and may pick a non-active, non-draining group.
 """
@@ -46,6 +49,7 @@ DRAINING = "draining"
 GROUP_STATES = (ACTIVE, DRAINING)
 MODES = ("http", "tcp")
 POLICIES = ("active",)
+ENGINES = ("fast", "aiohttp")
 
 
 def lb_error(message: str, http_status: int = 400) -> LBError:
@@ -140,6 +144,7 @@ class Frontend:
     timeouts: Timeouts = field(default_factory=Timeouts)
     retries: int = 2
     policy: str = "active"
+    engine: str = "fast"
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
@@ -153,6 +158,7 @@ class Frontend:
             "timeouts": self.timeouts.to_dict(),
             "retries": self.retries,
             "policy": self.policy,
+            "engine": self.engine,
         }
 
     @classmethod
@@ -165,7 +171,7 @@ class Frontend:
             raise LBError("frontend: name must be a non-empty string")
         where = f"frontend {name}"
         _only(data, {"name", "listen", "host", "mode", "active", "groups", "timeouts",
-                     "retries", "policy"}, where)
+                     "retries", "policy", "engine"}, where)
         listen = data.get("listen")
         if not isinstance(listen, int) or isinstance(listen, bool) or not 0 <= listen < 65536:
             raise LBError(f"{where}: listen must be a port number")
@@ -175,6 +181,9 @@ class Frontend:
         policy = data.get("policy", "active")
         if policy not in POLICIES:
             raise LBError(f"{where}: policy must be one of {', '.join(POLICIES)}")
+        engine = data.get("engine", "fast")
+        if engine not in ENGINES:
+            raise LBError(f"{where}: engine must be one of {', '.join(ENGINES)}")
         raw_groups = data.get("groups")
         if not isinstance(raw_groups, dict) or not raw_groups:
             raise LBError(f"{where}: groups must be a non-empty object")
@@ -200,6 +209,7 @@ class Frontend:
             timeouts=Timeouts.from_dict(data.get("timeouts", {}), where),
             retries=retries,
             policy=policy,
+            engine=engine,
         )
 
 

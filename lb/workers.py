@@ -196,20 +196,24 @@ class WorkerPool:
     async def metrics(self) -> str:
         """Every worker's samples, added up per series."""
         texts = await self._all("GET", "/metrics")
-        order: list[str] = []
+        families: dict[str, list[str]] = {}  # family -> HELP/TYPE lines, then series
         values: dict[str, float] = {}
         for text in texts:
+            family = ""
             for line in text.splitlines():
-                if line.startswith("#") or not line.strip():
-                    if line not in values and line not in order:
-                        order.append(line)
-                    continue
-                series, _, value = line.rpartition(" ")
-                if series not in values:
-                    order.append(series)
-                    values[series] = 0.0
-                values[series] += float(value)
-        out = [f"{line} {_num(values[line])}" if line in values else line for line in order]
+                if line.startswith("# "):
+                    family = line.split()[2]
+                    lines = families.setdefault(family, [])
+                    if line not in lines:
+                        lines.append(line)
+                elif line.strip():
+                    series, _, value = line.rpartition(" ")
+                    if series not in values:
+                        families.setdefault(family, []).append(series)
+                        values[series] = 0.0
+                    values[series] += float(value)
+        out = [f"{line} {_num(values[line])}" if line in values else line
+               for lines in families.values() for line in lines]
         return "\n".join(out) + "\n"
 
 

@@ -7,8 +7,9 @@ Runs, one after the other and each with wrk (Debian package) for load:
   direct    wrk -> backend (nginx, 1 worker, `return 200`)
   nginx     wrk -> nginx reverse proxy (1 worker, keep-alive upstream) -> backend
   dans-lb   wrk -> `dans lb` (1 worker, then each --workers count) -> backend
-at a moderate load (few connections: added latency) and a saturating one (throughput), and
-prints req/s, p50 and p99 for each, and the ratios dans/nginx. Installs nginx-light and wrk
+at a moderate load (few connections: added latency) and a saturating one (throughput), in
+interleaved rounds (the median round by req/s is kept), and prints req/s, p50 and p99 for
+each, the p50 added to the direct one, and the ratio to nginx. Installs nginx-light and wrk
 with apt-get when they are missing. Everything listens on 127.0.0.1 and stops by itself.
 """
 
@@ -137,6 +138,8 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
     ap.add_argument("--workers", type=int, nargs="*", default=[2],
                     help="dans lb worker counts to run besides 1")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds, targets interleaved; the median round is reported")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args()
     ensure_tools()
@@ -159,18 +162,24 @@ def main() -> None:
                                                    ("nginx", ports["nginx"], 0)]
             for workers in sorted({1, *args.workers}):
                 targets.append((f"dans-lb-w{workers}", free_port(), workers))
-            for name, port, workers in targets:
-                proc = None
-                if workers:
-                    proc = start_dans(work, port, ports["direct"], workers)
-                try:
-                    wrk(port, 8, 2.0)  # warm-up: pools filled, code paths hot
-                    results[name] = {load: wrk(port, conns, args.duration)
-                                     for load, conns in LOADS.items()}
-                finally:
-                    if proc is not None:
-                        proc.send_signal(signal.SIGTERM)
-                        proc.wait(timeout=60)
+            runs: dict[str, dict[str, list[dict[str, float]]]] = {}
+            for _ in range(args.rounds):
+                for name, port, workers in targets:
+                    proc = None
+                    if workers:
+                        proc = start_dans(work, port, ports["direct"], workers)
+                    try:
+                        wrk(port, 8, 2.0)  # warm-up: pools filled, code paths hot
+                        for load, conns in LOADS.items():
+                            runs.setdefault(name, {}).setdefault(load, []).append(
+                                wrk(port, conns, args.duration))
+                    finally:
+                        if proc is not None:
+                            proc.send_signal(signal.SIGTERM)
+                            proc.wait(timeout=60)
+            for name, loads in runs.items():
+                results[name] = {load: sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]
+                                 for load, rs in loads.items()}
         finally:
             for proc in procs:
                 proc.send_signal(signal.SIGQUIT)
@@ -187,7 +196,7 @@ def report(results: dict[str, dict[str, dict[str, float]]], as_json: bool) -> No
     if as_json:
         print(json.dumps(results, indent=2))
         return
-    print(f"cores: {os.cpu_count()}; loads: " +
+    print(f"cores: {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}; loads: " +
           ", ".join(f"{k} = {v} connections" for k, v in LOADS.items()))
     print(f"{'target':<14}{'load':<12}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
           f"{'+p50 ms':>9}{'/nginx':>8}{'non-2xx':>9}")

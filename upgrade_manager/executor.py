@@ -68,7 +68,7 @@ class Executor:
         return self._lb
 
     def run(self, steps: tuple[Step, ...] | list[Step], start: int,
-            done: Callable[[int], None]) -> None:
+            done: Callable[[int], object]) -> None:
         """Run `steps[start:]`; after each, `done(index + 1)` records progress."""
         for i in range(start, len(steps)):
             step = steps[i]

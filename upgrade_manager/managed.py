@@ -35,6 +35,7 @@ __all__ = [
     "routing_table",
     "ROLE_LABEL",
     "ADMIN_PORT_LABEL",
+    "lb_env",
 ]
 
 ROLE_LABEL = "io.dans.role"
@@ -192,6 +193,15 @@ def _take_ports(spec: Spec, full: str, short: str, protocol: str) -> list[EntryP
     return owned
 
 
+def lb_env(table: dict[str, Any], token: str, admin_port: int) -> list[str]:
+    """The environment the LB image reads its start-up table, token and admin port from."""
+    return [
+        f"DANS_LB_ADMIN_PORT={admin_port}",
+        f"DANS_LB_CONFIG={json.dumps(table, sort_keys=True)}",
+        f"DANS_LB_TOKEN={token}",
+    ]
+
+
 def lb_service_spec(stack: str, entries: tuple[EntryPort, ...], settings: LBSettings) -> Spec:
     """The edge LB's ServiceSpec: on the edge network only, owning the entries' ports."""
     table = routing_table(entries)
@@ -214,11 +224,7 @@ def lb_service_spec(stack: str, entries: tuple[EntryPort, ...], settings: LBSett
         "TaskTemplate": {
             "ContainerSpec": {
                 "Image": settings.image,
-                "Args": ["lb", "--admin-port", str(settings.admin_port)],
-                "Env": [
-                    f"DANS_LB_CONFIG={json.dumps(table.to_dict(), sort_keys=True)}",
-                    f"DANS_LB_TOKEN={settings.token}",
-                ],
+                "Env": lb_env(table.to_dict(), settings.token, settings.admin_port),
                 "Labels": {STACK_LABEL: stack},
                 "StopGracePeriod": 30_000_000_000,
             },

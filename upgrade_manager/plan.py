@@ -33,7 +33,7 @@ import networkx as nx
 from upgrade_manager.diff import FieldDiff, diff_specs, normalize, replaces_tasks
 from upgrade_manager.errors import PlanError
 from upgrade_manager.gateway import STACK_LABEL
-from upgrade_manager.managed import ROLE_LABEL, ManagedStack
+from upgrade_manager.managed import ROLE_LABEL, ManagedStack, lb_env
 
 __all__ = [
     "RunningStack",
@@ -376,9 +376,16 @@ def _ports_called(desired: ManagedStack, callers: set[str], callee: str) -> set[
     for full, spec in desired.specs.services.items():
         if desired.specs.short_names.get(full) not in callers:
             continue
-        for env in spec["TaskTemplate"]["ContainerSpec"].get("Env") or []:
-            ports |= {int(m) for m in hostport.findall(env)}
-            ports |= {_SCHEME_PORTS[s] for s in scheme.findall(env) if s in _SCHEME_PORTS}
+        env = dict(e.split("=", 1) for e in spec["TaskTemplate"]["ContainerSpec"].get("Env")
+                   or [] if "=" in e)
+        for key, value in env.items():
+            ports |= {int(m) for m in hostport.findall(value)}
+            ports |= {_SCHEME_PORTS[s] for s in scheme.findall(value) if s in _SCHEME_PORTS}
+            # The common pair FOO_HOST=callee with FOO_PORT=5432.
+            if value == callee and key.endswith("_HOST"):
+                port = env.get(key[: -len("_HOST")] + "_PORT", "")
+                if port.isdigit():
+                    ports.add(int(port))
     return {p for p in ports if 0 < p < 65536}
 
 
@@ -549,9 +556,7 @@ class _Ctx:
             "TaskTemplate": {
                 "ContainerSpec": {
                     "Image": settings.image,
-                    "Args": ["lb", "--admin-port", str(admin)],
-                    "Env": [f"DANS_LB_CONFIG={json.dumps(table, sort_keys=True)}",
-                            f"DANS_LB_TOKEN={settings.token}"],
+                    "Env": lb_env(table, settings.token, admin),
                     "StopGracePeriod": 10_000_000_000,
                 },
                 "Networks": [{"Target": relay.network},

@@ -39,6 +39,16 @@ def this_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @dataclass(frozen=True)
 class UpgradeState:
     """An upgrade in progress as stored in the swarm."""
@@ -53,8 +63,11 @@ class UpgradeState:
 
     @property
     def stale(self) -> bool:
-        """True when the owner has not shown life for a while (killed or hung)."""
-        return time.time() - self.heartbeat > STALE_AFTER
+        """True when the owner is gone: no heartbeat for a while, or a dead local process."""
+        if time.time() - self.heartbeat > STALE_AFTER:
+            return True
+        host, _, pid = self.owner.rpartition(":")
+        return host == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
 
 
 class StateStore:

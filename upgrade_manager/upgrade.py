@@ -15,7 +15,8 @@ from typing import Any
 
 from compose_translator import load_project, translate
 from lb.client import AdminClient
-from upgrade_manager import __version__
+from lb.image import default_tag, ensure_lb_image
+from upgrade_manager.deploy import DeployResult, deploy_stack
 from upgrade_manager.errors import DansError, LBError, PlanError, UpgradeError, UpgradeLocked
 from upgrade_manager.executor import Executor, Timeouts, rollback_steps
 from upgrade_manager.gateway import Gateway
@@ -38,7 +39,6 @@ from upgrade_manager.plan import (
 from upgrade_manager.state import StateStore, UpgradeState
 
 __all__ = [
-    "DEFAULT_LB_IMAGE",
     "Options",
     "Reporter",
     "desired_stack",
@@ -48,9 +48,9 @@ __all__ = [
     "rollback",
     "status",
     "lb_admin",
+    "deploy",
 ]
 
-DEFAULT_LB_IMAGE = f"dans-lb:{__version__}"
 
 # (event, step, seconds, message): event is start | done | failed | info
 Reporter = Callable[[str, Step | None, float, str], None]
@@ -90,7 +90,7 @@ def lb_settings(running: RunningStack, opts: Options) -> LBSettings:
     """The LB settings: the running LB's (token, admin port, image) unless overridden."""
     lb = running.services.get(lb_service_name(opts.stack))
     token = secrets.token_urlsafe(24)
-    image = opts.lb_image or DEFAULT_LB_IMAGE
+    image = opts.lb_image or default_tag()
     admin_port = opts.lb_admin_port or 9900
     if lb is not None:
         env = _env(lb)
@@ -266,3 +266,34 @@ def status(gw: Gateway, stack: str) -> dict[str, Any]:
         }
     return out
 
+
+
+def deploy(gw: Gateway, opts: Options, *, lb: bool = True, wait: bool = False,
+           timeout: float = 300.0, say: Callable[[str], None] = lambda _m: None,
+           ) -> DeployResult:
+    """Create or update a stack from Compose files, behind its edge LB unless `lb` is False.
+
+    Without the LB this is exactly `docker stack deploy --resolve-image never`. With it, the
+    LB image is built when missing and the stack is rewritten by `managed.manage`. Refuses
+    while an upgrade of the stack is unfinished.
+    """
+    project = load_project(list(opts.files), environ=opts.environ, stdin_text=opts.stdin_text)
+    specs = translate(project, opts.stack)
+    if lb:
+        state = StateStore(gw, opts.stack).load()
+        if state is not None:
+            raise UpgradeError(
+                f"stack {opts.stack} has an unfinished upgrade ({state.status}); finish it with "
+                f"`dans upgrade` or undo it with `dans rollback --stack {opts.stack}` first"
+            )
+        settings = lb_settings(read_running(gw, opts.stack), opts)
+        if ensure_lb_image(settings.image, gateway=gw, progress=say):
+            say(f"Built LB image {settings.image}")
+        specs = manage(specs, settings).specs
+    result = deploy_stack(gw, specs, prune=opts.prune, progress=say)
+    if wait:
+        for name in sorted(specs.services):
+            say(f"Waiting for {name}")
+            gw.wait_converged(name, timeout=timeout)
+        say("All services converged")
+    return result

@@ -92,7 +92,7 @@ def test_temporary_copies_are_isolated_on_the_generation_network() -> None:
     assert api["TaskTemplate"]["ContainerSpec"]["Image"] == "app/api:2"
     assert relay["TaskTemplate"]["Networks"] == [
         {"Target": "st_default"}, {"Target": "st_dans-gen-g1", "Aliases": ["store"]}]
-    assert "tasks.st_store:5432" in relay["TaskTemplate"]["ContainerSpec"]["Env"][0]
+    assert any("tasks.st_store:5432" in e for e in relay["TaskTemplate"]["ContainerSpec"]["Env"])
     # The LB sends new requests to the copy, and keeps the old group for what is in flight.
     table = steps["route:lb"].args["table"]["frontends"][0]
     assert table["active"] == "dans-g1"
@@ -148,12 +148,21 @@ def test_missing_relay_port_is_a_clear_error() -> None:
         plan_for(new, old=doc(api={"environment": {"DB_HOST": "store"}}))
 
 
-def test_declared_ports_satisfy_the_relay() -> None:
-    old = doc(api={"environment": {"DB_HOST": "store"}})
-    new = doc(api={**V2_API, "environment": {"DB_HOST": "store"}},
-              store={"x-dans": {"ports": [5432]}})
+@pytest.mark.parametrize(
+    ("env", "store", "ports"),
+    [
+        ({"DB_HOST": "store"}, {"x-dans": {"ports": [5432]}}, (5432,)),
+        ({"DB_HOST": "store", "DB_PORT": "6543"}, {}, (6543,)),
+        ({"DB": "store:7000", "DB2": "redis://store"}, {}, (6379, 7000)),
+    ],
+    ids=["x-dans-ports", "host-port-pair", "host-colon-port-and-scheme"],
+)
+def test_relay_ports(env: dict[str, str], store: dict[str, Any],
+                     ports: tuple[int, ...]) -> None:
+    old = doc(api={"environment": env}, store=store)
+    new = doc(api={**V2_API, "environment": env}, store=store)
     plan = plan_for(new, old=old)
-    assert plan.relays[0].ports == (5432,)
+    assert plan.relays[0].ports == ports
 
 
 def test_call_cycle_is_refused() -> None:

@@ -158,8 +158,9 @@ def read_json(raw: bytes) -> dict[str, Any] | None:
 
 
 def serve(app: web.Application, port: int | None = None) -> None:
-    """Run `app` until SIGTERM/SIGINT, then drain: stop accepting, let in-flight requests
-    finish (up to SHUTDOWN_TIMEOUT seconds), run cleanups, exit."""
+    """Run `app` until SIGTERM/SIGINT, then drain: /healthz says 503, accept DRAIN_DELAY (1 s)
+    more, stop accepting, let in-flight requests finish (up to SHUTDOWN_TIMEOUT, 10 s), run
+    cleanups, exit."""
     asyncio.run(_serve(app, port or int(os.environ.get("PORT", "8080"))))
 
 
@@ -179,7 +180,12 @@ async def _serve(app: web.Application, port: int) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     app[DRAINING] = True
-    log("draining: no new connections; finishing in-flight requests")
+    # Swarm takes a stopping task out of DNS before signalling it, but a caller may have
+    # looked it up a moment earlier: keep accepting briefly so that caller is served too,
+    # instead of being reset from the listen backlog.
+    delay = float(os.environ.get("DRAIN_DELAY", "1"))
+    log(f"draining: accepting for {delay:g} s more, then finishing in-flight requests")
+    await asyncio.sleep(delay)
     await runner.cleanup()
     log("stopped")
 

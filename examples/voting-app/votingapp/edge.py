@@ -14,6 +14,7 @@ import os
 import random
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -46,7 +47,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 async def _connect(service: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(f"tasks.{service}", port, type=socket.SOCK_STREAM)
-    addrs = list({info[4][0] for info in infos})
+    addrs = list({str(info[4][0]) for info in infos})
     random.shuffle(addrs)
     last: Exception = OSError(f"no task of {service}")
     for addr in addrs:
@@ -57,13 +58,16 @@ async def _connect(service: str, port: int) -> tuple[asyncio.StreamReader, async
     raise last
 
 
-def handler(service: str, port: int, live: set[asyncio.Task[None]]):  # type: ignore[no-untyped-def]
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def handler(service: str, port: int, live: set[asyncio.Task[None]]) -> Handler:
     """The connection handler for one route."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        live.add(task)
+        live.add(task)  # type: ignore[arg-type]
         try:
             try:
                 up_reader, up_writer = await _connect(service, port)

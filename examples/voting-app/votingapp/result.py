@@ -35,8 +35,8 @@ TALLY = "SELECT vote, count(*) AS n FROM votes GROUP BY vote"
 async def tallies(app: web.Application) -> dict[str, Any]:
     """Count the stored votes per option of this release's ballot."""
     counts = {row["vote"]: int(row["n"]) for row in await run_db(app, POOL, TALLY)}
+    shown = sum(counts.get(k, 0) for k in OPTIONS)
     options = [{"key": k, "label": v, "votes": counts.get(k, 0)} for k, v in OPTIONS.items()]
-    shown = sum(o["votes"] for o in options)
     return {"ballot": BALLOT, "options": options, "total": shown,
             "other": sum(counts.values()) - shown}
 

@@ -40,7 +40,9 @@ SESSION = app_key("session", aiohttp.ClientSession)
 OPTIONS = options_from_env()
 BALLOT = ballot_id(OPTIONS)
 WORKER_URL = os.environ.get("WORKER_URL", "http://worker:8080").rstrip("/")
-ATTEMPTS = 3  # connect failures only: a stopping worker task is not a refusal
+# Connection failures only (a stopping worker task is not a refusal); storing a vote is an
+# upsert, so sending it twice is harmless.
+ATTEMPTS = 3
 
 
 def worker_call(voter_id: str, vote: str) -> tuple[str, str, dict[str, Any]]:
@@ -74,7 +76,7 @@ async def cast(app: web.Application, voter_id: Any, vote: Any) -> web.Response:
                     return error(502, f"worker refused the vote: {resp.status} {why}",
                                  chain, worker_status=resp.status)
                 return json_response(answer, 200, chain)
-        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
+        except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:  # connect, reset
             last = exc
             await asyncio.sleep(0.05 * (attempt + 1))
         except (TimeoutError, aiohttp.ClientError) as exc:

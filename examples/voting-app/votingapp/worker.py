@@ -63,7 +63,8 @@ async def store(request: web.Request, voter_id: str, vote: str) -> web.Response:
         rows = await run_db(request.app, POOL, UPSERT, voter_id, vote, BALLOT)
     except DbUnavailable as exc:
         return error(503, str(exc))
-    body = {"voter_id": voter_id, "vote": vote, "label": OPTIONS[vote], "ballot": BALLOT}
+    body: dict[str, Any] = {"voter_id": voter_id, "vote": vote, "label": OPTIONS[vote],
+                            "ballot": BALLOT}
     if RELEASE.worker_api == "v1+voters":
         body["previous"] = rows[0]["previous"] if rows else None
     return json_response(body)
@@ -75,7 +76,9 @@ async def post_votes_v1(request: web.Request) -> web.Response:
     if body is None:
         return error(400, "body must be a JSON object {voter_id, vote, ballot}")
     refusal = check_vote(body.get("voter_id"), body.get("vote"), body.get("ballot"))
-    return refusal or await store(request, body["voter_id"], body["vote"])
+    if refusal is not None:  # a Response is falsy (an empty mapping): test for None
+        return refusal
+    return await store(request, body["voter_id"], body["vote"])
 
 
 async def post_votes_gone(request: web.Request) -> web.Response:
@@ -90,7 +93,9 @@ async def post_votes_v2(request: web.Request) -> web.Response:
     if body is None or not isinstance(voter, dict) or "voter_id" in body:
         return error(400, "body must be a JSON object {voter: {id}, choice, ballot}")
     refusal = check_vote(voter.get("id"), body.get("choice"), body.get("ballot"))
-    return refusal or await store(request, voter["id"], body["choice"])
+    if refusal is not None:  # a Response is falsy (an empty mapping): test for None
+        return refusal
+    return await store(request, voter["id"], body["choice"])
 
 
 async def put_voter_vote(request: web.Request) -> web.Response:
@@ -100,7 +105,9 @@ async def put_voter_vote(request: web.Request) -> web.Response:
         return error(400, "body must be a JSON object {vote, ballot}")
     voter_id = request.match_info["voter_id"]
     refusal = check_vote(voter_id, body.get("vote"), body.get("ballot"))
-    return refusal or await store(request, voter_id, body["vote"])
+    if refusal is not None:  # a Response is falsy (an empty mapping): test for None
+        return refusal
+    return await store(request, voter_id, body["vote"])
 
 
 async def get_ballot(request: web.Request) -> web.Response:

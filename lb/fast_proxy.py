@@ -1,0 +1,617 @@
+"""The fast HTTP data plane: asyncio protocols that pass bytes, parsing only message heads.
+
+aiohttp's server and client spend most of a proxied request building objects the proxy never
+needs; this engine parses the request head (strictly, `lb.http_wire`), writes a rewritten
+head and the body bytes to a pooled keep-alive backend connection, and streams the answer
+back with back-pressure both ways. Same semantics as the aiohttp engine (`lb.http_proxy`):
+the group is chosen per request at arrival, refused or timed-out connects are retried on
+another endpoint, a pooled connection that closes before answering is retried for idempotent
+buffered requests, 503/502/504 as there, 400 for malformed requests, and `Upgrade` requests
+(WebSocket) become a tunnel after the backend's 101.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from lb.http_wire import BadRequest, Chunked, Request, Response, parse_request, parse_response
+
+if TYPE_CHECKING:
+    from lb.backends import Endpoint, GroupRuntime
+    from lb.balancer import Balancer, FrontendRuntime
+
+__all__ = ["FastHttp", "UpstreamPool"]
+
+log = logging.getLogger("dans.lb")
+MAX_HEAD = 64 * 1024
+BUFFER_LIMIT = 1 << 20  # request bodies up to this size are buffered whole (and retriable)
+HIGH_WATER = 256 * 1024
+POOL_IDLE = 4.0
+CLIENT_IDLE = 75.0
+REASONS = {400: b"Bad Request", 502: b"Bad Gateway", 503: b"Service Unavailable",
+           504: b"Gateway Timeout"}
+# Client-side states.
+HEAD, COLLECT, BODY, WAIT, TUNNEL, CLOSED = range(6)
+# Response framings.
+NONE, LENGTH, CHUNKED, UNTIL_CLOSE = range(4)
+
+
+class Upstream(asyncio.Protocol):
+    """One connection to a backend endpoint; idle in the pool or serving one client."""
+
+    def __init__(self, pool: UpstreamPool, key: tuple[str, int]) -> None:
+        self.pool = pool
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.owner: ClientConn | None = None
+        self.closed = False
+        self.idle_since = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.owner is not None:
+            self.owner.upstream_data(data)
+        elif self.transport is not None:
+            self.transport.close()  # bytes on an idle connection: not reusable
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.owner is not None:
+            self.owner.upstream_lost(self)
+
+    def pause_writing(self) -> None:
+        if self.owner is not None and self.owner.transport is not None:
+            self.owner.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.owner is not None and self.owner.transport is not None:
+            self.owner.transport.resume_reading()
+
+    def close(self) -> None:
+        self.owner = None
+        if self.transport is not None:
+            self.transport.close()
+
+
+class UpstreamPool:
+    """Idle keep-alive connections per endpoint; closed after POOL_IDLE seconds unused."""
+
+    def __init__(self) -> None:
+        self.idle: dict[tuple[str, int], list[Upstream]] = {}
+
+    def get(self, key: tuple[str, int]) -> Upstream | None:
+        conns = self.idle.get(key)
+        now = time.monotonic()
+        while conns:
+            up = conns.pop()
+            if not up.closed and now - up.idle_since < POOL_IDLE:
+                return up
+            up.close()
+        return None
+
+    def put(self, up: Upstream) -> None:
+        up.owner = None
+        up.idle_since = time.monotonic()
+        self.idle.setdefault(up.key, []).append(up)
+
+    def close(self) -> None:
+        for conns in self.idle.values():
+            for up in conns:
+                up.close()
+        self.idle.clear()
+
+
+class FastHttp:
+    """The fast HTTP engine of one frontend: a protocol factory plus its connections."""
+
+    def __init__(self, balancer: Balancer, fe: FrontendRuntime, pool: UpstreamPool) -> None:
+        self.balancer = balancer
+        self.fe = fe
+        self.pool = pool
+        self.conns: set[ClientConn] = set()
+        self.port = str(fe.spec.listen).encode()
+
+    def __call__(self) -> ClientConn:
+        return ClientConn(self)
+
+    def close_idle(self, older_than: float = 0.0) -> None:
+        """Close client connections that wait for a request (all, or idle for a while)."""
+        now = time.monotonic()
+        for conn in list(self.conns):
+            if conn.state == HEAD and now - conn.idle_since >= older_than:
+                conn.close()
+
+    def abort_all(self) -> None:
+        """Cut every connection (the end of a shutdown grace period)."""
+        for conn in list(self.conns):
+            conn.abort()
+
+
+class ClientConn(asyncio.Protocol):
+    """One client connection: requests one after the other, each proxied to a backend."""
+
+    def __init__(self, engine: FastHttp) -> None:
+        self.engine = engine
+        self.balancer = engine.balancer
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.state = HEAD
+        self.peer = b""
+        self.idle_since = time.monotonic()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.req: Request | None = None
+        self.group: GroupRuntime | None = None
+        self.ep: Endpoint | None = None
+        self.up: Upstream | None = None
+        self.out = b""  # request bytes to send (head, and the body when buffered)
+        self.body_left = 0
+        self.req_chunks: Chunked | None = None
+        self.tried: set[Endpoint] = set()
+        self.attempts = 0
+        self.stale_retries = 0
+        self.refreshed = False
+        self.resp_head = bytearray()
+        self.resp: Response | None = None
+        self.framing = NONE
+        self.resp_left = 0
+        self.resp_chunks: Chunked | None = None
+        self.got_bytes = False
+        self.close_after = False
+        self.started = 0.0
+        self.last_read = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.finished = True
+
+    # -- client side ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]).encode() if peer else b""
+        self.engine.conns.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.engine.conns.discard(self)
+        state = self.state
+        self.state = CLOSED
+        if not self.finished:
+            self._drop_upstream()
+            self._finish(499 if state != TUNNEL else 101)
+
+    def pause_writing(self) -> None:
+        if self.up is not None and self.up.transport is not None:
+            self.up.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.up is not None and self.up.transport is not None:
+            self.up.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        state = self.state
+        if state == TUNNEL:
+            if self.up is not None and self.up.transport is not None:
+                self.up.transport.write(data)
+            return
+        self.buf += data
+        if state == HEAD:
+            self._parse()
+        elif state == COLLECT:
+            self._collect()
+        elif state == BODY:
+            self._stream_body()
+            if len(self.buf) > HIGH_WATER and self.transport is not None:
+                self.transport.pause_reading()  # until a backend takes the body
+        elif len(self.buf) > HIGH_WATER and self.transport is not None:
+            self.transport.pause_reading()  # pipelined requests wait for this answer
+
+    def _parse(self) -> None:
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.buf) > MAX_HEAD:
+                self._reject("request head too large")
+            return
+        head = bytes(self.buf[:end])
+        del self.buf[:end + 4]
+        try:
+            req = parse_request(head)
+        except BadRequest as exc:
+            self._reject(str(exc))
+            return
+        fe = self.engine.fe
+        self._reset()
+        self.req = req
+        self.started = time.perf_counter()
+        self.finished = False
+        group = fe.policy.choose(fe, None)
+        if group is None:
+            self.balancer.metrics.error(fe.name, "-", "no_group")
+            self.balancer.metrics.observe(fe.name, "-", 503, 0.0)
+            self.finished = True
+            self._local(503, b"no group takes requests")
+            return
+        self.group = group
+        group.begin()
+        self.balancer.metrics.in_flight[(fe.name, group.name)] += 1
+        self.out = req.head_for_backend(self.peer, self.engine.port)
+        self.close_after = not req.keep_alive or self.balancer.closing
+        if req.expect_continue and req.has_body and not self.buf and self.transport:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if req.chunked:
+            self.req_chunks = Chunked()
+            self.state = BODY
+        elif req.length:
+            if req.length <= BUFFER_LIMIT:
+                self.body_left = req.length
+                self.state = COLLECT
+                self._collect()
+                return
+            self.body_left = req.length
+            self.state = BODY
+        else:
+            self.state = WAIT
+        self._dispatch()
+
+    def _collect(self) -> None:
+        if len(self.buf) < self.body_left:
+            return
+        self.out += bytes(self.buf[:self.body_left])
+        del self.buf[:self.body_left]
+        self.body_left = 0
+        self.state = WAIT
+        self._dispatch()
+
+    def _stream_body(self) -> None:
+        """Forward the body bytes that arrived (once a backend is attached)."""
+        up = self.up
+        if up is None or up.transport is None or not self.buf:
+            return
+        if self.req_chunks is not None:
+            try:
+                end, done = self.req_chunks.feed(self.buf)
+            except BadRequest as exc:
+                self._fail(400, str(exc).encode(), "client")
+                return
+        else:
+            end = min(self.body_left, len(self.buf))
+            self.body_left -= end
+            done = self.body_left == 0
+        up.transport.write(bytes(self.buf[:end]))
+        del self.buf[:end]
+        if self.transport is not None:
+            self.transport.resume_reading()
+        if done:
+            self.state = WAIT
+
+    # -- backend side -----------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        fe = self.engine.fe
+        group = self.group
+        assert group is not None
+        if self.attempts > fe.spec.retries:
+            self._fail(502, self._last_error, "connect")
+            return
+        ep = group.pick(self.tried)
+        if ep is None:
+            if not self.tried and not self.refreshed:
+                self.refreshed = True
+                asyncio.get_running_loop().create_task(self._refresh_then_dispatch())
+                return
+            if not self.tried:
+                self.balancer.metrics.error(fe.name, group.name, "no_backend")
+                self._fail(503, f"group {group.name} has no backend".encode(), "")
+            else:
+                self._fail(502, self._last_error, "")
+            return
+        if self.attempts:
+            self.balancer.metrics.retries[(fe.name, group.name)] += 1
+        self.attempts += 1
+        self.tried.add(ep)
+        self.ep = ep
+        up = self.engine.pool.get((ep.host, ep.port)) if not self.stale_retries else None
+        if up is not None:
+            self._attach(up)
+        else:
+            asyncio.get_running_loop().create_task(self._connect(ep))
+
+    _last_error = b"no backend answered"
+
+    async def _refresh_then_dispatch(self) -> None:
+        assert self.group is not None
+        await self.group.refresh_now()
+        if self.state != CLOSED:
+            self._dispatch()
+
+    async def _connect(self, ep: Endpoint) -> None:
+        loop = asyncio.get_running_loop()
+        fe = self.engine.fe
+        key = (ep.host, ep.port)
+        try:
+            _, up = await asyncio.wait_for(
+                loop.create_connection(lambda: Upstream(self.engine.pool, key), ep.host,
+                                       ep.port),
+                fe.spec.timeouts.connect)
+        except (OSError, TimeoutError) as exc:
+            ep.mark_down()
+            assert self.group is not None
+            self.balancer.metrics.error(fe.name, self.group.name, "connect")
+            self._last_error = f"cannot connect to {ep.addr}: {exc!r}".encode()
+            if self.state != CLOSED:
+                self._dispatch()
+            return
+        ep.mark_up()
+        if self.state == CLOSED:
+            self.engine.pool.put(up)
+            return
+        self._attach(up)
+
+    def _attach(self, up: Upstream) -> None:
+        assert up.transport is not None and self.ep is not None
+        up.owner = self
+        self.up = up
+        self.ep.in_flight += 1
+        up.transport.write(self.out)
+        self.last_read = time.monotonic()
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(
+                self.engine.fe.spec.timeouts.read, self._check_timeout)
+        if self.state == BODY:
+            self._stream_body()
+
+    def _drop_upstream(self) -> None:
+        """Close the backend connection of this request (it will not be reused)."""
+        up = self.up
+        if up is not None:
+            self.up = None
+            if self.ep is not None:
+                self.ep.in_flight -= 1
+            up.close()
+
+    def _check_timeout(self) -> None:
+        self.timer = None
+        if self.finished or self.state == TUNNEL:
+            return
+        limit = self.engine.fe.spec.timeouts.read
+        idle = time.monotonic() - self.last_read
+        if idle < limit:
+            self.timer = asyncio.get_running_loop().call_later(limit - idle, self._check_timeout)
+            return
+        self._drop_upstream()
+        if self.got_bytes:
+            self._abort("timeout")
+        else:
+            self._fail(504, b"the backend did not answer in time", "timeout")
+
+    def upstream_data(self, data: bytes) -> None:
+        """Bytes from the backend: the answer's head, then its body."""
+        self.last_read = time.monotonic()
+        self.got_bytes = True
+        if self.state == TUNNEL:
+            if self.transport is not None:
+                self.transport.write(data)
+            return
+        if self.resp is None:
+            self.resp_head += data
+            end = self.resp_head.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.resp_head) > MAX_HEAD:
+                    self._backend_broke("answer head too large")
+                return
+            head = bytes(self.resp_head[:end])
+            rest = bytes(self.resp_head[end + 4:])
+            client_head = self._answer_head(head)
+            if client_head is None:
+                return
+            if self.framing == NONE or (self.framing == LENGTH and not self.resp_left):
+                self._send(client_head)
+                self._done(reusable=not rest)
+                return
+            if not rest:
+                self._send(client_head)
+                return
+            # Head and body in one write: one system call instead of two.
+            self._answer_body(rest, client_head)
+            return
+        self._answer_body(data, b"")
+
+    def _send(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def _answer_head(self, head: bytes) -> bytes | None:
+        """Parse the answer head; the head for the client, or None when not to send it."""
+        req = self.req
+        assert req is not None and self.transport is not None
+        try:
+            resp = parse_response(head, req.upgrade is not None)
+        except ValueError as exc:
+            self._backend_broke(str(exc))
+            return None
+        if 100 <= resp.status < 200 and resp.status != 101:
+            self.resp_head = bytearray()  # interim answer (100 Continue, 103): skip it
+            return None
+        self.resp = resp
+        if resp.status == 101 and req.upgrade is not None:
+            self.transport.write(resp.client_head(False, False))
+            self.state = TUNNEL
+            if self.buf and self.up is not None and self.up.transport is not None:
+                self.up.transport.write(bytes(self.buf))
+                self.buf.clear()
+            return None
+        if req.method == b"HEAD" or resp.status in (204, 304) or resp.status < 200:
+            self.framing = NONE
+        elif resp.chunked:
+            self.framing = CHUNKED
+            self.resp_chunks = Chunked()
+        elif resp.length is not None:
+            self.framing = LENGTH
+            self.resp_left = resp.length
+        else:
+            self.framing = UNTIL_CLOSE
+            self.close_after = True
+        if self.balancer.closing:
+            self.close_after = True
+        keep_1_0 = req.version == b"HTTP/1.0" and not self.close_after
+        return resp.client_head(self.close_after, keep_1_0)
+
+    def _answer_body(self, data: bytes, head: bytes) -> None:
+        """Forward body bytes (after `head`, the client head when not sent yet)."""
+        assert self.transport is not None
+        framing = self.framing
+        if framing == LENGTH:
+            n = len(data)
+            if n >= self.resp_left:
+                extra = n > self.resp_left
+                body = data[:self.resp_left] if extra else data
+                self.transport.write(head + body if head else body)
+                self.resp_left = 0
+                self._done(reusable=not extra)
+                return
+            self.transport.write(head + data if head else data)
+            self.resp_left -= n
+        elif framing == CHUNKED:
+            assert self.resp_chunks is not None
+            try:
+                end, done = self.resp_chunks.feed(data)
+            except BadRequest:
+                if head:
+                    self.transport.write(head)
+                self._backend_broke("invalid chunked answer")
+                return
+            extra = end < len(data)
+            body = data[:end] if extra else data
+            self.transport.write(head + body if head else body)
+            if done:
+                self._done(reusable=not extra)
+        elif framing == UNTIL_CLOSE:
+            self.transport.write(head + data if head else data)
+
+    def upstream_lost(self, up: Upstream) -> None:
+        """The backend connection closed while serving this client."""
+        if up is not self.up:
+            return
+        self.up = None
+        if self.ep is not None:
+            self.ep.in_flight -= 1
+        if self.finished:
+            return
+        if self.state == TUNNEL or self.framing == UNTIL_CLOSE and self.resp is not None:
+            self.close_after = True
+            self._done(reusable=False, counted=True)
+            return
+        if not self.got_bytes:
+            req = self.req
+            assert req is not None and self.group is not None
+            self.balancer.metrics.error(self.engine.fe.name, self.group.name, "disconnected")
+            replayable = self.state == WAIT and req.idempotent and not req.chunked \
+                and (req.length or 0) <= BUFFER_LIMIT
+            if replayable and self.stale_retries < 2:
+                # Most likely a pooled connection the backend had just closed: send again.
+                self.stale_retries += 1
+                self.tried.discard(self.ep)  # type: ignore[arg-type]
+                self.attempts -= 1
+                self._dispatch()
+                return
+            self._fail(502, b"the backend closed the connection without answering", "")
+            return
+        self._abort("backend_abort")
+
+    def _backend_broke(self, why: str) -> None:
+        log.warning("frontend %s: backend %s: %s", self.engine.fe.name,
+                    self.ep.addr if self.ep else "?", why)
+        self._drop_upstream()
+        if self.resp is None:
+            self._fail(502, why.encode(), "backend")
+        else:
+            self._abort("backend")
+
+    # -- endings ----------------------------------------------------------------------------
+
+    def _done(self, reusable: bool = True, counted: bool = False) -> None:
+        """The answer is complete: recycle the backend connection, account, next request."""
+        up = self.up
+        if up is not None and not counted:
+            self.up = None
+            if self.ep is not None:
+                self.ep.in_flight -= 1
+            resp = self.resp
+            if reusable and resp is not None and resp.reusable and self.state == WAIT \
+                    and not up.closed:
+                self.engine.pool.put(up)
+            else:
+                up.close()
+        status = self.resp.status if self.resp is not None else 0
+        self._finish(status)
+        if self.close_after or self.balancer.closing:
+            self.close()
+            return
+        self.state = HEAD
+        self.idle_since = time.monotonic()
+        if self.transport is not None:
+            self.transport.resume_reading()
+        if self.buf:
+            self._parse()
+
+    def _finish(self, status: int) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        group = self.group
+        if group is not None:
+            fe = self.engine.fe.name
+            group.end()
+            metrics = self.balancer.metrics
+            metrics.in_flight[(fe, group.name)] -= 1
+            metrics.observe(fe, group.name, status, time.perf_counter() - self.started)
+            if status >= 500:
+                group.errors += 1
+
+    def _fail(self, status: int, text: bytes, kind: str) -> None:
+        if kind and self.group is not None:
+            self.balancer.metrics.error(self.engine.fe.name, self.group.name, kind)
+        self._finish(status)
+        self._local(status, text)
+
+    def _abort(self, kind: str) -> None:
+        """The answer started and broke: cut the client connection (no silent short body)."""
+        if self.group is not None:
+            self.balancer.metrics.error(self.engine.fe.name, self.group.name, kind)
+        self._finish(502)
+        self.abort()
+
+    def _reject(self, why: str) -> None:
+        self.balancer.metrics.error(self.engine.fe.name, "-", "bad_request")
+        self._local(400, why.encode())
+
+    def _local(self, status: int, text: bytes) -> None:
+        """Answer from the LB itself, then close (the request body may be unread)."""
+        if self.transport is not None and not self.transport.is_closing():
+            body = text + b"\n"
+            self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\n"
+                                 b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                                 % (status, REASONS.get(status, b"Error"), len(body), body))
+        self.close()
+
+    def close(self) -> None:
+        """Close after what was written is sent."""
+        self.state = CLOSED
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Close now, dropping anything unsent."""
+        self.state = CLOSED
+        self._drop_upstream()
+        if self.transport is not None:
+            self.transport.abort()
+

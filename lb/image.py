@@ -1,0 +1,89 @@
+"""Building the LB image: `FROM debian:bookworm-slim`, Debian's python3-aiohttp, the LB code.
+
+The build never pulls and needs no PyPI: the runtime dependencies are Debian packages
+(aiohttp 3.8 on bookworm, which the LB supports) and the context carries the LB's own
+packages (`lb` and the leaf modules of `upgrade_manager` it imports), copied from wherever
+dans is installed. The image runs `python3 -m lb.cli` (= `dans lb`).
+
+Tags: `default_tag()` is `dans-lb:<version>` (or $DANS_LB_IMAGE); `source_tag()` adds a
+digest of the code that goes into the image, so a changed LB gets a new image during
+development instead of a stale one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import lb
+import upgrade_manager
+from upgrade_manager import __version__
+from upgrade_manager.gateway import Gateway
+
+__all__ = ["IMAGE_NAME", "build_context", "default_tag", "ensure_lb_image", "source_tag"]
+
+IMAGE_NAME = "dans-lb"
+_LB_DIR = Path(lb.__file__).parent
+_UM_DIR = Path(upgrade_manager.__file__).parent
+_UM_FILES = ("__init__.py", "errors.py")  # all the LB imports from upgrade_manager
+
+
+def default_tag() -> str:
+    """The image the upgrade manager runs: $DANS_LB_IMAGE, else `dans-lb:<version>`."""
+    return os.environ.get("DANS_LB_IMAGE") or f"{IMAGE_NAME}:{__version__}"
+
+
+def _sources() -> list[tuple[str, Path]]:
+    files = [(f"dans/lb/{p.relative_to(_LB_DIR)}", p) for p in sorted(_LB_DIR.rglob("*.py"))]
+    files += [(f"dans/upgrade_manager/{name}", _UM_DIR / name) for name in _UM_FILES]
+    files.append(("Dockerfile", _LB_DIR / "Dockerfile"))
+    return files
+
+
+def source_tag() -> str:
+    """`dans-lb:<version>-<digest of the image's code>`: changes whenever the code does."""
+    digest = hashlib.sha256()
+    for name, path in _sources():
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return f"{IMAGE_NAME}:{__version__}-{digest.hexdigest()[:12]}"
+
+
+def build_context(dest: Path) -> Path:
+    """Write the build context (Dockerfile and code under dans/) into `dest`."""
+    for name, path in _sources():
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    return dest
+
+
+def ensure_lb_image(
+    tag: str | None = None,
+    *,
+    gateway: Gateway | None = None,
+    force: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> bool:
+    """Build the LB image as `tag` unless the engine has it already; True when it built.
+
+    Uses `gateway` (or a gateway from the environment). Build failures raise EngineError
+    with the builder's last lines.
+    """
+    tag = tag or default_tag()
+    gw = gateway or Gateway.from_env()
+    try:
+        if not force and gw.image_exists(tag):
+            return False
+        with tempfile.TemporaryDirectory(prefix="dans-lb-image-") as tmp:
+            context = build_context(Path(tmp))
+            if progress:
+                progress(f"building {tag} from {context}")
+            gw.build_image(str(context), tag, log=progress)
+        return True
+    finally:
+        if gateway is None:
+            gw.close()

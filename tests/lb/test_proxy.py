@@ -1,0 +1,291 @@
+"""The LB on real loopback sockets: switching, draining, retries, timeouts, bad input, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from lb.table import RoutingTable
+from tests.lb.support import (
+    Backend,
+    LBProcess,
+    LoopThread,
+    free_port,
+    frontend,
+    get,
+    load,
+    raw_request,
+)
+from tests.support import wait_until
+from upgrade_manager.errors import LBError
+
+StartBackend = Callable[[str], Backend]
+StartLB = Callable[..., LBProcess]
+
+
+@pytest.fixture(params=["fast", "aiohttp"])
+def engine(request: pytest.FixtureRequest) -> str:
+    """Each HTTP test runs on both engines."""
+    return str(request.param)
+
+
+def two_groups(a: Backend, b: Backend, port: int, **extra: Any) -> dict[str, Any]:
+    return {"frontends": [frontend("web", port, {"a": [a.addr], "b": [b.addr]}, "a",
+                                   **extra)]}
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-worker", "two-workers"])
+def test_switch_under_steady_load_loses_no_request(
+    loops: LoopThread, backend: StartBackend, lb_process: StartLB, workers: int, engine: str,
+) -> None:
+    a, b = backend("A"), backend("B")
+    port = free_port()
+    lb = lb_process(two_groups(a, b, port), workers=workers, engine=engine)
+    url = f"http://127.0.0.1:{port}/"
+    done = threading.Event()
+    fut = asyncio.run_coroutine_threadsafe(load(url, count=50_000, seconds=4, concurrency=8),
+                                           loops.loop)
+    fut.add_done_callback(lambda _: done.set())
+    switches = 0
+    for target in ["b", "a", "b", "a", "b"]:
+        time.sleep(0.4)
+        if done.is_set():
+            break
+        assert lb.admin.switch("web", target) in ("a", "b")
+        switches += 1
+    result = fut.result(30)
+    assert switches >= 3, "the load finished before the switches: raise its count"
+    assert result.errors == []
+    assert set(result.statuses) == {200}, result.statuses
+    assert set(result.bodies) == {"A", "B"}
+    assert lb.admin.status()["frontends"]["web"]["active"] in ("a", "b")
+
+
+def test_drain_finishes_when_in_flight_requests_end(
+    loops: LoopThread, backend: StartBackend, lb_process: StartLB, engine: str,
+) -> None:
+    a, b = backend("A"), backend("B")
+    port = free_port()
+    lb = lb_process(two_groups(a, b, port), engine=engine)
+    held: list[tuple[int, str]] = []
+    threads = [threading.Thread(target=lambda: held.append(get(f"http://127.0.0.1:{port}/hold")))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: lb.admin.status()["frontends"]["web"]["groups"]["a"]["in_flight"] == 3,
+               timeout=10, what="3 requests in flight in group a")
+    with pytest.raises(LBError, match="409.*switch first"):
+        lb.admin.drain("web", "a")
+    assert lb.admin.switch("web", "b") == "a"
+    assert lb.admin.drain("web", "a") == 3
+    with pytest.raises(LBError, match="still has 3 request"):
+        lb.admin.wait_drained("web", "a", timeout=0.5)
+    assert get(f"http://127.0.0.1:{port}/") == (200, "B")  # new requests: the new group
+    status = lb.admin.status()["frontends"]["web"]["groups"]
+    assert status["a"]["state"] == "draining" and status["a"]["in_flight"] == 3
+    a.release()
+    lb.admin.wait_drained("web", "a", timeout=10)
+    for t in threads:
+        t.join(10)
+    assert held == [(200, "A")] * 3
+    assert lb.admin.routes().frontend("web").groups["a"].state == "draining"
+
+
+def test_backend_that_disappears_is_retried_elsewhere(
+    loops: LoopThread, backend: StartBackend, lb_process: StartLB, engine: str,
+) -> None:
+    a1, a2 = backend("A1"), backend("A2")
+    port = free_port()
+    lb = lb_process({"frontends": [frontend("web", port, {"a": [a1.addr, a2.addr]}, "a")]},
+                    engine=engine)
+    url = f"http://127.0.0.1:{port}/"
+    warm = loops.run(load(url, count=50, seconds=10, concurrency=4))
+    assert set(warm.bodies) == {"A1", "A2"}
+    a1.stop()
+    result = loops.run(load(url, count=300, seconds=10, concurrency=4))
+    assert result.errors == [] and set(result.statuses) == {200}, result
+    assert set(result.bodies) == {"A2"}
+    metrics = lb.admin.metrics()
+    assert 'dans_lb_errors_total{frontend="web",group="a",kind="connect"}' in metrics
+    eps = lb.admin.status()["frontends"]["web"]["groups"]["a"]["backends"][0]["endpoints"]
+    assert eps[0]["failures"] >= 1
+
+
+def test_post_body_is_not_resent_but_connect_failures_are(
+    backend: StartBackend, lb_process: StartLB, engine: str,
+) -> None:
+    a = backend("A")
+    dead = free_port()
+    port = free_port()
+    lb_process({"frontends": [frontend("web", port,
+                                       {"a": [f"127.0.0.1:{dead}", a.addr]}, "a")]}, engine=engine)
+    for _ in range(6):  # round-robin hits the dead endpoint: retried, never an error
+        status, body = get(f"http://127.0.0.1:{port}/echo", data=b"x" * 5000, method="POST")
+        assert status == 200 and json.loads(body)["length"] == 5000
+
+
+@pytest.mark.parametrize(
+    "groups, status",
+    [({"a": ["127.0.0.1:1"]}, 502), ({"a": ["tasks.no-such-service.invalid:80"]}, 503)],
+    ids=["refused", "unresolvable"],
+)
+def test_no_reachable_backend(lb_process: StartLB, groups: dict[str, list[str]],
+                              status: int, engine: str) -> None:
+    port = free_port()
+    lb_process({"frontends": [frontend("web", port, groups, "a")]}, engine=engine)
+    assert get(f"http://127.0.0.1:{port}/")[0] == status
+
+
+def test_hanging_backend_hits_the_read_timeout(backend: StartBackend,
+                                              lb_process: StartLB, engine: str) -> None:
+    a = backend("A")
+    port = free_port()
+    lb_process({"frontends": [frontend("web", port, {"a": [a.addr]}, "a",
+                                       timeouts={"connect": 1, "read": 0.5})]}, engine=engine)
+    started = time.monotonic()
+    assert get(f"http://127.0.0.1:{port}/sleep?s=5")[0] == 504
+    assert time.monotonic() - started < 3
+    assert get(f"http://127.0.0.1:{port}/") == (200, "A")  # the LB is fine afterwards
+
+
+@pytest.mark.parametrize("data", [
+    b"GARBAGE \x00\r\n\r\n",
+    b"GET / HTTP/9.9\r\nHost: x\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    b"GET / HTTP/1.1\r\nBad Header Line\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+], ids=["garbage", "version", "length", "header", "two-lengths"])
+def test_malformed_requests_get_400(backend: StartBackend, lb_process: StartLB,
+                                    data: bytes, engine: str) -> None:
+    a = backend("A")
+    port = free_port()
+    lb = lb_process({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]}, engine=engine)
+    answer = raw_request(port, data)
+    assert answer.split(b"\r\n", 1)[0].split(b" ")[1] in (b"400", b"505"), answer
+    assert a.hits == 0
+    assert get(f"http://127.0.0.1:{port}/") == (200, "A")
+    assert lb.proc.poll() is None
+
+
+def test_headers_and_streamed_bodies(backend: StartBackend, lb_process: StartLB,
+                                     engine: str) -> None:
+    a = backend("A")
+    port = free_port()
+    lb_process({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]}, engine=engine)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("PUT", "/echo?q=1", body=b"y" * 3_000_000,
+                 headers={"Connection": "keep-alive, X-Secret", "X-Secret": "no",
+                          "X-Keep": "yes", "X-Forwarded-For": "10.9.9.9"})
+    resp = conn.getresponse()
+    seen = json.loads(resp.read())
+    conn.close()
+    assert resp.status == 200 and seen["length"] == 3_000_000 and seen["path"] == "/echo?q=1"
+    headers = {k.lower(): v for k, v in seen["headers"].items()}
+    assert "x-secret" not in headers and headers["x-keep"] == "yes"
+    assert headers["x-forwarded-for"] == "10.9.9.9, 127.0.0.1"
+    assert headers["x-forwarded-proto"] == "http" and headers["x-forwarded-port"] == str(port)
+    status, big = get(f"http://127.0.0.1:{port}/big?n=5000000")
+    assert status == 200 and len(big) == 5_000_000
+
+
+def test_tcp_relay_forwards_connections(backend: StartBackend, lb_process: StartLB) -> None:
+    a = backend("A")
+    port = free_port()
+    lb = lb_process({"frontends": [frontend("relay", port, {"old": [f"localhost:{a.port}"]},
+                                            "old", mode="tcp")]})
+    for _ in range(3):
+        assert get(f"http://127.0.0.1:{port}/") == (200, "A")
+    assert get(f"http://127.0.0.1:{port}/big?n=3000000")[1] == "x" * 3_000_000
+    assert lb.admin.status()["frontends"]["relay"]["groups"]["old"]["requests"] >= 4
+
+
+def test_sigterm_finishes_in_flight_then_exits(backend: StartBackend,
+                                               lb_process: StartLB, engine: str) -> None:
+    a = backend("A")
+    port = free_port()
+    lb = lb_process({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]}, engine=engine)
+    held: list[tuple[int, str]] = []
+    threads = [threading.Thread(target=lambda: held.append(get(f"http://127.0.0.1:{port}/hold")))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: lb.admin.status()["in_flight"] == 2, timeout=10, what="2 in flight")
+    lb.terminate()
+    wait_until(lambda: lb.admin.status()["closing"], timeout=5, what="the LB closing")
+    with pytest.raises(OSError):
+        raw_request(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", timeout=2)
+    assert lb.proc.poll() is None  # still finishing the held requests
+    a.release()
+    for t in threads:
+        t.join(10)
+    assert held == [(200, "A")] * 2
+    assert lb.proc.wait(15) == 0
+
+
+@pytest.mark.parametrize("call", [
+    ("GET", "/v1/status", None),
+    ("GET", "/v1/routes", None),
+    ("PUT", "/v1/routes", {"frontends": []}),
+    ("POST", "/v1/frontends/web/switch", {"group": "b"}),
+    ("POST", "/v1/frontends/web/groups/b/drain", None),
+    ("GET", "/metrics", None),
+], ids=["status", "routes", "set-routes", "switch", "drain", "metrics"])
+@pytest.mark.parametrize("token", [None, "wrong", ""], ids=["missing", "wrong", "empty"])
+def test_admin_without_the_right_token_gets_401_and_changes_nothing(
+    backend: StartBackend, lb_process: StartLB, call: tuple[str, str, Any], token: str | None
+) -> None:
+    import urllib.error
+    import urllib.request
+
+    a, b = backend("A"), backend("B")
+    port = free_port()
+    lb = lb_process(two_groups(a, b, port))
+    before = lb.admin.routes()
+    method, path, body = call
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    req = urllib.request.Request(f"http://127.0.0.1:{lb.admin_port}{path}", method=method,
+                                 headers=headers,
+                                 data=json.dumps(body).encode() if body is not None else None)
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=5)
+    err.value.close()
+    assert err.value.code == 401
+    assert lb.admin.routes() == before
+    assert get(f"http://127.0.0.1:{port}/") == (200, "A")
+
+
+def test_admin_commands_and_errors(backend: StartBackend, lb_process: StartLB) -> None:
+    a, b = backend("A"), backend("B")
+    port, port2 = free_port(), free_port()
+    lb = lb_process(two_groups(a, b, port))
+    table = RoutingTable.from_dict({"frontends": [
+        frontend("web", port, {"b": [b.addr]}, "b"),
+        frontend("api", port2, {"x": [a.addr]}, "x"),
+    ]})
+    applied = lb.admin.set_routes(table)
+    assert applied == table
+    assert get(f"http://127.0.0.1:{port}/") == (200, "B")
+    assert get(f"http://127.0.0.1:{port2}/") == (200, "A")
+    with pytest.raises(LBError, match="404.*no frontend named 'nope'"):
+        lb.admin.switch("nope", "a")
+    with pytest.raises(LBError, match="404.*no group named 'zz'"):
+        lb.admin.drain("web", "zz")
+    with pytest.raises(LBError, match="400.*active group 'q'"):
+        lb.admin._call("PUT", "/v1/routes", {"frontends": [
+            frontend("w", 0, {"a": [a.addr]}, "q")]})
+    with pytest.raises(LBError, match="400 expected {\"group\": NAME}"):
+        lb.admin._call("POST", "/v1/frontends/web/switch", "x")
+    assert lb.admin.routes() == table
+    metrics = lb.admin.metrics()
+    assert "dans_lb_request_duration_seconds_bucket" in metrics
+    assert 'dans_lb_in_flight{frontend="web",group="b"} 0' in metrics
+    wrong = type(lb.admin)(f"http://127.0.0.1:{free_port()}", "t")
+    with pytest.raises(LBError, match="cannot reach"):
+        wrong.status()

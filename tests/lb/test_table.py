@@ -1,0 +1,93 @@
+"""The routing table model: JSON round trip and the errors that name what is wrong."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from lb.server import load_table, load_token
+from lb.table import RoutingTable, split_target
+from upgrade_manager.errors import LBError
+
+FULL = {"frontends": [
+    {"name": "web", "listen": 8080, "host": "0.0.0.0", "mode": "http", "active": "v2",
+     "groups": {"v1": {"backends": ["tasks.shop_front:80"], "state": "draining"},
+                "v2": {"backends": ["tasks.shop_front-next:80", "10.0.0.7:80"],
+                       "state": "active"}},
+     "timeouts": {"connect": 1.5, "read": 30.0}, "retries": 3, "policy": "active",
+     "engine": "aiohttp"},
+    {"name": "db", "listen": 5432, "host": "0.0.0.0", "mode": "tcp", "active": "old",
+     "groups": {"old": {"backends": ["tasks.shop_db:5432"], "state": "active"}},
+     "timeouts": {"connect": 2.0, "read": 60.0}, "retries": 2, "policy": "active",
+     "engine": "fast"},
+]}
+
+
+def test_round_trip() -> None:
+    table = RoutingTable.from_dict(FULL)
+    assert table.to_dict() == FULL
+    assert RoutingTable.from_json(table.to_json()) == table
+    assert table.frontend("db").groups["old"].backends == ("tasks.shop_db:5432",)
+
+
+def test_defaults() -> None:
+    table = RoutingTable.from_dict({"frontends": [
+        {"name": "w", "listen": 80, "active": "a", "groups": {"a": {"backends": ["h:1"]}}}]})
+    fe = table.frontend("w")
+    assert (fe.mode, fe.retries, fe.timeouts.connect, fe.groups["a"].state, fe.engine) == \
+        ("http", 2, 2.0, "active", "fast")
+
+
+def _fe(**over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"name": "w", "listen": 80, "active": "a",
+                            "groups": {"a": {"backends": ["h:1"]}}}
+    base.update(over)
+    return {"frontends": [base]}
+
+
+@pytest.mark.parametrize("data, message", [
+    ([], "expected an object"),
+    ({"frontend": []}, "unknown key"),
+    (_fe(listen=70000), "listen must be a port"),
+    (_fe(mode="udp"), "mode must be one of"),
+    (_fe(active="b"), "active group 'b'"),
+    (_fe(groups={}), "groups must be a non-empty"),
+    (_fe(groups={"a": {"backends": ["nohost"]}}), "expected host:port"),
+    (_fe(groups={"a": {"backends": ["h:1"], "state": "draining"}}), "cannot be draining"),
+    (_fe(groups={"a": {"backends": ["h:1"], "state": "gone"}}), "state must be"),
+    (_fe(timeouts={"read": -1}), "timeouts.read must be a positive"),
+    (_fe(retries=99), "retries must be"),
+    (_fe(policy="trace"), "policy must be one of"),
+    (_fe(engine="nginx"), "engine must be one of"),
+    (_fe(colour="red"), "unknown key"),
+    ({"frontends": [_fe()["frontends"][0], _fe()["frontends"][0]]}, "two frontends named"),
+], ids=["not-object", "typo", "port", "mode", "active", "no-groups", "target", "draining-active",
+        "state", "timeout", "retries", "policy", "engine", "unknown", "duplicate"])
+def test_invalid_tables(data: Any, message: str) -> None:
+    with pytest.raises(LBError, match=message):
+        RoutingTable.from_dict(data)
+
+
+@pytest.mark.parametrize("target, expected", [
+    ("tasks.web:80", ("tasks.web", 80)),
+    ("10.0.0.1:8080", ("10.0.0.1", 8080)),
+    ("[::1]:443", ("::1", 443)),
+], ids=["name", "ipv4", "ipv6"])
+def test_split_target(target: str, expected: tuple[str, int]) -> None:
+    assert split_target(target) == expected
+
+
+def test_start_up_configuration(tmp_path: Any) -> None:
+    path = tmp_path / "routes.json"
+    path.write_text(RoutingTable.from_dict(FULL).to_json())
+    assert load_table(str(path), {}) == RoutingTable.from_dict(FULL)
+    assert load_table(None, {"DANS_LB_CONFIG": str(path)}) == RoutingTable.from_dict(FULL)
+    assert load_table(None, {"DANS_LB_CONFIG": '{"frontends": []}'}) == RoutingTable()
+    assert load_table(None, {}) == RoutingTable()
+    with pytest.raises(LBError, match="cannot read the routing table"):
+        load_table(str(tmp_path / "missing.json"), {})
+    secret = tmp_path / "token"
+    secret.write_text("s3cret\n")
+    assert load_token(None, {"DANS_LB_TOKEN_FILE": str(secret), "DANS_LB_TOKEN": "x"}) == "s3cret"
+    assert load_token(None, {"DANS_LB_TOKEN": "x"}) == "x"

@@ -1,0 +1,38 @@
+"""Fixtures of the upgrade tests: the voting-app images and the LB image, built once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from lb.image import ensure_lb_image, source_tag
+from tests.support import Names
+from tests.upgrade.voting import DansStack
+from tests.voting_app.conftest import remove_volumes, voting_images  # noqa: F401 (fixture)
+from upgrade_manager.gateway import Gateway
+
+
+@pytest.fixture(scope="session")
+def lb_image(gateway: Gateway) -> str:
+    """The LB image of this very code (tagged by its source digest), built when missing."""
+    tag = source_tag()
+    ensure_lb_image(tag, gateway=gateway)
+    return tag
+
+
+@pytest.fixture
+def dans_stack(gateway: Gateway, names: Names, voting_images: list[str],  # noqa: F811
+               lb_image: str) -> Iterator[Callable[..., DansStack]]:
+    """A factory of dans-managed voting-app stacks; removed with their volumes afterwards."""
+    made: list[DansStack] = []
+
+    def make(suffix: str = "", replicas: int = 2) -> DansStack:
+        stack = DansStack(gateway, names() + suffix, lb_image, replicas=replicas)
+        made.append(stack)
+        return stack
+
+    yield make
+    names.cleanup()
+    if made:
+        remove_volumes(names.prefix)
