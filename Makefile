@@ -22,3 +22,10 @@ unit: venv
 lint: venv
 	$(VENV)/bin/ruff check compose_translator upgrade_manager lb tests
 	$(VENV)/bin/mypy compose_translator upgrade_manager lb
+
+images: venv harness
+	bash examples/voting-app/build.sh
+
+# The voting-app demo: deploy v1, upgrade under load, print the counts.
+demo: images
+	$(PY) scripts/demo.py $(DEMO_ARGS)

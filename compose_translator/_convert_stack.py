@@ -117,12 +117,15 @@ def _container_spec(stack: str, name: str, svc: Mapping[str, Any],
         c["DNSConfig"] = dns
     secrets = att.convert_file_refs(stack, "secrets", svc.get("secrets"), project["secrets"])
     if secrets:
-        c["Secrets"] = sorted(secrets, key=lambda r: r["SecretName"])
+        # The CLI sorts by name after walking a Go map, so two references to one secret come
+        # out in random order; the target breaks the tie here, to keep output stable.
+        c["Secrets"] = sorted(secrets, key=lambda r: (r["SecretName"], r["File"]["Name"]))
     configs = att.convert_file_refs(stack, "configs", svc.get("configs"), project["configs"])
     if runtime_config:
         configs.append(runtime_config)
     if configs:
-        c["Configs"] = sorted(configs, key=lambda r: r["ConfigName"])
+        c["Configs"] = sorted(configs, key=lambda r: (r["ConfigName"],
+                                                      (r.get("File") or {}).get("Name", "")))
     if svc.get("isolation"):
         c["Isolation"] = svc["isolation"]
     if svc.get("sysctls"):

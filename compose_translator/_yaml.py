@@ -118,6 +118,7 @@ class _Builder:
             if isinstance(node, yaml.SequenceNode):
                 result: Any = [self.build(item) for item in node.value]
             else:
+                assert isinstance(node, yaml.MappingNode)
                 result = self.mapping(node)
         finally:
             self.building.discard(key)

@@ -229,7 +229,8 @@ class ClientConn(asyncio.Protocol):
         self.req = req
         self.started = time.perf_counter()
         self.finished = False
-        group = fe.policy.choose(fe, None)
+        policy = fe.policy
+        group = policy.choose(fe, req.header_map() if policy.needs_headers else None)
         if group is None:
             self.balancer.metrics.error(fe.name, "-", "no_group")
             self.balancer.metrics.observe(fe.name, "-", 503, 0.0)
@@ -438,6 +439,9 @@ class ClientConn(asyncio.Protocol):
             self.resp_head = bytearray()  # interim answer (100 Continue, 103): skip it
             return None
         self.resp = resp
+        fe = self.engine.fe
+        if fe.policy.needs_headers and self.group is not None:
+            fe.policy.answered(fe, self.group, resp.header_map())
         if resp.status == 101 and req.upgrade is not None:
             self.transport.write(resp.client_head(False, False))
             self.state = TUNNEL

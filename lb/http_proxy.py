@@ -111,7 +111,8 @@ class HttpProxy:
         started = time.perf_counter()
         if request.version[0] != 1:  # aiohttp 3.8 parses any HTTP/x.y
             return _plain(505, "HTTP version not supported", True)
-        group = fe.policy.choose(fe, request.headers)
+        policy = fe.policy
+        group = policy.choose(fe, request.headers if policy.needs_headers else None)
         if group is None:
             metrics.error(fe.name, "-", "no_group")
             metrics.observe(fe.name, "-", 503, time.perf_counter() - started)
@@ -214,7 +215,8 @@ class HttpProxy:
                       fe: FrontendRuntime, group: GroupRuntime, ep: Endpoint
                       ) -> web.StreamResponse:
         headers = _response_headers(resp)
-        fe.policy.answered(fe, group, resp.headers)
+        if fe.policy.needs_headers:
+            fe.policy.answered(fe, group, resp.headers)
         length = resp.content_length
         status = resp.status
         bodiless = request.method == "HEAD" or status in (204, 304) or status < 200

@@ -34,27 +34,54 @@ class BadRequest(Exception):
     """The client's request cannot be parsed; the message says why (sent with the 400)."""
 
 
-_HEADER_BLOCK = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
+# A header block as kept here: every line preceded (not followed) by CRLF.
+_HEADER_BLOCK = re.compile(rb"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*)*")
+_REQUEST_DROP_KEYS = tuple(b"\r\n" + name + b":" for name in sorted(REQUEST_DROP))
+_RESPONSE_DROP_KEYS = tuple(b"\r\n" + name + b":" for name in sorted(RESPONSE_DROP))
+_PLAIN_TOKENS = {b"close", b"keep-alive", b"upgrade", b""}
 
 
-def _values(lower: bytes, original: bytes, name: bytes) -> list[bytes]:
-    """Every value of header `name` (lower-case) in a block that starts with CRLF."""
-    key = b"\r\n" + name + b":"
+def _values(lower: bytes, original: bytes, key: bytes) -> list[bytes]:
+    """Every value of the header whose "\r\nname:" (lower-case) is `key`."""
     found = []
     pos = lower.find(key)
     while pos >= 0:
         start = pos + len(key)
         end = lower.find(b"\r\n", start)
+        if end < 0:
+            end = len(lower)
         found.append(original[start:end].strip(b" \t"))
         pos = lower.find(key, end)
     return found
 
 
-def _without(block: bytes, lower: bytes, names: set[bytes]) -> bytes:
-    """The header block (CRLF-terminated lines) without the lines of `names`."""
-    lines = block.split(b"\r\n")
-    kept = [ln for ln in lines[:-1] if ln.partition(b":")[0].strip().lower() not in names]
-    return b"".join(ln + b"\r\n" for ln in kept)
+def _cut(original: bytes, lower: bytes, key: bytes) -> tuple[bytes, bytes]:
+    """Remove every line of the header `key` from the block (and its lower-case copy)."""
+    pos = lower.find(key)
+    while pos >= 0:
+        end = lower.find(b"\r\n", pos + 2)
+        if end < 0:
+            end = len(lower)
+        original = original[:pos] + original[end:]
+        lower = lower[:pos] + lower[end:]
+        pos = lower.find(key, pos)
+    return original, lower
+
+
+def _tokens(lower: bytes) -> set[bytes]:
+    if b"\r\nconnection:" not in lower:
+        return set()
+    value = b",".join(_values(lower, lower, b"\r\nconnection:"))
+    return {t.strip() for t in value.split(b",")}
+
+
+def _map(block: bytes) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for line in block.split(b"\r\n"):
+        name, sep, value = line.partition(b":")
+        if sep:
+            found[name.decode("latin-1").strip().lower()] = value.strip().decode("latin-1")
+    return found
 
 
 class Request:
@@ -67,7 +94,7 @@ class Request:
         self.method = method
         self.target = target
         self.version = version
-        self.block = b""  # header lines to forward, each ending in CRLF
+        self.block = b""  # header lines to forward, each preceded by CRLF
         self.length: int | None = None
         self.chunked = False
         self.keep_alive = True
@@ -77,6 +104,10 @@ class Request:
         self.expect_continue = False
         self.idempotent = False
 
+    def header_map(self) -> dict[str, str]:
+        """The forwarded headers as {lower-case name: value} (for routing policies)."""
+        return _map(self.block)
+
     @property
     def has_body(self) -> bool:
         """True when a body follows the head."""
@@ -85,14 +116,14 @@ class Request:
     def head_for_backend(self, peer: bytes, port: bytes) -> bytes:
         """The request head to send to a backend, hop-by-hop headers out, X-Forwarded-* in."""
         xff = self.forwarded_for + b", " + peer if self.forwarded_for else peer
-        out = [self.method, b" ", self.target, b" ", self.version, b"\r\n", self.block,
-               b"X-Forwarded-For: ", xff, b"\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: ",
-               port, b"\r\n"]
+        out = [self.method, b" ", self.target, b" ", self.version, self.block,
+               b"\r\nX-Forwarded-For: ", xff, b"\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: ",
+               port]
         if self.host is not None:
-            out += (b"X-Forwarded-Host: ", self.host, b"\r\n")
+            out += (b"\r\nX-Forwarded-Host: ", self.host)
         if self.upgrade is not None:
-            out += (b"Connection: upgrade\r\nUpgrade: ", self.upgrade, b"\r\n")
-        out.append(b"\r\n")
+            out += (b"\r\nConnection: upgrade\r\nUpgrade: ", self.upgrade)
+        out.append(b"\r\n\r\n")
         return b"".join(out)
 
 
@@ -100,9 +131,9 @@ def parse_request(head: bytes) -> Request:
     """Parse a request head (without its final CRLF CRLF); BadRequest when malformed."""
     line_end = head.find(b"\r\n")
     if line_end < 0:
-        request_line, block = head, b""
+        request_line, original = head, b""
     else:
-        request_line, block = head[:line_end], head[line_end + 2:] + b"\r\n"
+        request_line, original = head[:line_end], head[line_end:]
     parts = request_line.split(b" ")
     if len(parts) != 3:
         raise BadRequest("malformed request line")
@@ -113,40 +144,43 @@ def parse_request(head: bytes) -> Request:
         raise BadRequest("unsupported HTTP version")
     if not _TARGET.fullmatch(req.target):
         raise BadRequest("invalid request target")
-    if block and not _HEADER_BLOCK.fullmatch(block):
+    if original and not _HEADER_BLOCK.fullmatch(original):
         raise BadRequest("malformed header line")
-    original = b"\r\n" + block
     lower = original.lower()
-    lengths = _values(lower, original, b"content-length")
-    if lengths:
+    if b"\r\ncontent-length:" in lower:
+        lengths = _values(lower, original, b"\r\ncontent-length:")
         if not all(v.isdigit() for v in lengths) or len(set(map(int, lengths))) != 1:
             raise BadRequest("invalid Content-Length")
         req.length = int(lengths[0])
-    transfer = b",".join(_values(lower, original, b"transfer-encoding")).lower()
-    if transfer:
+    if b"\r\ntransfer-encoding:" in lower:
+        transfer = b",".join(_values(lower, lower, b"\r\ntransfer-encoding:"))
         if req.length is not None:
             raise BadRequest("both Content-Length and Transfer-Encoding")
         if transfer.split(b",")[-1].strip() != b"chunked":
             raise BadRequest("unsupported Transfer-Encoding")
         req.chunked = True
-    hosts = _values(lower, original, b"host")
-    if len(hosts) > 1:
-        raise BadRequest("more than one Host header")
-    req.host = hosts[0] if hosts else None
-    xff = _values(lower, original, b"x-forwarded-for")
-    req.forwarded_for = b", ".join(xff) if xff else None
-    connection = b",".join(_values(lower, original, b"connection")).lower()
-    tokens = {t.strip() for t in connection.split(b",")} if connection else set()
-    if b"\r\nupgrade:" in lower and b"upgrade" in tokens:
-        req.upgrade = _values(lower, original, b"upgrade")[0]
+    if b"\r\nhost:" in lower:
+        hosts = _values(lower, original, b"\r\nhost:")
+        if len(hosts) > 1:
+            raise BadRequest("more than one Host header")
+        req.host = hosts[0]
+    if b"\r\nx-forwarded-for:" in lower:
+        req.forwarded_for = b", ".join(_values(lower, original, b"\r\nx-forwarded-for:"))
+    tokens = _tokens(lower)
+    if b"upgrade" in tokens and b"\r\nupgrade:" in lower:
+        req.upgrade = _values(lower, original, b"\r\nupgrade:")[0]
     if b"\r\nexpect:" in lower:
-        req.expect_continue = b"100-continue" in _values(lower, lower, b"expect")
+        req.expect_continue = b"100-continue" in _values(lower, lower, b"\r\nexpect:")
     if req.version == b"HTTP/1.1":
         req.keep_alive = b"close" not in tokens
     else:
         req.keep_alive = b"keep-alive" in tokens
-    drop = {name for name in REQUEST_DROP | tokens if b"\r\n" + name + b":" in lower}
-    req.block = _without(block, lower, drop) if drop else block
+    for key in _REQUEST_DROP_KEYS:
+        if key in lower:
+            original, lower = _cut(original, lower, key)
+    for token in tokens - _PLAIN_TOKENS:
+        original, lower = _cut(original, lower, b"\r\n" + token + b":")
+    req.block = original
     req.idempotent = req.method in (b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE")
     return req
 
@@ -161,44 +195,51 @@ class Response:
         self.length: int | None = None
         self.chunked = False
         self.reusable = False
-        self.head = b""  # status line and kept header lines, each ending in CRLF
+        self.head = b""  # the status line and the kept header lines, each preceded by CRLF
+
+    def header_map(self) -> dict[str, str]:
+        """The answer's headers as {lower-case name: value} (for routing policies)."""
+        return _map(self.head.partition(b"\r\n")[2])
 
     def client_head(self, close: bool, keep_alive_1_0: bool) -> bytes:
         """The head for the client; `close` adds Connection: close."""
-        extra = b"Connection: close\r\n" if close else (
-            b"Connection: keep-alive\r\n" if keep_alive_1_0 else b"")
-        return self.head + extra + b"\r\n"
+        if close:
+            return self.head + b"\r\nConnection: close\r\n\r\n"
+        if keep_alive_1_0:
+            return self.head + b"\r\nConnection: keep-alive\r\n\r\n"
+        return self.head + b"\r\n\r\n"
 
 
 def parse_response(head: bytes, upgrade: bool) -> Response:
     """Parse a backend's response head; ValueError when it is not HTTP/1.x."""
     line_end = head.find(b"\r\n")
     status_line = head if line_end < 0 else head[:line_end]
-    block = b"" if line_end < 0 else head[line_end + 2:] + b"\r\n"
+    original = b"" if line_end < 0 else head[line_end:]
     parts = status_line.split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
         raise ValueError(f"malformed status line {status_line[:80]!r}")
     resp = Response(int(parts[1]))
-    original = b"\r\n" + block
     lower = original.lower()
-    resp.chunked = b"\r\ntransfer-encoding:" in lower and \
-        _values(lower, lower, b"transfer-encoding")[-1].endswith(b"chunked")
+    if b"\r\ntransfer-encoding:" in lower:
+        coding = _values(lower, lower, b"\r\ntransfer-encoding:")[-1]
+        resp.chunked = coding.endswith(b"chunked")
     if not resp.chunked and b"\r\ncontent-length:" in lower:
-        value = _values(lower, lower, b"content-length")[0]
+        value = _values(lower, lower, b"\r\ncontent-length:")[0]
         if not value.isdigit():
             raise ValueError("invalid Content-Length in the answer")
         resp.length = int(value)
-    connection = b",".join(_values(lower, lower, b"connection")) \
-        if b"\r\nconnection:" in lower else b""
-    tokens = {t.strip() for t in connection.split(b",")} if connection else set()
+    tokens = _tokens(lower)
     if parts[0] == b"HTTP/1.1":
         resp.reusable = b"close" not in tokens
     else:
         resp.reusable = b"keep-alive" in tokens
-    switching = resp.status == 101 and upgrade
-    names = set() if switching else RESPONSE_DROP | tokens
-    drop = {name for name in names if b"\r\n" + name + b":" in lower}
-    resp.head = status_line + b"\r\n" + (_without(block, lower, drop) if drop else block)
+    if not (resp.status == 101 and upgrade):
+        for key in _RESPONSE_DROP_KEYS:
+            if key in lower:
+                original, lower = _cut(original, lower, key)
+        for token in tokens - _PLAIN_TOKENS:
+            original, lower = _cut(original, lower, b"\r\n" + token + b":")
+    resp.head = status_line + original
     return resp
 
 

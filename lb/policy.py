@@ -1,7 +1,9 @@
 """How a new request or connection picks a group of its frontend.
 
-The proxy asks the frontend's policy once per request, before anything is sent; the policy
-sees the request's headers (None for TCP) and may also look at the answer (`answered`). The
+The proxy asks the frontend's policy once per request, before anything is sent; a policy that
+sets `needs_headers` sees the request's headers (lower-case names; None for TCP and for
+policies that do not ask, which keeps the hot path free of header maps) and the answer's
+(`answered`). The
 "active" policy sends everything to the active group. A trace-pinning policy (the
 version-consistency backend of DESIGN.md section 2) is a second implementation of the same
 two methods: `choose` reads the trace id, returns the group the trace is pinned to if it is
@@ -27,6 +29,8 @@ __all__ = ["ActivePolicy", "Policy", "POLICIES"]
 class Policy(Protocol):
     """Chooses the group for one request and may learn from its answer."""
 
+    needs_headers: bool
+
     def choose(
         self, fe: FrontendRuntime, headers: Mapping[str, str] | None
     ) -> GroupRuntime | None:
@@ -39,6 +43,8 @@ class Policy(Protocol):
 
 class ActivePolicy:
     """Every new request goes to the frontend's active group, unless it is draining."""
+
+    needs_headers = False
 
     def choose(
         self, fe: FrontendRuntime, headers: Mapping[str, str] | None

@@ -11,7 +11,7 @@ import click
 import yaml
 
 from compose_translator import StackSpecs, load_project, translate
-from upgrade_manager.deploy import deploy_stack, timed
+from upgrade_manager.deploy import timed
 from upgrade_manager.errors import ComposeError
 
 __all__ = ["translate_cmd", "deploy_cmd", "specs_to_dict"]
@@ -77,32 +77,47 @@ def translate_cmd(files: tuple[str, ...], stack: str | None, fmt: str) -> None:
 @_FILES
 @click.option("-s", "--stack", help="Stack name (default: the file's top-level 'name').")
 @click.option("--prune", is_flag=True, help="Remove the stack's services no longer in the files.")
+@click.option("--no-lb", is_flag=True,
+              help="Deploy exactly like `docker stack deploy`, without the dans edge LB "
+                   "(such a stack cannot be upgraded by `dans upgrade`).")
+@click.option("--lb-image", help="Image of the edge LB (default: dans-lb:VERSION, built when "
+                                 "missing; an existing LB keeps its image).")
+@click.option("--lb-admin-port", type=int,
+              help="Published port of the LB's admin API (default 9900, or the LB's own).")
 @click.option("--wait", is_flag=True, help="Wait until every service has converged.")
 @click.option("--timeout", type=float, default=300.0, show_default=True,
               help="Seconds to wait per service with --wait.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def deploy_cmd(files: tuple[str, ...], stack: str | None, prune: bool, wait: bool,
+def deploy_cmd(files: tuple[str, ...], stack: str | None, prune: bool, no_lb: bool,
+               lb_image: str | None, lb_admin_port: int | None, wait: bool,
                timeout: float, as_json: bool) -> None:
-    """Create or update a stack like `docker stack deploy --resolve-image never`."""
-    from upgrade_manager.gateway import Gateway
+    """Create or update a stack from Compose files.
 
-    specs = _load(files, stack)
+    By default the stack's published ports belong to a dans edge LB service
+    (STACK_dans-lb) that proxies to the services which declared them, so that `dans upgrade`
+    can later move traffic between versions. With --no-lb the result is exactly what
+    `docker stack deploy --resolve-image never` creates.
+    """
+    from upgrade_manager.gateway import Gateway
+    from upgrade_manager.upgrade import Options, deploy
+
+    stdin_text = sys.stdin.read() if "-" in files else None
+    name = stack or load_project(list(files), stdin_text=stdin_text).name
+    if not name:
+        raise ComposeError("no stack name: pass --stack NAME (or set 'name:' in the file)")
+    opts = Options(files=files, stack=name, stdin_text=stdin_text, lb_image=lb_image,
+                   lb_admin_port=lb_admin_port, prune=prune)
     say = timed(lambda line: click.echo(line, err=as_json))
     gw = Gateway.from_env()
     try:
         gw.require_manager()
-        result = deploy_stack(gw, specs, prune=prune, progress=say)
-        if wait:
-            for name in sorted(specs.services):
-                say(f"Waiting for {name}")
-                gw.wait_converged(name, timeout=timeout)
-            say("All services converged")
+        result = deploy(gw, opts, lb=not no_lb, wait=wait, timeout=timeout, say=say)
     finally:
         gw.close()
     if as_json:
-        click.echo(json.dumps({"stack": specs.stack, "created": result.created,
+        click.echo(json.dumps({"stack": name, "created": result.created,
                                "updated": result.updated, "removed": result.removed,
                                "warnings": result.warnings}, indent=2))
     else:
-        for warning in result.warnings[len(specs.warnings):]:
+        for warning in result.warnings:
             click.echo(f"Warning: {warning}", err=True)

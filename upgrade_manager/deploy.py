@@ -18,7 +18,7 @@ from typing import Any
 
 from compose_translator import StackSpecs
 from compose_translator._convert_service import IMAGE_LABEL
-from upgrade_manager.errors import EngineError, NotFound
+from upgrade_manager.errors import Conflict, EngineError, NotFound
 from upgrade_manager.gateway import Gateway
 
 __all__ = ["DeployResult", "deploy_stack", "resolve_references"]
@@ -102,6 +102,22 @@ def _deploy_objects(gw: Gateway, kind: str, specs: dict[str, Spec], result: Depl
             raise EngineError(f"failed to update {kind} {name}: {exc}") from exc
 
 
+def _update(gw: Gateway, name: str, spec: Spec, current: Spec) -> list[str]:
+    # The engine bumps a service's version by itself shortly after a create (allocation of
+    # its endpoint), so a stale version whose Spec is unchanged is retried with the fresh
+    # one; a Spec that someone else changed is a real conflict and is raised.
+    for attempt in range(5):
+        try:
+            return gw.update_service(name, spec, version=int(current["Version"]["Index"]))
+        except Conflict:
+            fresh = gw.inspect_service(name)
+            if attempt == 4 or fresh["Spec"] != current["Spec"]:
+                raise
+            current = fresh
+            time.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def deploy_stack(
     gw: Gateway,
     specs: StackSpecs,
@@ -149,8 +165,7 @@ def deploy_stack(
             old_image = old["TaskTemplate"]["ContainerSpec"].get("Image")
             spec["TaskTemplate"]["ContainerSpec"]["Image"] = old_image
         spec["TaskTemplate"]["ForceUpdate"] = old["TaskTemplate"].get("ForceUpdate", 0)
-        warnings = gw.update_service(name, spec, version=int(current["Version"]["Index"]))
-        result.warnings.extend(warnings)
+        result.warnings.extend(_update(gw, name, spec, current))
         result.updated.append(name)
     return result
 

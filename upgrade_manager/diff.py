@@ -30,6 +30,10 @@ _ENGINE_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("TaskTemplate", "ForceUpdate"): 0,
     ("TaskTemplate", "Runtime"): "container",
     ("EndpointSpec", "Mode"): "vip",
+    ("UpdateConfig", "MaxFailureRatio"): 0,
+    ("UpdateConfig", "FailureAction"): "pause",
+    ("RollbackConfig", "MaxFailureRatio"): 0,
+    ("RollbackConfig", "FailureAction"): "pause",
 }
 
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from lb.table import RoutingTable
 from upgrade_manager.deploy import resolve_references
 from upgrade_manager.diff import diff_specs, normalize
-from upgrade_manager.errors import ConvergeTimeout, DansError, NotFound, UpgradeError
+from upgrade_manager.errors import Conflict, ConvergeTimeout, DansError, NotFound, UpgradeError
 from upgrade_manager.gateway import Gateway
 from upgrade_manager.plan import FAST_UPDATE, Plan, Step
 
@@ -123,6 +123,15 @@ class Executor:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(1.0)
+
+    def _do_remove_unused(self, step: Step) -> None:
+        for kind, remove in (("configs", self.gw.remove_config),
+                             ("secrets", self.gw.remove_secret)):
+            for name in step.args[kind]:
+                try:
+                    remove(name, missing_ok=True)
+                except Conflict:
+                    self.report("info", step, 0.0, f"kept {name}: a service still uses it")
 
     def _do_remove_config(self, step: Step) -> None:
         self.gw.remove_config(step.target, missing_ok=True)

@@ -8,6 +8,8 @@ returns what `dans deploy` creates instead (DESIGN.md §5):
   joins the edge network; its name and other networks stay as they were;
 - an LB service `STACK_dans-lb` on the edge network only, publishing those ports with the
   same numbers and modes (plus the admin port) and proxying each to `tasks.STACK_svc:TARGET`.
+- configs and secrets are named after their content (`STACK_name-<digest>`), so changed
+  content is a new object that the new version uses while the old version keeps the old.
 The LB's spec depends only on the entry services' ports, so redeploying or upgrading a stack
 whose published ports stay the same never restarts it.
 """
@@ -15,6 +17,7 @@ whose published ports stay the same never restarts it.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from dataclasses import dataclass, replace
 from typing import Any
@@ -36,9 +39,12 @@ __all__ = [
     "ROLE_LABEL",
     "ADMIN_PORT_LABEL",
     "lb_env",
+    "LOGICAL_NAME_LABEL",
 ]
 
 ROLE_LABEL = "io.dans.role"
+LOGICAL_NAME_LABEL = "io.dans.logical-name"
+CONTENT_DIGEST_LEN = 10
 ADMIN_PORT_LABEL = "io.dans.lb.admin-port"
 MAIN_GROUP = "main"
 Spec = dict[str, Any]
@@ -163,8 +169,44 @@ def manage(specs: StackSpecs, settings: LBSettings) -> ManagedStack:
     }
     short_names = dict(specs.short_names)
     short_names[lb_name] = "dans-lb"
-    rewritten = replace(specs, services=services, networks=networks, short_names=short_names)
+    configs, config_names = _content_addressed(specs.configs)
+    secrets, secret_names = _content_addressed(specs.secrets)
+    for spec in services.values():
+        _rename_refs(spec, config_names, secret_names)
+    rewritten = replace(specs, services=services, networks=networks, short_names=short_names,
+                        configs=configs, secrets=secrets)
     return ManagedStack(rewritten, tuple(entries), lb_name, edge, settings)
+
+
+def _content_addressed(objects: dict[str, Spec]) -> tuple[dict[str, Spec], dict[str, str]]:
+    """Name each config or secret after its content, so a change makes a new object.
+
+    Swarm refuses to change a config's data in place (stack deploy fails on it); a new name
+    lets the new version use new content while the old version keeps the old one.
+    """
+    out: dict[str, Spec] = {}
+    renamed: dict[str, str] = {}
+    for name, spec in objects.items():
+        if "Data" not in spec:  # driver-backed secrets have no data to address
+            out[name] = spec
+            continue
+        digest = hashlib.sha256(spec["Data"]).hexdigest()[:CONTENT_DIGEST_LEN]
+        new = f"{name}-{digest}"
+        renamed[name] = new
+        labels = {**(spec.get("Labels") or {}), LOGICAL_NAME_LABEL: name}
+        out[new] = {**spec, "Name": new, "Labels": labels}
+    return out, renamed
+
+
+def _rename_refs(spec: Spec, configs: dict[str, str], secrets: dict[str, str]) -> None:
+    container = spec["TaskTemplate"]["ContainerSpec"]
+    for ref in container.get("Configs") or []:
+        ref["ConfigName"] = configs.get(ref["ConfigName"], ref["ConfigName"])
+    for ref in container.get("Secrets") or []:
+        ref["SecretName"] = secrets.get(ref["SecretName"], ref["SecretName"])
+    cred = (container.get("Privileges") or {}).get("CredentialSpec") or {}
+    if cred.get("Config") in configs:
+        cred["Config"] = configs[cred["Config"]]
 
 
 def _take_ports(spec: Spec, full: str, short: str, protocol: str) -> list[EntryPort]:

@@ -274,6 +274,7 @@ def make_plan(
     elif removed:
         warnings.append("services not in the new file are kept (use --prune to remove): "
                         + ", ".join(removed))
+    steps += ctx.unused_objects()
 
     return Plan(
         stack=desired.stack,
@@ -444,6 +445,16 @@ class _Ctx:
                   for n, s in sorted(self.specs.secrets.items())
                   if n not in self.running.secrets]
         return steps
+
+    def unused_objects(self) -> list[Step]:
+        """Remove configs and secrets the new file no longer names (e.g. older content)."""
+        old_configs = sorted(self.running.configs - set(self.specs.configs))
+        old_secrets = sorted(self.running.secrets - set(self.specs.secrets))
+        if not old_configs and not old_secrets:
+            return []
+        return [Step("remove_unused", "configs-secrets",
+                     {"configs": old_configs, "secrets": old_secrets},
+                     note="kept if a service still uses them")]
 
     def prune_objects(self) -> list[Step]:
         """Remove the stack's networks that the new file no longer declares."""

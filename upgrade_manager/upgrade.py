@@ -7,21 +7,30 @@ state (lock, progress, heartbeat) and drives the executor. The CLI calls only th
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from compose_translator import load_project, translate
+from compose_translator import StackSpecs, load_project, translate
 from lb.client import AdminClient
-from lb.image import default_tag, ensure_lb_image
+from lb.image import ensure_lb_image, source_tag
 from upgrade_manager.deploy import DeployResult, deploy_stack
-from upgrade_manager.errors import DansError, LBError, PlanError, UpgradeError, UpgradeLocked
+from upgrade_manager.errors import (
+    Conflict,
+    DansError,
+    LBError,
+    PlanError,
+    UpgradeError,
+    UpgradeLocked,
+)
 from upgrade_manager.executor import Executor, Timeouts, rollback_steps
 from upgrade_manager.gateway import Gateway
 from upgrade_manager.managed import (
     ADMIN_PORT_LABEL,
+    LOGICAL_NAME_LABEL,
     ROLE_LABEL,
     LBSettings,
     ManagedStack,
@@ -90,7 +99,7 @@ def lb_settings(running: RunningStack, opts: Options) -> LBSettings:
     """The LB settings: the running LB's (token, admin port, image) unless overridden."""
     lb = running.services.get(lb_service_name(opts.stack))
     token = secrets.token_urlsafe(24)
-    image = opts.lb_image or default_tag()
+    image = opts.lb_image or os.environ.get("DANS_LB_IMAGE") or source_tag()
     admin_port = opts.lb_admin_port or 9900
     if lb is not None:
         env = _env(lb)
@@ -296,4 +305,22 @@ def deploy(gw: Gateway, opts: Options, *, lb: bool = True, wait: bool = False,
             say(f"Waiting for {name}")
             gw.wait_converged(name, timeout=timeout)
         say("All services converged")
+        if lb:
+            _remove_old_content(gw, specs, say)
     return result
+
+
+def _remove_old_content(gw: Gateway, specs: StackSpecs, say: Callable[[str], None]) -> None:
+    """Remove the stack's content-addressed configs and secrets that no spec names now."""
+    for kind, listed, wanted, remove in (
+        ("config", gw.configs(specs.stack), specs.configs, gw.remove_config),
+        ("secret", gw.secrets(specs.stack), specs.secrets, gw.remove_secret),
+    ):
+        for obj in listed:
+            name = obj["Spec"]["Name"]
+            if LOGICAL_NAME_LABEL in (obj["Spec"].get("Labels") or {}) and name not in wanted:
+                try:
+                    remove(name, missing_ok=True)
+                    say(f"Removed {kind} {name} (older content)")
+                except Conflict:
+                    say(f"Kept {kind} {name}: a service still uses it")

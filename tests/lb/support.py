@@ -60,6 +60,7 @@ class Backend:
     GET /sleep?s=X   -> sleeps X seconds
     GET /big?n=N     -> N bytes, streamed in chunks without a length
     ANY /echo        -> JSON: method, path, headers, body length
+    GET /ws          -> a WebSocket that echoes "NAME:message"
     """
 
     def __init__(self, loops: LoopThread, name: str) -> None:
@@ -79,6 +80,7 @@ class Backend:
         app.router.add_get("/sleep", self._sleep)
         app.router.add_get("/big", self._big)
         app.router.add_route("*", "/echo", self._echo)
+        app.router.add_get("/ws", self._ws)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port or 0, reuse_address=True)
@@ -121,6 +123,13 @@ class Backend:
         return web.json_response({"name": self.name, "method": request.method,
                                   "path": request.path_qs, "headers": dict(request.headers),
                                   "length": len(body)})
+
+    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            await ws.send_str(f"{self.name}:{msg.data}")
+        return ws
 
     def release(self) -> None:
         """Let every /hold request (now and later) finish."""

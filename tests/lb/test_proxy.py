@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import pytest
 
 from lb.table import RoutingTable
@@ -289,3 +291,63 @@ def test_admin_commands_and_errors(backend: StartBackend, lb_process: StartLB) -
     wrong = type(lb.admin)(f"http://127.0.0.1:{free_port()}", "t")
     with pytest.raises(LBError, match="cannot reach"):
         wrong.status()
+
+
+def test_keep_alive_head_pipelining_and_chunked_bodies(
+    backend: StartBackend, lb_process: StartLB, engine: str
+) -> None:
+    a = backend("A")
+    port = free_port()
+    lb_process({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]}, engine=engine)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("HEAD", "/")
+    head = conn.getresponse()
+    assert head.status == 200 and head.read() == b"" and head.getheader("Content-Length") == "1"
+    conn.request("POST", "/echo", body=iter([b"ab", b"cde", b"f" * 70000]), encode_chunked=True)
+    echoed = conn.getresponse()
+    assert json.loads(echoed.read())["length"] == 70005
+    conn.request("GET", "/")
+    assert conn.getresponse().read() == b"A"  # the same connection all along
+    conn.close()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /echo HTTP/1.1\r\nHost: x\r\n"
+                  b"Connection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.count(b"HTTP/1.1 200") == 2 and b"\r\n\r\nA" in data and b'"/echo"' in data
+
+
+def test_a_client_that_goes_away_frees_its_request(
+    backend: StartBackend, lb_process: StartLB, engine: str
+) -> None:
+    a = backend("A")
+    port = free_port()
+    lb = lb_process({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]},
+                    engine=engine)
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+    wait_until(lambda: lb.admin.status()["in_flight"] == 1, timeout=10, what="1 in flight")
+    s.close()
+    a.release()
+    wait_until(lambda: lb.admin.status()["in_flight"] == 0, timeout=10, what="0 in flight")
+    assert get(f"http://127.0.0.1:{port}/") == (200, "A")
+
+
+def test_websocket_upgrade_is_tunnelled(loops: LoopThread, backend: StartBackend,
+                                        lb_process: StartLB) -> None:
+    a = backend("A")
+    port = free_port()
+    lb = lb_process({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]})
+
+    async def talk() -> list[str]:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
+                replies = []
+                for word in ("one", "two"):
+                    await ws.send_str(word)
+                    replies.append((await ws.receive(timeout=5)).data)
+                return replies
+
+    assert loops.run(talk()) == ["A:one", "A:two"]
+    wait_until(lambda: lb.admin.status()["in_flight"] == 0, timeout=10, what="tunnel closed")

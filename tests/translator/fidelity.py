@@ -49,15 +49,25 @@ def dans_deploy(gw: Gateway, fixture: Path, stack: str, env: dict[str, str]) -> 
     deploy_stack(gw, translate(project, stack))
 
 
-def _strip_network(net: dict[str, Any]) -> dict[str, Any]:
+def _default_pools(gw: Gateway) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    cluster = gw.info().get("Swarm", {}).get("Cluster") or {}
+    return [ipaddress.ip_network(p) for p in cluster.get("DefaultAddrPool") or ["10.0.0.0/8"]]
+
+
+def _auto_subnet(subnet: str, pools: list[Any]) -> bool:
+    # Subnets the engine picked from the swarm's default pool differ between any two networks.
+    net = ipaddress.ip_network(subnet)
+    return any(net.version == pool.version and net.subnet_of(pool) for pool in pools)
+
+
+def _strip_network(net: dict[str, Any], pools: list[Any]) -> dict[str, Any]:
     options = {k: v for k, v in (net.get("Options") or {}).items()
                if k != "com.docker.network.driver.overlay.vxlanid_list"}
     ipam = net.get("IPAM") or {}
     configs = []
     for cfg in ipam.get("Config") or []:
         subnet = cfg.get("Subnet", "")
-        # Subnets the engine picked from its default pool differ between any two networks.
-        if subnet and ipaddress.ip_network(subnet).subnet_of(ipaddress.ip_network("10.0.0.0/16")):
+        if subnet and _auto_subnet(subnet, pools):
             continue
         configs.append({"Subnet": subnet})
     return {
@@ -74,6 +84,7 @@ def snapshot(gw: Gateway, stack: str) -> dict[str, Any]:
     net_names = gw.network_names() if hasattr(gw, "network_names") else \
         {n["Id"]: n["Name"] for n in gw.api.networks()}
     config_names = {c["ID"]: c["Spec"]["Name"] for c in gw.configs()}
+    pools = _default_pools(gw)
     services = {}
     for svc in gw.services(stack):
         spec = json.loads(json.dumps(gw.inspect_service(svc["ID"])["Spec"]))
@@ -81,17 +92,22 @@ def snapshot(gw: Gateway, stack: str) -> dict[str, Any]:
         for att in task.get("Networks") or []:
             att["Target"] = net_names.get(att["Target"], att["Target"])
         container = task.get("ContainerSpec", {})
-        for ref in container.get("Secrets") or []:
-            ref.pop("SecretID", None)
-        for ref in container.get("Configs") or []:
-            ref.pop("ConfigID", None)
+        # IDs differ per stack. The CLI orders two references to the same object randomly
+        # (it walks a Go map before its stable sort by name), so order by name and target.
+        for key, id_key, name_key in (("Secrets", "SecretID", "SecretName"),
+                                      ("Configs", "ConfigID", "ConfigName")):
+            for ref in container.get(key) or []:
+                ref.pop(id_key, None)
+            if container.get(key):
+                container[key].sort(key=lambda r, n=name_key: (
+                    r[n], (r.get("File") or {}).get("Name", "")))
         cred = (container.get("Privileges") or {}).get("CredentialSpec") or {}
         if cred.get("Config"):
             cred["Config"] = config_names.get(cred["Config"], cred["Config"])
         services[spec["Name"]] = spec
     result = {
         "services": services,
-        "networks": {n["Name"]: _strip_network(n) for n in gw.networks(stack)},
+        "networks": {n["Name"]: _strip_network(n, pools) for n in gw.networks(stack)},
         "configs": {c["Spec"]["Name"]: c["Spec"] for c in gw.configs(stack)},
         "secrets": {s["Spec"]["Name"]: s["Spec"] for s in gw.secrets(stack)},
     }

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from tests.upgrade.stacks import BASE, doc, managed, running
+from compose_translator import load_project, translate
+from tests.upgrade.stacks import BASE, SETTINGS, doc, managed, running
 from upgrade_manager.errors import PlanError
-from upgrade_manager.plan import Plan, make_plan
+from upgrade_manager.managed import ManagedStack, manage
+from upgrade_manager.plan import Plan, RunningStack, make_plan
 
 V2_API = {"image": "app/api:2"}
 V2_FRONT = {"environment": {"API_URL": "http://api:8000/v2"}}
@@ -181,3 +185,31 @@ def test_plan_json_round_trip() -> None:
     again = Plan.from_json(plan.to_json())
     assert again == plan
     assert plan_for(doc()).is_noop
+
+
+def test_changed_config_content_is_a_new_object_and_the_old_one_goes(tmp_path: Path) -> None:
+    def stack_with(content: str, name: str) -> ManagedStack:
+        (tmp_path / f"{name}.conf").write_text(content)
+        document = doc(api={"configs": [{"source": "app", "target": "/etc/app.conf"}]})
+        document["configs"] = {"app": {"file": f"./{name}.conf"}}
+        path = tmp_path / f"{name}.yml"
+        path.write_text(yaml.safe_dump(document))
+        return manage(translate(load_project([str(path)], environ={}), "st"), SETTINGS)
+
+    before, after = stack_with("level=1", "v1"), stack_with("level=2", "v2")
+    old_name, = before.specs.configs
+    new_name, = after.specs.configs
+    assert old_name.startswith("st_app-") and new_name.startswith("st_app-")
+    assert old_name != new_name
+    assert after.specs.configs[new_name]["Labels"]["io.dans.logical-name"] == "st_app"
+    ref = after.specs.services["st_api"]["TaskTemplate"]["ContainerSpec"]["Configs"][0]
+    assert ref["ConfigName"] == new_name
+
+    run = RunningStack("st", dict(before.specs.services), {}, frozenset(before.specs.networks),
+                       configs=frozenset(before.specs.configs))
+    plan = make_plan(run, after, generation="g1", old_table=before.routing_table().to_dict())
+    keys = [s.key for s in plan.steps]
+    assert keys[0] == f"create_config:{new_name}"
+    assert roles(plan)["api"] == ("changed", "chain")
+    assert keys[-1] == "remove_unused:configs-secrets"
+    assert plan.steps[-1].args == {"configs": [old_name], "secrets": []}

@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""The voting-app demo: deploy v1 with dans, upgrade it under steady load, count failures.
+
+    python scripts/demo.py [--scenario change-api|add-api|candidates]
+                           [--strategy dans|rolling|isolated] [--compare] [--json]
+
+Each run deploys `examples/voting-app/stacks/v1.yml` as a fresh stack with `dans deploy`,
+sends steady votes through the stack's LB (loopback only, bounded in time and count),
+measures a steady-state window, runs `dans upgrade` to the scenario's v2 file, keeps the load
+a few seconds after it returns, and prints ok / failed / mixed-version counts, the upgrade's
+duration and latency during the upgrade against steady state. `--compare` does this once per
+strategy and prints a table. The stack is left running for you to look at (the command to
+remove it is printed); a rerun replaces it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = ROOT / "examples" / "voting-app"
+STACK = "dans-demo"
+
+
+def loadgen() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("loadgen", APP / "loadgen.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def env(args: argparse.Namespace) -> dict[str, str]:
+    # This harness has no IPVS: dnsrr endpoints and host-mode ports work everywhere.
+    return {**os.environ, "ENDPOINT_MODE": args.endpoint_mode, "PORT_MODE": args.port_mode,
+            "VOTE_PORT": str(args.vote_port), "RESULT_PORT": str(args.result_port)}
+
+
+def dans(args: argparse.Namespace, *argv: str, quiet: bool = False) -> float:
+    """Run the dans CLI, stream its output, fail loudly; returns its duration."""
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "upgrade_manager.cli", *argv], env=env(args),
+                          cwd=ROOT, text=True, capture_output=quiet)
+    if proc.returncode != 0:
+        if quiet:
+            sys.stderr.write(proc.stdout + proc.stderr)
+        sys.exit(f"demo: `dans {' '.join(argv)}` failed with exit code {proc.returncode}")
+    return time.monotonic() - t0
+
+
+def remove_stack(name: str) -> None:
+    """Remove a previous demo stack and its volume, waiting until they are gone."""
+    listed = subprocess.run(["docker", "stack", "ls", "--format", "{{.Name}}"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    if name not in listed:
+        return
+    print(f"demo: removing the previous {name} stack")
+    subprocess.run(["docker", "stack", "rm", name], check=True, capture_output=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        left = subprocess.run(["docker", "ps", "-aq", "--filter",
+                               f"label=com.docker.stack.namespace={name}"],
+                              capture_output=True, text=True).stdout.split()
+        nets = subprocess.run(["docker", "network", "ls", "-q", "--filter",
+                               f"label=com.docker.stack.namespace={name}"],
+                              capture_output=True, text=True).stdout.split()
+        if not left and not nets:
+            break
+        time.sleep(1)
+    subprocess.run(["docker", "volume", "rm", f"{name}_db-data"], capture_output=True)
+
+
+class Load:
+    """Votes through the LB in a background thread until stopped (at most `limit` s)."""
+
+    def __init__(self, lg: ModuleType, url: str, concurrency: int, limit: float) -> None:
+        self.stop = threading.Event()
+        self.result: dict[str, Any] = {}
+
+        def run() -> None:
+            self.result = asyncio.run(lg.run_load(url, concurrency=concurrency,
+                                                  duration=limit, max_requests=500_000,
+                                                  stop=self.stop))
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def finish(self) -> dict[str, Any]:
+        self.stop.set()
+        self.thread.join(timeout=60)
+        return self.result
+
+
+def run_once(args: argparse.Namespace, strategy: str) -> dict[str, Any]:
+    """Deploy v1 afresh, measure steady state, upgrade under load; the figures."""
+    lg = loadgen()
+    url = f"http://127.0.0.1:{args.vote_port}"
+    remove_stack(STACK)
+    print(f"demo: dans deploy v1 as stack {STACK}")
+    dans(args, "deploy", "-f", str(APP / "stacks" / "v1.yml"), "--stack", STACK, "--wait",
+         "--lb-admin-port", str(args.admin_port))
+    for _ in range(60):  # the LB resolves its backends within a second or two
+        probe = asyncio.run(lg.run_load(url, concurrency=1, duration=1, max_requests=1))
+        if probe["ok"]:
+            break
+        time.sleep(1)
+    print(f"demo: steady load for {args.steady:.0f} s ({args.concurrency} voters)")
+    steady = asyncio.run(lg.run_load(url, concurrency=args.concurrency, duration=args.steady,
+                                     max_requests=500_000))
+    load = Load(lg, url, args.concurrency, limit=900)
+    time.sleep(2)
+    print(f"demo: dans upgrade to {args.scenario} (strategy {strategy}) under load")
+    seconds = dans(args, "upgrade", "-f", str(APP / "stacks" / f"{args.scenario}.yml"),
+                   "--stack", STACK, "--strategy", strategy)
+    time.sleep(3)
+    during = load.finish()
+    return {
+        "strategy": strategy, "scenario": args.scenario, "upgrade_s": round(seconds, 1),
+        "ok": during["ok"], "failed": during["failed"], "mixed": during["mixed"],
+        "steady_p50_ms": steady["p50_ms"], "steady_p99_ms": steady["p99_ms"],
+        "during_p50_ms": during["p50_ms"], "during_p99_ms": during["p99_ms"],
+        "during_max_ms": during["max_ms"], "errors": during["errors"],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", default="change-api",
+                        choices=["change-api", "add-api", "candidates"])
+    parser.add_argument("--strategy", default="dans", choices=["dans", "rolling", "isolated"])
+    parser.add_argument("--compare", action="store_true", help="run every strategy")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--steady", type=float, default=10.0, help="seconds of steady load")
+    parser.add_argument("--vote-port", type=int, default=8080)
+    parser.add_argument("--result-port", type=int, default=8081)
+    parser.add_argument("--admin-port", type=int, default=9900)
+    parser.add_argument("--endpoint-mode", default="dnsrr", choices=["dnsrr", "vip"])
+    parser.add_argument("--port-mode", default="host", choices=["host", "ingress"])
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args()
+    strategies = ["dans", "rolling", "isolated"] if args.compare else [args.strategy]
+    rows = [run_once(args, s) for s in strategies]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print()
+        head = (f"{'strategy':<9} {'upgrade s':>9} {'ok':>7} {'failed':>7} {'mixed':>6} "
+                f"{'p50 steady/during ms':>21} {'p99 steady/during ms':>21}")
+        print(head)
+        for r in rows:
+            print(f"{r['strategy']:<9} {r['upgrade_s']:>9} {r['ok']:>7} {r['failed']:>7} "
+                  f"{r['mixed']:>6} {r['steady_p50_ms']:>10}/{r['during_p50_ms']:<10} "
+                  f"{r['steady_p99_ms']:>10}/{r['during_p99_ms']:<10}")
+        print(f"\nThe stack is still running: vote at http://127.0.0.1:{args.vote_port}, "
+              f"results at http://127.0.0.1:{args.result_port}.\nRemove it with "
+              f"`docker stack rm {STACK}`.")
+    return 0 if all(r["failed"] == 0 and r["mixed"] == 0 for r in rows
+                    if r["strategy"] == "dans") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
