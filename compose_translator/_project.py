@@ -56,6 +56,15 @@ def _read(name: str, stdin_text: str | None) -> str:
         raise ComposeError(f"{name}: cannot read the Compose file: {exc.strerror}") from None
 
 
+def _check_version(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    # Like the CLI: format 1 and 2 files describe containers, not Swarm services.
+    version = str(data.get("version", "3")).strip()
+    if version.split(".")[0] in ("1", "2"):
+        return [(("version",), f"Compose file format {version} is not supported by "
+                               "docker stack deploy; use 3.x or leave 'version' out")]
+    return []
+
+
 def _is_a(value: Any, kind: type) -> bool:
     return isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
 
@@ -132,7 +141,7 @@ def _load(files: Sequence[str], environ: Mapping[str, str] | None,
             continue
         data = {k: interpolate(v, lookup, missing, rep.error, (k,)) if k in _SECTIONS else v
                 for k, v in data.items()}
-        problems = forbidden(data) + validate(data)
+        problems = _check_version(data) + forbidden(data) + validate(data)
         for path, message in problems:
             rep.error(path, message)
         if problems:

@@ -93,14 +93,8 @@ class _Builder:
         self.problems: list[str] = []
 
     def build(self, node: yaml.Node) -> Any:
-        key = id(node)
-        if key in self.memo:
-            return self.memo[key]
-        if key in self.building:
-            raise ComposeError(f"{self.filename}:{node.start_mark.line + 1}: "
-                               "a YAML anchor refers to itself")
-        tag = node.tag
-        if isinstance(node, yaml.ScalarNode):
+        if node.__class__ is yaml.ScalarNode:
+            tag = node.tag
             value = node.value
             if tag == _STR:
                 return value
@@ -113,9 +107,15 @@ class _Builder:
             if tag == _FLOAT:
                 return _float(value)
             return self.loader.construct_object(node, deep=True)  # explicit tags: !!binary...
+        key = id(node)
+        if key in self.memo:
+            return self.memo[key]
+        if key in self.building:
+            raise ComposeError(f"{self.filename}:{node.start_mark.line + 1}: "
+                               "a YAML anchor refers to itself")
         self.building.add(key)
         try:
-            if isinstance(node, yaml.SequenceNode):
+            if node.__class__ is yaml.SequenceNode:
                 result: Any = [self.build(item) for item in node.value]
             else:
                 assert isinstance(node, yaml.MappingNode)
@@ -140,7 +140,7 @@ class _Builder:
                     for k, v in built.items():
                         merged.setdefault(k, v)  # the first merged mapping wins
                 continue
-            key = self.build(key_node)
+            key = key_node.value if key_node.tag == _STR else self.build(key_node)
             if type(key) is not str:
                 key = go_str(key)  # yaml.v3 decodes into map[string]any
             if key in result:

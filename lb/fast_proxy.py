@@ -18,18 +18,18 @@ import time
 from typing import TYPE_CHECKING
 
 from lb.http_wire import BadRequest, Chunked, Request, Response, parse_request, parse_response
+from lb.upstream import Upstream, UpstreamPool
 
 if TYPE_CHECKING:
     from lb.backends import Endpoint, GroupRuntime
     from lb.balancer import Balancer, FrontendRuntime
 
-__all__ = ["FastHttp", "UpstreamPool"]
+__all__ = ["CLIENT_IDLE", "FastHttp", "UpstreamPool"]
 
 log = logging.getLogger("dans.lb")
 MAX_HEAD = 64 * 1024
 BUFFER_LIMIT = 1 << 20  # request bodies up to this size are buffered whole (and retriable)
 HIGH_WATER = 256 * 1024
-POOL_IDLE = 4.0
 CLIENT_IDLE = 75.0
 REASONS = {400: b"Bad Request", 502: b"Bad Gateway", 503: b"Service Unavailable",
            504: b"Gateway Timeout"}
@@ -37,73 +37,6 @@ REASONS = {400: b"Bad Request", 502: b"Bad Gateway", 503: b"Service Unavailable"
 HEAD, COLLECT, BODY, WAIT, TUNNEL, CLOSED = range(6)
 # Response framings.
 NONE, LENGTH, CHUNKED, UNTIL_CLOSE = range(4)
-
-
-class Upstream(asyncio.Protocol):
-    """One connection to a backend endpoint; idle in the pool or serving one client."""
-
-    def __init__(self, pool: UpstreamPool, key: tuple[str, int]) -> None:
-        self.pool = pool
-        self.key = key
-        self.transport: asyncio.Transport | None = None
-        self.owner: ClientConn | None = None
-        self.closed = False
-        self.idle_since = 0.0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        if self.owner is not None:
-            self.owner.upstream_data(data)
-        elif self.transport is not None:
-            self.transport.close()  # bytes on an idle connection: not reusable
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self.owner is not None:
-            self.owner.upstream_lost(self)
-
-    def pause_writing(self) -> None:
-        if self.owner is not None and self.owner.transport is not None:
-            self.owner.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.owner is not None and self.owner.transport is not None:
-            self.owner.transport.resume_reading()
-
-    def close(self) -> None:
-        self.owner = None
-        if self.transport is not None:
-            self.transport.close()
-
-
-class UpstreamPool:
-    """Idle keep-alive connections per endpoint; closed after POOL_IDLE seconds unused."""
-
-    def __init__(self) -> None:
-        self.idle: dict[tuple[str, int], list[Upstream]] = {}
-
-    def get(self, key: tuple[str, int]) -> Upstream | None:
-        conns = self.idle.get(key)
-        now = time.monotonic()
-        while conns:
-            up = conns.pop()
-            if not up.closed and now - up.idle_since < POOL_IDLE:
-                return up
-            up.close()
-        return None
-
-    def put(self, up: Upstream) -> None:
-        up.owner = None
-        up.idle_since = time.monotonic()
-        self.idle.setdefault(up.key, []).append(up)
-
-    def close(self) -> None:
-        for conns in self.idle.values():
-            for up in conns:
-                up.close()
-        self.idle.clear()
 
 
 class FastHttp:
@@ -143,6 +76,9 @@ class ClientConn(asyncio.Protocol):
         self.state = HEAD
         self.peer = b""
         self.idle_since = time.monotonic()
+        # One read-timeout timer per connection, re-armed from the last read, not one per
+        # request: keep-alive connections under load then cost no timer work per request.
+        self.timer: asyncio.TimerHandle | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -166,7 +102,6 @@ class ClientConn(asyncio.Protocol):
         self.close_after = False
         self.started = 0.0
         self.last_read = 0.0
-        self.timer: asyncio.TimerHandle | None = None
         self.finished = True
 
     # -- client side ------------------------------------------------------------------------
@@ -179,6 +114,9 @@ class ClientConn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.engine.conns.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         state = self.state
         self.state = CLOSED
         if not self.finished:
@@ -567,9 +505,6 @@ class ClientConn(asyncio.Protocol):
         if self.finished:
             return
         self.finished = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         group = self.group
         if group is not None:
             fe = self.engine.fe.name

@@ -5,9 +5,10 @@ The build never pulls and needs no PyPI: the runtime dependencies are Debian pac
 packages (`lb` and the leaf modules of `upgrade_manager` it imports), copied from wherever
 dans is installed. The image runs `python3 -m lb.cli` (= `dans lb`).
 
-Tags: `default_tag()` is `dans-lb:<version>` (or $DANS_LB_IMAGE); `source_tag()` adds a
-digest of the code that goes into the image, so a changed LB gets a new image during
-development instead of a stale one.
+Tags: `default_tag()` is $DANS_LB_IMAGE, else `source_tag()`: `dans-lb:<version>-<digest>`,
+the package version plus a digest of the code that goes into the image, so an engine that
+still holds an image of older LB code never runs it by mistake (no registry: images are
+built where they run, and a stale `dans-lb:<version>` would otherwise look current).
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ _UM_FILES = ("__init__.py", "errors.py")  # all the LB imports from upgrade_mana
 
 
 def default_tag() -> str:
-    """The image the upgrade manager runs: $DANS_LB_IMAGE, else `dans-lb:<version>`."""
-    return os.environ.get("DANS_LB_IMAGE") or f"{IMAGE_NAME}:{__version__}"
+    """The image the upgrade manager runs: $DANS_LB_IMAGE, else `source_tag()`."""
+    return os.environ.get("DANS_LB_IMAGE") or source_tag()
 
 
 def _sources() -> list[tuple[str, Path]]:

@@ -25,15 +25,26 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import networkx as nx
 
 from upgrade_manager.diff import FieldDiff, diff_specs, normalize, replaces_tasks
 from upgrade_manager.errors import PlanError
-from upgrade_manager.gateway import STACK_LABEL
-from upgrade_manager.managed import ROLE_LABEL, ManagedStack, lb_env
+from upgrade_manager.managed import ManagedStack
+from upgrade_manager.model import (
+    FAST_UPDATE,
+    GENERATION_LABEL,
+    STRATEGIES,
+    Plan,
+    Relay,
+    RunningStack,
+    ServiceChange,
+    Spec,
+    Step,
+    temp_name,
+)
+from upgrade_manager.steps import StepBuilder
 
 __all__ = [
     "RunningStack",
@@ -44,130 +55,16 @@ __all__ = [
     "make_plan",
     "STRATEGIES",
     "temp_name",
+    "fingerprint",
+    "FAST_UPDATE",
+    "GENERATION_LABEL",
 ]
-
-Spec = dict[str, Any]
-STRATEGIES = ("dans", "rolling", "isolated")
-GENERATION_LABEL = "io.dans.generation"
 
 # Well-known ports by URL scheme, for finding where a relayed service listens.
 _SCHEME_PORTS = {
     "http": 80, "https": 443, "postgres": 5432, "postgresql": 5432, "mysql": 3306,
     "redis": 6379, "amqp": 5672, "mongodb": 27017, "memcached": 11211,
 }
-
-# Updating idle canonical services: all tasks at once, no delay.
-FAST_UPDATE = {"Parallelism": 0, "Delay": 0, "FailureAction": "pause", "Order": "stop-first",
-               "Monitor": 1_000_000_000}
-
-
-@dataclass(frozen=True)
-class RunningStack:
-    """What runs now: the stack's services (raw inspect `Spec`s) and its other objects."""
-
-    stack: str
-    services: dict[str, Spec]
-    network_names: dict[str, str]  # network ID -> name, to read running specs
-    networks: frozenset[str] = frozenset()
-    configs: frozenset[str] = frozenset()
-    secrets: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
-class ServiceChange:
-    """One service's fate in the upgrade."""
-
-    name: str
-    short: str
-    kind: str  # added | removed | changed | scaled | unchanged
-    role: str  # chain | companion | relayed | compatible | stateful | in-place | none
-    diffs: tuple[str, ...] = ()
-    replicas: int = 0
-
-
-@dataclass(frozen=True)
-class Relay:
-    """A TCP relay that answers for `short` on the generation network."""
-
-    name: str
-    short: str
-    target: str  # full name of the real service
-    network: str  # an old network the real service is on
-    ports: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class Step:
-    """One executor step; `args` is JSON data (specs, names, routing tables)."""
-
-    kind: str
-    target: str
-    args: dict[str, Any] = field(default_factory=dict)
-    note: str = ""
-
-    @property
-    def key(self) -> str:
-        """A unique, stable name for progress records."""
-        return f"{self.kind}:{self.target}"
-
-    def describe(self) -> str:
-        """One human line."""
-        return f"{self.kind} {self.target}" + (f" ({self.note})" if self.note else "")
-
-
-@dataclass(frozen=True)
-class Plan:
-    """An upgrade plan: what changes, why, and the ordered steps that do it."""
-
-    stack: str
-    strategy: str
-    generation: str
-    changes: tuple[ServiceChange, ...]
-    edges: tuple[tuple[str, str, str, bool], ...]  # (caller, callee, kind, declared)
-    chain: tuple[str, ...]  # temporary copies, callees first (full names)
-    relays: tuple[Relay, ...]
-    steps: tuple[Step, ...]
-    extra_replicas: int
-    warnings: tuple[str, ...]
-    old_specs: dict[str, Spec]  # canonical specs before the upgrade, for rollback
-    old_table: dict[str, Any] | None  # the LB's routing table before the upgrade
-    fingerprint: str  # identifies the desired state, to match a resumed upgrade
-
-    @property
-    def is_noop(self) -> bool:
-        """True when nothing would change."""
-        return not self.steps
-
-    def to_json(self) -> str:
-        """The plan as JSON text (the durable form)."""
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> Plan:
-        """Read a plan written by `to_json`."""
-        data = json.loads(text)
-        return cls(
-            stack=data["stack"],
-            strategy=data["strategy"],
-            generation=data["generation"],
-            changes=tuple(ServiceChange(**{**c, "diffs": tuple(c["diffs"])})
-                          for c in data["changes"]),
-            edges=tuple(tuple(e) for e in data["edges"]),  # type: ignore[misc]
-            chain=tuple(data["chain"]),
-            relays=tuple(Relay(**{**r, "ports": tuple(r["ports"])}) for r in data["relays"]),
-            steps=tuple(Step(**s) for s in data["steps"]),
-            extra_replicas=data["extra_replicas"],
-            warnings=tuple(data["warnings"]),
-            old_specs=data["old_specs"],
-            old_table=data["old_table"],
-            fingerprint=data["fingerprint"],
-        )
-
-
-def temp_name(full: str, generation: str) -> str:
-    """The temporary copy of a service for one upgrade generation."""
-    return f"{full}-dans-{generation}"
-
 
 def fingerprint(desired: ManagedStack) -> str:
     """A short hash of the desired services and networks; equal files give equal prints."""
@@ -236,7 +133,7 @@ def make_plan(
         warnings.append("the edge LB's spec changes (published ports differ): it restarts, "
                         "and requests in flight at the edge during its restart may fail")
 
-    relays = _relays(desired, graph, chain, running, generation, full_of, short_of) \
+    relays = _relays(desired, graph, chain, generation, full_of, short_of) \
         if chain else ()
     order = _callees_first(graph, [short_of[n] for n in chain])
     chain_order = tuple(full_of[s] for s in order)
@@ -248,7 +145,7 @@ def make_plan(
     extra = sum(_replicas(specs.services[n]) for n in chain) + len(relays)
 
     steps: list[Step] = []
-    ctx = _Ctx(running, desired, generation, strategy, prune)
+    ctx = StepBuilder(running, desired, generation)
     steps += ctx.objects()
     if strategy == "rolling":
         steps += ctx.rolling(replaced | scaled, added)
@@ -260,7 +157,7 @@ def make_plan(
         steps += [ctx.create(n) for n in added if n != lb]
         if chain:
             steps += ctx.chain_steps(chain_order, relays, replaced & chain,
-                                     scaled - {lb}, old_table)
+                                     scaled - {lb})
         else:
             steps += [ctx.update_in_place(n, "in place") for n in sorted((replaced | scaled)
                                                                         - stateful - {lb})]
@@ -390,9 +287,8 @@ def _ports_called(desired: ManagedStack, callers: set[str], callee: str) -> set[
     return {p for p in ports if 0 < p < 65536}
 
 
-def _relays(desired: ManagedStack, graph: nx.DiGraph, chain: set[str], running: RunningStack,
-            generation: str, full_of: Mapping[str, str],
-            short_of: Mapping[str, str]) -> tuple[Relay, ...]:
+def _relays(desired: ManagedStack, graph: nx.DiGraph, chain: set[str], generation: str,
+            full_of: Mapping[str, str], short_of: Mapping[str, str]) -> tuple[Relay, ...]:
     chain_short = {short_of[n] for n in chain}
     callees = sorted({c for s in chain_short for c in graph.successors(s)} - chain_short)
     relays = []
@@ -416,178 +312,4 @@ def _relays(desired: ManagedStack, graph: nx.DiGraph, chain: set[str], running: 
             name=f"{desired.stack}_dans-relay-{generation}-{callee}",
             short=callee, target=full, network=nets[0], ports=tuple(sorted(ports)),
         ))
-    del running
     return tuple(relays)
-
-
-class _Ctx:
-    """Builds the steps of one plan; holds what every builder needs."""
-
-    def __init__(self, running: RunningStack, desired: ManagedStack, generation: str,
-                 strategy: str, prune: bool) -> None:
-        self.running = running
-        self.desired = desired
-        self.specs = desired.specs
-        self.generation = generation
-        self.network = f"{desired.stack}_dans-gen-{generation}"
-        self.labels = {STACK_LABEL: desired.stack, GENERATION_LABEL: generation}
-        del strategy, prune
-
-    def objects(self) -> list[Step]:
-        """Create the networks, configs and secrets the new file adds."""
-        steps = [Step("create_network", n, {"spec": s})
-                 for n, s in sorted(self.specs.networks.items())
-                 if n not in self.running.networks]
-        steps += [Step("create_config", n, {"spec": _encodable(s)})
-                  for n, s in sorted(self.specs.configs.items())
-                  if n not in self.running.configs]
-        steps += [Step("create_secret", n, {"spec": _encodable(s)})
-                  for n, s in sorted(self.specs.secrets.items())
-                  if n not in self.running.secrets]
-        return steps
-
-    def unused_objects(self) -> list[Step]:
-        """Remove configs and secrets the new file no longer names (e.g. older content)."""
-        old_configs = sorted(self.running.configs - set(self.specs.configs))
-        old_secrets = sorted(self.running.secrets - set(self.specs.secrets))
-        if not old_configs and not old_secrets:
-            return []
-        return [Step("remove_unused", "configs-secrets",
-                     {"configs": old_configs, "secrets": old_secrets},
-                     note="kept if a service still uses them")]
-
-    def prune_objects(self) -> list[Step]:
-        """Remove the stack's networks that the new file no longer declares."""
-        keep = set(self.specs.networks)
-        return [Step("remove_network", n, note="not in the new file")
-                for n in sorted(self.running.networks - keep)
-                if "dans-gen-" not in n]
-
-    def create(self, name: str) -> Step:
-        """Create a service the new file adds, and wait until it is healthy."""
-        return Step("create_service", name, {"spec": self.specs.services[name]},
-                    note="new service")
-
-    def update_in_place(self, name: str, note: str, *, stop_first: bool = False) -> Step:
-        """Update a service in place with its own update config (or stop-first)."""
-        args: dict[str, Any] = {"spec": self.specs.services[name]}
-        if stop_first:
-            args["via"] = {**_update_config(self.specs.services[name]), "Order": "stop-first"}
-        return Step("update_service", name, args, note=note)
-
-    def rolling(self, changed: set[str], added: list[str]) -> list[Step]:
-        """What `docker stack deploy` does: every service updates at once, each rolling."""
-        steps = [self.create(n) for n in added]
-        steps.append(Step("update_services", "stack",
-                          {"services": {n: self.specs.services[n] for n in sorted(changed)}},
-                          note="all at once, each by its own update config"))
-        return steps
-
-    def isolated(self, replaced: set[str], scaled: set[str], added: list[str]) -> list[Step]:
-        """Old chain stops, new chain starts: no two versions ever serve together."""
-        steps = [self.create(n) for n in added]
-        services = {n: self.specs.services[n] for n in sorted(replaced | scaled)}
-        steps.append(Step("update_services", "stack",
-                          {"services": services, "via": {**FAST_UPDATE}},
-                          note="every changed service at once, stop-first"))
-        return steps
-
-    def chain_steps(self, chain: tuple[str, ...], relays: tuple[Relay, ...],
-                    converge: set[str], scaled: set[str],
-                    old_table: dict[str, Any] | None) -> list[Step]:
-        """The DANS sequence: new chain beside the old, switch, converge, switch back."""
-        d = self.desired
-        temps = {n: temp_name(n, self.generation) for n in chain}
-        group = f"dans-{self.generation}"
-        fronts = [e.frontend for e in d.entries if e.service in temps]
-        steps = [Step("create_network", self.network, {"spec": {
-            "Name": self.network, "Driver": "overlay", "Attachable": False,
-            "Labels": dict(self.labels)}}, note="generation network")]
-        steps += [Step("create_relay", r.name, {"spec": self.relay_spec(r)},
-                       note=f"answers for {r.short} on the generation network")
-                  for r in relays]
-        steps += [Step("create_temp", temps[n], {"spec": self.temp_spec(n), "of": n},
-                       note=f"new {self.specs.short_names[n]} beside the old")
-                  for n in chain]
-        to_new = d.routing_table({group: temps}, {f: group for f in fronts})
-        steps.append(Step("route", "lb", {"table": to_new.to_dict()},
-                          note="new requests go to the new chain"))
-        steps.append(Step("drain", "lb", {"frontends": fronts, "group": "main"},
-                          note="old chain finishes its requests"))
-        services = {n: self.specs.services[n] for n in sorted(converge | scaled)}
-        steps.append(Step("converge", "canonical", {"services": services, "via": FAST_UPDATE},
-                          note="idle canonical services take the new specs"))
-        back = d.routing_table({group: temps})
-        back_dict = back.to_dict()
-        for fe in back_dict["frontends"]:
-            if group in fe["groups"]:
-                fe["groups"][group]["state"] = "draining"
-        steps.append(Step("route", "lb-back", {"table": back_dict},
-                          note="new requests go to the canonical services"))
-        steps.append(Step("drain", "lb-back", {"frontends": fronts, "group": group},
-                          note="temporary chain finishes its requests"))
-        steps.append(Step("route", "lb-final", {"table": d.routing_table().to_dict()}))
-        steps.append(Step("remove_services", "temporary", {"names": list(temps.values())}))
-        steps.append(Step("remove_services", "relays", {"names": [r.name for r in relays]}))
-        steps.append(Step("remove_network", self.network, note="generation network"))
-        del old_table
-        return steps
-
-    def temp_spec(self, full: str) -> Spec:
-        """A temporary copy of a service: on the generation network only, under its names."""
-        spec = json.loads(json.dumps(self.specs.services[full]))
-        short = self.specs.short_names[full]
-        spec["Name"] = temp_name(full, self.generation)
-        spec["Labels"] = {**(spec.get("Labels") or {}), **self.labels}
-        task = spec["TaskTemplate"]
-        aliases = {short}
-        for net in task.get("Networks") or []:
-            aliases |= set(net.get("Aliases") or [])
-        networks = [{"Target": self.network, "Aliases": sorted(aliases)}]
-        if full in self.desired.entry_services():
-            networks.append({"Target": self.desired.edge_network})
-        task["Networks"] = networks
-        endpoint = spec.get("EndpointSpec") or {}
-        endpoint.pop("Ports", None)  # published ports belong to the canonical service
-        spec["EndpointSpec"] = endpoint
-        return spec
-
-    def relay_spec(self, relay: Relay) -> Spec:
-        """The LB program in TCP mode, answering for `relay.short` on the generation network."""
-        settings = self.desired.settings
-        admin = 9900 if 9900 not in relay.ports else 9901
-        table = {"frontends": [
-            {"name": f"{relay.short}-{p}", "listen": p, "mode": "tcp", "active": "main",
-             "groups": {"main": {"backends": [f"tasks.{relay.target}:{p}"]}}}
-            for p in relay.ports]}
-        mode = (self.specs.services[relay.target].get("EndpointSpec") or {}).get("Mode", "vip")
-        return {
-            "Name": relay.name,
-            "Labels": {**self.labels, ROLE_LABEL: "relay"},
-            "TaskTemplate": {
-                "ContainerSpec": {
-                    "Image": settings.image,
-                    "Env": lb_env(table, settings.token, admin),
-                    "StopGracePeriod": 10_000_000_000,
-                },
-                "Networks": [{"Target": relay.network},
-                             {"Target": self.network, "Aliases": [relay.short]}],
-                "RestartPolicy": {"Condition": "any", "MaxAttempts": 0},
-            },
-            "Mode": {"Replicated": {"Replicas": 1}},
-            "EndpointSpec": {"Mode": mode},
-        }
-
-
-def _update_config(spec: Spec) -> dict[str, Any]:
-    return dict(spec.get("UpdateConfig") or {})
-
-
-def _encodable(spec: Spec) -> Spec:
-    """Config and secret specs carry bytes; the plan stores them as base64 text."""
-    import base64
-
-    out = dict(spec)
-    if isinstance(out.get("Data"), bytes):
-        out["Data"] = base64.b64encode(out["Data"]).decode("ascii")
-    return out

@@ -1,4 +1,5 @@
-"""`dans deploy` on the real swarm: progress lines, JSON result, updates, prune, bad input."""
+"""`dans deploy --no-lb` (plain `docker stack deploy` behaviour) on the real swarm: progress
+lines, JSON result, updates, prune, refused secret changes, missing external networks."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def test_deploy_command_creates_then_updates_and_prunes(gateway: Gateway, names:
     stack = names("st")
     (tmp_path / "token.txt").write_text("t1")
     (tmp_path / "c.yml").write_text(STACK)
-    result = CliRunner().invoke(main, ["deploy", "-f", str(tmp_path / "c.yml"), "-s", stack])
+    result = CliRunner().invoke(main, ["deploy", "--no-lb", "-f", str(tmp_path / "c.yml"),
+                                       "-s", stack])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert any(line.endswith(f"Creating network {stack}_default") for line in lines)
@@ -51,8 +53,8 @@ def test_deploy_command_creates_then_updates_and_prunes(gateway: Gateway, names:
 
     (tmp_path / "c.yml").write_text(STACK.replace('rev: "1"', 'rev: "2"')
                                     .replace("  old:\n", "  x-old:\n"))
-    result = CliRunner().invoke(main, ["deploy", "-f", str(tmp_path / "c.yml"), "-s", stack,
-                                       "--prune", "--json"])
+    result = CliRunner().invoke(main, ["deploy", "--no-lb", "-f", str(tmp_path / "c.yml"),
+                                       "-s", stack, "--prune", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["updated"] == [f"{stack}_web"]
@@ -77,7 +79,7 @@ def test_missing_external_network(gateway: Gateway, names: Names, tmp_path: Path
     (tmp_path / "c.yml").write_text(
         "services:\n  a:\n    image: debian:bookworm-slim\n    networks: [n]\n"
         f"networks:\n  n:\n    external: true\n    name: {names('absent')}\n")
-    result = CliRunner().invoke(main, ["deploy", "-f", str(tmp_path / "c.yml"),
+    result = CliRunner().invoke(main, ["deploy", "--no-lb", "-f", str(tmp_path / "c.yml"),
                                        "-s", names("st")])
     assert result.exit_code != 0
     assert "is declared as external, but could not be found" in result.stderr

@@ -60,6 +60,9 @@ def test_same_as_docker_stack_deploy(gateway: Gateway, names: Names, case: str) 
     shared = {"SET_VAR": "set", "EMPTY_VAR": "", "PASSTHRU": "passed", "EXT_NET": names("ext")}
     if case.startswith("08"):
         gateway.create_network({"Name": names("ext"), "Driver": "overlay", "Labels": {}})
+    if case.startswith("04"):
+        gateway.create_config({"Name": names("ext"), "Labels": {}, "Data": b"outside"})
+        gateway.create_secret({"Name": names("ext"), "Labels": {}, "Data": b"outside"})
     _compare(gateway, names, FIXTURES / case, shared)
 
 

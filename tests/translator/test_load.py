@@ -317,3 +317,22 @@ def test_invalid_stack_name(tmp_path: Path) -> None:
                            environ={})
     with pytest.raises(ComposeError, match="invalid stack name"):
         translate(project, "bad name")
+
+
+@pytest.mark.parametrize("version", ["2", "2.4", "1"], ids=str)
+def test_old_file_formats_are_refused(tmp_path: Path, version: str) -> None:
+    with pytest.raises(ComposeError, match=f"format {version} is not supported") as info:
+        specs_of(tmp_path, f"version: '{version}'\nservices:\n  app:\n    image: i\n")
+    assert "docker-compose.yml:1: key 'version'" in str(info.value)
+
+
+def test_config_content_and_environment_sources(tmp_path: Path) -> None:
+    specs = specs_of(tmp_path, """
+        services:
+          app: {image: i, configs: [inline, fromenv]}
+        configs:
+          inline: {content: "hello $$USER"}
+          fromenv: {environment: TOKEN}
+        """, {"TOKEN": "t0k"})
+    assert specs.configs["st_inline"]["Data"] == b"hello $USER"
+    assert specs.configs["st_fromenv"]["Data"] == b"t0k"

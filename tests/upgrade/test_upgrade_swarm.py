@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,11 +72,12 @@ def test_rolling_strategy_mixes_versions(dans_stack: Callable[..., DansStack]) -
     assert stats["failed"] + stats["mixed"] > 0, "a rolling update crossed no versions"
 
 
-def _read_until(proc, marker: str, timeout: float = 300.0) -> str:  # type: ignore[no-untyped-def]
+def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 300.0) -> str:
     """Lines of a spawned dans until one contains `marker` (the process keeps running)."""
     seen = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        assert proc.stdout is not None
         line = proc.stdout.readline()
         if not line:
             break
@@ -83,6 +85,14 @@ def _read_until(proc, marker: str, timeout: float = 300.0) -> str:  # type: igno
         if marker in line:
             return "".join(seen)
     raise AssertionError(f"no line with {marker!r} in:\n{''.join(seen)}")
+
+
+def kill(proc: subprocess.Popen[str]) -> None:
+    """kill -9, as a crash or an OOM kill would."""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    if proc.stdout:
+        proc.stdout.close()
 
 
 def test_lock_then_kill_then_resume(dans_stack: Callable[..., DansStack]) -> None:
@@ -100,8 +110,7 @@ def test_lock_then_kill_then_resume(dans_stack: Callable[..., DansStack]) -> Non
             _read_until(first, "converge canonical")
             time.sleep(1.5)  # mid-converge
         finally:
-            first.send_signal(signal.SIGKILL)
-            first.wait(timeout=30)
+            kill(first)
         status = stack.dans("status", "--stack", stack.name, "--json")
         state = json.loads(status.stdout)["upgrade"]
         assert state["status"] == "running" and state["stale"], status.stdout
@@ -128,8 +137,7 @@ def test_kill_then_rollback(dans_stack: Callable[..., DansStack]) -> None:
             _read_until(proc, "converge canonical")
             time.sleep(1.5)
         finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
+            kill(proc)
         back = stack.dans("rollback", "--stack", stack.name)
         assert back.returncode == 0, back.stdout + back.stderr
         time.sleep(2)

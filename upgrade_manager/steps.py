@@ -1,0 +1,192 @@
+"""Building the steps of a plan: one method per kind of step sequence.
+
+Kept apart from `plan` (which decides *what* moves and why) so each stays small; the
+builder only turns those decisions into executor steps with their specs and routing tables.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from upgrade_manager.gateway import STACK_LABEL
+from upgrade_manager.managed import ROLE_LABEL, ManagedStack, lb_env
+from upgrade_manager.model import (
+    FAST_UPDATE,
+    GENERATION_LABEL,
+    Relay,
+    RunningStack,
+    Spec,
+    Step,
+    temp_name,
+)
+
+__all__ = ["StepBuilder"]
+
+
+class StepBuilder:
+    """Builds the steps of one plan; holds what every builder needs."""
+
+    def __init__(self, running: RunningStack, desired: ManagedStack, generation: str) -> None:
+        self.running = running
+        self.desired = desired
+        self.specs = desired.specs
+        self.generation = generation
+        self.network = f"{desired.stack}_dans-gen-{generation}"
+        self.labels = {STACK_LABEL: desired.stack, GENERATION_LABEL: generation}
+
+    def objects(self) -> list[Step]:
+        """Create the networks, configs and secrets the new file adds."""
+        steps = [Step("create_network", n, {"spec": s})
+                 for n, s in sorted(self.specs.networks.items())
+                 if n not in self.running.networks]
+        steps += [Step("create_config", n, {"spec": _encodable(s)})
+                  for n, s in sorted(self.specs.configs.items())
+                  if n not in self.running.configs]
+        steps += [Step("create_secret", n, {"spec": _encodable(s)})
+                  for n, s in sorted(self.specs.secrets.items())
+                  if n not in self.running.secrets]
+        return steps
+
+    def unused_objects(self) -> list[Step]:
+        """Remove configs and secrets the new file no longer names (e.g. older content)."""
+        old_configs = sorted(self.running.configs - set(self.specs.configs))
+        old_secrets = sorted(self.running.secrets - set(self.specs.secrets))
+        if not old_configs and not old_secrets:
+            return []
+        return [Step("remove_unused", "configs-secrets",
+                     {"configs": old_configs, "secrets": old_secrets},
+                     note="kept if a service still uses them")]
+
+    def prune_objects(self) -> list[Step]:
+        """Remove the stack's networks that the new file no longer declares."""
+        keep = set(self.specs.networks)
+        return [Step("remove_network", n, note="not in the new file")
+                for n in sorted(self.running.networks - keep)
+                if "dans-gen-" not in n]
+
+    def create(self, name: str) -> Step:
+        """Create a service the new file adds, and wait until it is healthy."""
+        return Step("create_service", name, {"spec": self.specs.services[name]},
+                    note="new service")
+
+    def update_in_place(self, name: str, note: str, *, stop_first: bool = False) -> Step:
+        """Update a service in place with its own update config (or stop-first)."""
+        args: dict[str, Any] = {"spec": self.specs.services[name]}
+        if stop_first:
+            args["via"] = {**_update_config(self.specs.services[name]), "Order": "stop-first"}
+        return Step("update_service", name, args, note=note)
+
+    def rolling(self, changed: set[str], added: list[str]) -> list[Step]:
+        """What `docker stack deploy` does: every service updates at once, each rolling."""
+        steps = [self.create(n) for n in added]
+        steps.append(Step("update_services", "stack",
+                          {"services": {n: self.specs.services[n] for n in sorted(changed)}},
+                          note="all at once, each by its own update config"))
+        return steps
+
+    def isolated(self, replaced: set[str], scaled: set[str], added: list[str]) -> list[Step]:
+        """Old chain stops, new chain starts: no two versions ever serve together."""
+        steps = [self.create(n) for n in added]
+        services = {n: self.specs.services[n] for n in sorted(replaced | scaled)}
+        steps.append(Step("update_services", "stack",
+                          {"services": services, "via": {**FAST_UPDATE}},
+                          note="every changed service at once, stop-first"))
+        return steps
+
+    def chain_steps(self, chain: tuple[str, ...], relays: tuple[Relay, ...],
+                    converge: set[str], scaled: set[str]) -> list[Step]:
+        """The DANS sequence: new chain beside the old, switch, converge, switch back."""
+        d = self.desired
+        temps = {n: temp_name(n, self.generation) for n in chain}
+        group = f"dans-{self.generation}"
+        fronts = [e.frontend for e in d.entries if e.service in temps]
+        steps = [Step("create_network", self.network, {"spec": {
+            "Name": self.network, "Driver": "overlay", "Attachable": False,
+            "Labels": dict(self.labels)}}, note="generation network")]
+        steps += [Step("create_relay", r.name, {"spec": self.relay_spec(r)},
+                       note=f"answers for {r.short} on the generation network")
+                  for r in relays]
+        steps += [Step("create_temp", temps[n], {"spec": self.temp_spec(n), "of": n},
+                       note=f"new {self.specs.short_names[n]} beside the old")
+                  for n in chain]
+        to_new = d.routing_table({group: temps}, {f: group for f in fronts})
+        steps.append(Step("route", "lb", {"table": to_new.to_dict()},
+                          note="new requests go to the new chain"))
+        steps.append(Step("drain", "lb", {"frontends": fronts, "group": "main"},
+                          note="old chain finishes its requests"))
+        services = {n: self.specs.services[n] for n in sorted(converge | scaled)}
+        steps.append(Step("converge", "canonical", {"services": services, "via": FAST_UPDATE},
+                          note="idle canonical services take the new specs"))
+        back = d.routing_table({group: temps})
+        back_dict = back.to_dict()
+        for fe in back_dict["frontends"]:
+            if group in fe["groups"]:
+                fe["groups"][group]["state"] = "draining"
+        steps.append(Step("route", "lb-back", {"table": back_dict},
+                          note="new requests go to the canonical services"))
+        steps.append(Step("drain", "lb-back", {"frontends": fronts, "group": group},
+                          note="temporary chain finishes its requests"))
+        steps.append(Step("route", "lb-final", {"table": d.routing_table().to_dict()}))
+        steps.append(Step("remove_services", "temporary", {"names": list(temps.values())}))
+        steps.append(Step("remove_services", "relays", {"names": [r.name for r in relays]}))
+        steps.append(Step("remove_network", self.network, note="generation network"))
+        return steps
+
+    def temp_spec(self, full: str) -> Spec:
+        """A temporary copy of a service: on the generation network only, under its names."""
+        spec = json.loads(json.dumps(self.specs.services[full]))
+        short = self.specs.short_names[full]
+        spec["Name"] = temp_name(full, self.generation)
+        spec["Labels"] = {**(spec.get("Labels") or {}), **self.labels}
+        task = spec["TaskTemplate"]
+        aliases = {short}
+        for net in task.get("Networks") or []:
+            aliases |= set(net.get("Aliases") or [])
+        networks = [{"Target": self.network, "Aliases": sorted(aliases)}]
+        if full in self.desired.entry_services():
+            networks.append({"Target": self.desired.edge_network})
+        task["Networks"] = networks
+        endpoint = spec.get("EndpointSpec") or {}
+        endpoint.pop("Ports", None)  # published ports belong to the canonical service
+        spec["EndpointSpec"] = endpoint
+        return spec
+
+    def relay_spec(self, relay: Relay) -> Spec:
+        """The LB program in TCP mode, answering for `relay.short` on the generation network."""
+        settings = self.desired.settings
+        admin = 9900 if 9900 not in relay.ports else 9901
+        table = {"frontends": [
+            {"name": f"{relay.short}-{p}", "listen": p, "mode": "tcp", "active": "main",
+             "groups": {"main": {"backends": [f"tasks.{relay.target}:{p}"]}}}
+            for p in relay.ports]}
+        mode = (self.specs.services[relay.target].get("EndpointSpec") or {}).get("Mode", "vip")
+        return {
+            "Name": relay.name,
+            "Labels": {**self.labels, ROLE_LABEL: "relay"},
+            "TaskTemplate": {
+                "ContainerSpec": {
+                    "Image": settings.image,
+                    "Env": lb_env(table, settings.token, admin),
+                    "StopGracePeriod": 10_000_000_000,
+                },
+                "Networks": [{"Target": relay.network},
+                             {"Target": self.network, "Aliases": [relay.short]}],
+                "RestartPolicy": {"Condition": "any", "MaxAttempts": 0},
+            },
+            "Mode": {"Replicated": {"Replicas": 1}},
+            "EndpointSpec": {"Mode": mode},
+        }
+
+
+def _update_config(spec: Spec) -> dict[str, Any]:
+    return dict(spec.get("UpdateConfig") or {})
+
+
+def _encodable(spec: Spec) -> Spec:
+    """Config and secret specs carry bytes; the plan stores them as base64 text."""
+    out = dict(spec)
+    if isinstance(out.get("Data"), bytes):
+        out["Data"] = base64.b64encode(out["Data"]).decode("ascii")
+    return out
