@@ -118,6 +118,37 @@ def wrk(port: int, connections: int, duration: float) -> dict[str, float]:
             "socket_errors": sock_err.group(1) if sock_err else ""}  # type: ignore[dict-item]
 
 
+def cpu_seconds(root: int) -> float:
+    """CPU time (user + system) used so far by process `root` and all its descendants."""
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ppid, utime, stime = int(fields[1]), int(fields[11]), int(fields[12])
+        stats[int(entry.name)] = (ppid, (utime + stime) / os.sysconf("SC_CLK_TCK"))
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += stats.get(pid, (0, 0.0))[1]
+        todo += [child for child, (ppid, _) in stats.items() if ppid == pid]
+    return total
+
+
+def measure(port: int, conns: int, duration: float, pid: int) -> dict[str, float]:
+    """wrk against `port`, plus the CPU the process tree `pid` spent per request."""
+    before = cpu_seconds(pid)
+    result = wrk(port, conns, duration)
+    used = cpu_seconds(pid) - before
+    requests = result["rps"] * duration
+    result["cpu_us_per_req"] = round(used / requests * 1e6, 1) if requests else 0.0
+    result["rps_per_core"] = round(requests / used) if used else 0.0
+    return result
+
+
 def start_dans(workdir: Path, port: int, backend: int, workers: int) -> subprocess.Popen[bytes]:
     table = {"frontends": [{"name": "bench", "listen": port, "host": "127.0.0.1",
                             "mode": "http", "active": "g",
@@ -158,6 +189,7 @@ def main() -> None:
                                                "-g", "daemon off;"]))
             wait_port(ports["direct"])
             wait_port(ports["nginx"])
+            owner = {"direct": procs[0].pid, "nginx": procs[1].pid}
             targets: list[tuple[str, int, int]] = [("direct", ports["direct"], 0),
                                                    ("nginx", ports["nginx"], 0)]
             for workers in sorted({1, *args.workers}):
@@ -171,8 +203,9 @@ def main() -> None:
                     try:
                         wrk(port, 8, 2.0)  # warm-up: pools filled, code paths hot
                         for load, conns in LOADS.items():
+                            pid = proc.pid if proc is not None else owner[name]
                             runs.setdefault(name, {}).setdefault(load, []).append(
-                                wrk(port, conns, args.duration))
+                                measure(port, conns, args.duration, pid))
                     finally:
                         if proc is not None:
                             proc.send_signal(signal.SIGTERM)
@@ -193,17 +226,23 @@ def report(results: dict[str, dict[str, dict[str, float]]], as_json: bool) -> No
         for load, r in loads.items():
             r["vs_nginx_rps"] = round(r["rps"] / nginx[load]["rps"], 3)
             r["added_p50_ms"] = round(r["p50_ms"] - direct[load]["p50_ms"], 3)
+            per_core = nginx[load]["rps_per_core"]
+            r["vs_nginx_per_core"] = round(r["rps_per_core"] / per_core, 3) if per_core else 0.0
     if as_json:
         print(json.dumps(results, indent=2))
         return
     print(f"cores: {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}; loads: " +
           ", ".join(f"{k} = {v} connections" for k, v in LOADS.items()))
-    print(f"{'target':<14}{'load':<12}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
-          f"{'+p50 ms':>9}{'/nginx':>8}{'non-2xx':>9}")
+    print("cpu us/req: CPU time of the target's processes per request; req/s/core: requests "
+          "per CPU-second (capacity of one busy core, independent of other load)")
+    print(f"{'target':<14}{'load':<12}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'+p50 ms':>9}"
+          f"{'/nginx':>7}{'cpu us/req':>11}{'req/s/core':>11}{'/nginx':>7}{'non-2xx':>8}")
     for name, loads in results.items():
         for load, r in loads.items():
-            print(f"{name:<14}{load:<12}{r['rps']:>10.0f}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
-                  f"{r['added_p50_ms']:>9.3f}{r['vs_nginx_rps']:>8.2f}{r['non2xx']:>9.0f}")
+            print(f"{name:<14}{load:<12}{r['rps']:>9.0f}{r['p50_ms']:>8.3f}{r['p99_ms']:>8.3f}"
+                  f"{r['added_p50_ms']:>9.3f}{r['vs_nginx_rps']:>7.2f}"
+                  f"{r['cpu_us_per_req']:>11.1f}{r['rps_per_core']:>11.0f}"
+                  f"{r['vs_nginx_per_core']:>7.2f}{r['non2xx']:>8.0f}")
 
 
 if __name__ == "__main__":
