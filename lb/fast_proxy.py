@@ -137,6 +137,14 @@ class ClientConn(asyncio.Protocol):
             if self.up is not None and self.up.transport is not None:
                 self.up.transport.write(data)
             return
+        if state == HEAD and not self.buf:
+            # The usual case, a whole head in one read: no copy through the buffer.
+            end = data.find(b"\r\n\r\n")
+            if end >= 0:
+                if end + 4 < len(data):
+                    self.buf += data[end + 4:]
+                self._request(data[:end])
+                return
         self.buf += data
         if state == HEAD:
             self._parse()
@@ -157,6 +165,13 @@ class ClientConn(asyncio.Protocol):
             return
         head = bytes(self.buf[:end])
         del self.buf[:end + 4]
+        self._request(head)
+
+    def _request(self, head: bytes) -> None:
+        """Start proxying the request whose head (without CRLF CRLF) arrived."""
+        if len(head) > MAX_HEAD:
+            self._reject("request head too large")
+            return
         try:
             req = parse_request(head)
         except BadRequest as exc:

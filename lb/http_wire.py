@@ -39,6 +39,9 @@ _HEADER_BLOCK = re.compile(rb"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x
 _REQUEST_DROP_KEYS = tuple(b"\r\n" + name + b":" for name in sorted(REQUEST_DROP))
 _RESPONSE_DROP_KEYS = tuple(b"\r\n" + name + b":" for name in sorted(RESPONSE_DROP))
 _PLAIN_TOKENS = {b"close", b"keep-alive", b"upgrade", b""}
+# One C-level search tells whether any header must go: the common request has none.
+_REQUEST_DROP_ANY = re.compile(b"|".join(re.escape(k) for k in _REQUEST_DROP_KEYS))
+_RESPONSE_DROP_ANY = re.compile(b"|".join(re.escape(k) for k in _RESPONSE_DROP_KEYS))
 
 
 def _values(lower: bytes, original: bytes, key: bytes) -> list[bytes]:
@@ -175,11 +178,13 @@ def parse_request(head: bytes) -> Request:
         req.keep_alive = b"close" not in tokens
     else:
         req.keep_alive = b"keep-alive" in tokens
-    for key in _REQUEST_DROP_KEYS:
-        if key in lower:
-            original, lower = _cut(original, lower, key)
-    for token in tokens - _PLAIN_TOKENS:
-        original, lower = _cut(original, lower, b"\r\n" + token + b":")
+    if _REQUEST_DROP_ANY.search(lower):
+        for key in _REQUEST_DROP_KEYS:
+            if key in lower:
+                original, lower = _cut(original, lower, key)
+    if tokens:
+        for token in tokens - _PLAIN_TOKENS:
+            original, lower = _cut(original, lower, b"\r\n" + token + b":")
     req.block = original
     req.idempotent = req.method in (b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE")
     return req
@@ -233,7 +238,7 @@ def parse_response(head: bytes, upgrade: bool) -> Response:
         resp.reusable = b"close" not in tokens
     else:
         resp.reusable = b"keep-alive" in tokens
-    if not (resp.status == 101 and upgrade):
+    if not (resp.status == 101 and upgrade) and _RESPONSE_DROP_ANY.search(lower):
         for key in _RESPONSE_DROP_KEYS:
             if key in lower:
                 original, lower = _cut(original, lower, key)

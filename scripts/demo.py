@@ -37,6 +37,7 @@ def loadgen() -> ModuleType:
     spec = importlib.util.spec_from_file_location("loadgen", APP / "loadgen.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules["loadgen"] = module  # dataclasses look their module up while it loads
     spec.loader.exec_module(module)
     return module
 

@@ -296,8 +296,9 @@ def deploy(gw: Gateway, opts: Options, *, lb: bool = True, wait: bool = False,
                 f"`dans upgrade` or undo it with `dans rollback --stack {opts.stack}` first"
             )
         settings = lb_settings(read_running(gw, opts.stack), opts)
-        if ensure_lb_image(settings.image, gateway=gw, progress=say):
-            say(f"Built LB image {settings.image}")
+        if not gw.image_exists(settings.image):
+            say(f"Building the LB image {settings.image} (a minute or two the first time)")
+            ensure_lb_image(settings.image, gateway=gw)
         specs = manage(specs, settings).specs
     result = deploy_stack(gw, specs, prune=opts.prune, progress=say)
     if wait:
