@@ -62,7 +62,7 @@ class Names:
         return f"{self.prefix}_{name}" if name else self.prefix
 
     def cleanup(self) -> list[str]:
-        """Remove every service, then network, config and secret with this prefix."""
+        """Remove every service, then config, secret, network and volume with this prefix."""
         removed: list[str] = []
         api = self.gw.api
         for svc in api.services():
@@ -71,10 +71,15 @@ class Names:
                 removed.append(svc["Spec"]["Name"])
         # Tasks' containers must be gone before their networks can be removed.
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        while True:
             busy = [c for c in api.containers(all=True)
                     if any(n.lstrip("/").startswith(self.prefix) for n in c.get("Names", []))]
             if not busy:
+                break
+            if time.monotonic() > deadline:
+                # Job tasks can leave containers behind that Swarm never reaps: ours, so go.
+                for c in busy:
+                    api.remove_container(c["Id"], force=True)
                 break
             time.sleep(0.5)
         for kind, lister, remover in (
@@ -89,6 +94,9 @@ class Names:
             if net["Name"].startswith(self.prefix):
                 _retry(lambda n=net: self.gw.remove_network(n["Id"], missing_ok=True))
                 removed.append(f"network {net['Name']}")
+        for volume in self.gw.volume_names(self.prefix):
+            _retry(lambda v=volume: self.gw.remove_volume(v, missing_ok=True))
+            removed.append(f"volume {volume}")
         return removed
 
 

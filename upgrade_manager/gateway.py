@@ -427,6 +427,23 @@ class Gateway:
                 raise Conflict(str(exc)) from exc
             raise
 
+    # -- volumes --------------------------------------------------------------------------
+
+    def volume_names(self, prefix: str = "") -> list[str]:
+        """Names of this node's volumes that start with `prefix`."""
+        with _translated("listing volumes"):
+            found = self.api.volumes().get("Volumes") or []
+        return sorted(v["Name"] for v in found if v["Name"].startswith(prefix))
+
+    def remove_volume(self, name: str, *, missing_ok: bool = False) -> None:
+        """Remove a volume; Conflict while a container still uses it."""
+        try:
+            with _translated(f"removing volume {name}"):
+                self.api.remove_volume(name)
+        except NotFound:
+            if not missing_ok:
+                raise
+
     # -- images ---------------------------------------------------------------------------
 
     def image_exists(self, ref: str) -> bool:

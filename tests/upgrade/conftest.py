@@ -9,7 +9,7 @@ import pytest
 from lb.image import ensure_lb_image, source_tag
 from tests.support import Names
 from tests.upgrade.voting import DansStack
-from tests.voting_app.conftest import remove_volumes, voting_images  # noqa: F401 (fixture)
+from tests.voting_app.conftest import voting_images  # noqa: F401 (fixture)
 from upgrade_manager.gateway import Gateway
 
 
@@ -25,14 +25,10 @@ def lb_image(gateway: Gateway) -> str:
 def dans_stack(gateway: Gateway, names: Names, voting_images: list[str],  # noqa: F811
                lb_image: str) -> Iterator[Callable[..., DansStack]]:
     """A factory of dans-managed voting-app stacks; removed with their volumes afterwards."""
-    made: list[DansStack] = []
 
     def make(suffix: str = "", replicas: int = 2) -> DansStack:
         stack = DansStack(gateway, names() + suffix, lb_image, replicas=replicas)
-        made.append(stack)
         return stack
 
     yield make
-    names.cleanup()
-    if made:
-        remove_volumes(names.prefix)
+    names.cleanup()  # services, networks and the stacks' named volumes

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -33,28 +32,10 @@ def voting_stack(
 ) -> Iterator[Callable[..., VotingStack]]:
     """A factory of voting-app stacks named with this test's prefix; all removed afterwards,
     their named volumes included."""
-    made: list[VotingStack] = []
 
     def make(suffix: str = "", replicas: int = 2) -> VotingStack:
         stack = VotingStack(gateway, names() + suffix, replicas=replicas)
-        made.append(stack)
         return stack
 
     yield make
-    names.cleanup()  # services first: a volume in use cannot be removed
-    if made:
-        remove_volumes(names.prefix)
-
-
-def remove_volumes(prefix: str, attempts: int = 20) -> None:
-    """Remove the named volumes whose names start with `prefix` (stack volumes are
-    STACK_NAME), retrying while their containers are still being removed."""
-    for _ in range(attempts):
-        listed = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"name={prefix}"],
-                                capture_output=True, text=True, check=True)
-        ours = [v for v in listed.stdout.split() if v.startswith(prefix)]
-        if not ours:
-            return
-        subprocess.run(["docker", "volume", "rm", *ours], capture_output=True, text=True)
-        time.sleep(0.5)
-    raise AssertionError(f"could not remove volumes {ours}")
+    names.cleanup()  # services, networks and the stacks' named volumes
