@@ -191,6 +191,14 @@ class GroupRuntime:
         hosts = {host for host, _ in self._targets}
         await asyncio.gather(*(self.resolver.resolve(h) for h in hosts), return_exceptions=True)
 
+    async def pick_or_refresh(self, tried: set[Endpoint]) -> Endpoint | None:
+        """`pick`, but on a first try with nothing known, resolve the names again first."""
+        ep = self.pick(tried)
+        if ep is None and not tried:
+            await self.refresh_now()
+            ep = self.pick(tried)
+        return ep
+
     def pick(self, exclude: set[Endpoint] | None = None) -> Endpoint | None:
         """Round-robin over healthy endpoints not in `exclude`; an unhealthy one as last resort.
 

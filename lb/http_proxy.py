@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -52,14 +52,7 @@ class _NoBackend(Exception):
 def _request_headers(request: web.BaseRequest, port: int) -> CIMultiDict[str]:
     """The client's headers without hop-by-hop ones, plus X-Forwarded-*."""
     src = request.headers
-    dropped = _DROP_REQUEST
-    connection = src.get("Connection")
-    if connection:
-        dropped = dropped | {t.strip().lower() for t in connection.split(",")}
-    headers: CIMultiDict[str] = CIMultiDict()
-    for key, value in src.items():
-        if key.lower() not in dropped:
-            headers.add(key, value)
+    headers = _end_to_end(src, _DROP_REQUEST)
     peer = request.remote or ""
     prior = src.get("X-Forwarded-For")
     headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
@@ -71,11 +64,15 @@ def _request_headers(request: web.BaseRequest, port: int) -> CIMultiDict[str]:
 
 
 def _response_headers(resp: aiohttp.ClientResponse) -> CIMultiDict[str]:
-    src = resp.headers
-    dropped = _DROP_RESPONSE
+    return _end_to_end(resp.headers, _DROP_RESPONSE)
+
+
+def _end_to_end(src: Any, hop_by_hop: frozenset[str] | set[str]) -> CIMultiDict[str]:
+    """A copy of `src` without hop-by-hop headers, those named in `Connection` included."""
+    dropped = set(hop_by_hop)
     connection = src.get("Connection")
     if connection:
-        dropped = dropped | {t.strip().lower() for t in connection.split(",")}
+        dropped |= {t.strip().lower() for t in connection.split(",")}
     headers: CIMultiDict[str] = CIMultiDict()
     for key, value in src.items():
         if key.lower() not in dropped:
@@ -154,10 +151,7 @@ class HttpProxy:
         tried: set[Endpoint] = set()
         last_error = "no backend"
         for attempt in range(fe.spec.retries + 1):
-            ep = group.pick(tried)
-            if ep is None and not tried:
-                await group.refresh_now()
-                ep = group.pick(tried)
+            ep = await group.pick_or_refresh(tried)
             if ep is None:
                 break
             if attempt:

@@ -88,10 +88,7 @@ class TcpRelay:
         metrics = self.balancer.metrics
         tried: set[Endpoint] = set()
         for _attempt in range(fe.spec.retries + 1):
-            ep = group.pick(tried)
-            if ep is None and not tried:
-                await group.refresh_now()
-                ep = group.pick(tried)
+            ep = await group.pick_or_refresh(tried)
             if ep is None:
                 break
             tried.add(ep)
