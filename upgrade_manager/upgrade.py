@@ -173,7 +173,7 @@ def run_upgrade(gw: Gateway, opts: Options, report: Reporter) -> Plan:
     except KeyboardInterrupt:
         store.abandon()
         raise UpgradeError(
-            f"interrupted; the stack is consistent but the upgrade is unfinished: run the same "
+            f"interrupted; the upgrade is unfinished and its progress is recorded: run the same "
             f"`dans upgrade` again to resume, or `dans rollback --stack {opts.stack}`"
         ) from None
     except DansError as exc:
