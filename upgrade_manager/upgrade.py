@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from compose_translator import StackSpecs, load_project, translate
+from compose_translator import ComposeProject, StackSpecs, load_project, translate
 from lb.client import AdminClient
 from lb.image import ensure_lb_image, source_tag
 from upgrade_manager.deploy import DeployResult, deploy_stack
@@ -114,10 +114,18 @@ def _env(spec: Mapping[str, Any]) -> dict[str, str]:
     return dict(p.split("=", 1) for p in pairs if "=" in p)
 
 
-def desired_stack(opts: Options, settings: LBSettings) -> ManagedStack:
-    """Translate the Compose files and put the stack behind its edge LB."""
-    project = load_project(list(opts.files), environ=opts.environ, stdin_text=opts.stdin_text)
+def desired_stack(opts: Options, settings: LBSettings,
+                  project: ComposeProject | None = None) -> ManagedStack:
+    """Translate the Compose files (or the project already loaded from them) and put the
+    stack behind its edge LB."""
+    if project is None:
+        project = load(opts)
     return manage(translate(project, opts.stack), settings)
+
+
+def load(opts: Options) -> ComposeProject:
+    """Read, interpolate and validate the Compose files named in `opts`."""
+    return load_project(list(opts.files), environ=opts.environ, stdin_text=opts.stdin_text)
 
 
 def lb_admin(gw: Gateway, stack: str, url: str | None = None) -> AdminClient:
@@ -133,13 +141,14 @@ def lb_admin(gw: Gateway, stack: str, url: str | None = None) -> AdminClient:
 
 def plan_upgrade(gw: Gateway, opts: Options) -> tuple[Plan, ManagedStack]:
     """Plan moving the running stack to the files in `opts`; no change is made."""
+    project = load(opts)  # bad input is reported before anything about the stack
     running = read_running(gw, opts.stack)
     if lb_service_name(opts.stack) not in running.services:
         if not running.services:
             raise PlanError(f"stack {opts.stack} does not exist; create it with `dans deploy`")
         raise PlanError(f"stack {opts.stack} is not managed by dans (no edge LB); "
                         f"redeploy it once with `dans deploy` to put it behind the LB")
-    desired = desired_stack(opts, lb_settings(running, opts))
+    desired = desired_stack(opts, lb_settings(running, opts), project)
     old_table = None
     if opts.strategy == "dans":
         try:
@@ -286,8 +295,7 @@ def deploy(gw: Gateway, opts: Options, *, lb: bool = True, wait: bool = False,
     LB image is built when missing and the stack is rewritten by `managed.manage`. Refuses
     while an upgrade of the stack is unfinished.
     """
-    project = load_project(list(opts.files), environ=opts.environ, stdin_text=opts.stdin_text)
-    specs = translate(project, opts.stack)
+    specs = translate(load(opts), opts.stack)
     if lb:
         state = StateStore(gw, opts.stack).load()
         if state is not None:
