@@ -62,7 +62,7 @@ def edge_network_name(stack: str) -> str:
 
 @dataclass(frozen=True)
 class LBSettings:
-    """How the edge LB is run; kept in its service labels so upgrades reuse them."""
+    """How the edge LB is run; read back from its service spec so upgrades reuse them."""
 
     image: str
     token: str

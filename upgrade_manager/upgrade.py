@@ -96,7 +96,7 @@ def read_running(gw: Gateway, stack: str) -> RunningStack:
 
 
 def lb_settings(running: RunningStack, opts: Options) -> LBSettings:
-    """The LB settings: the running LB's (token, admin port, image) unless overridden."""
+    """The LB settings: the running LB's token, admin port and image unless overridden."""
     lb = running.services.get(lb_service_name(opts.stack))
     token = secrets.token_urlsafe(24)
     image = opts.lb_image or os.environ.get("DANS_LB_IMAGE") or source_tag()
