@@ -12,8 +12,10 @@ import asyncio
 import logging
 import socket
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
+from lb.metrics import Series
 from lb.table import ACTIVE, DRAINING, Group, is_ip, split_target
 
 __all__ = ["Endpoint", "GroupRuntime", "Resolver"]
@@ -33,11 +35,15 @@ class Endpoint:
     in_flight: int = 0
     down_until: float = 0.0
     failures: int = 0
+    key: tuple[str, int] = field(init=False, repr=False)
 
     @property
     def addr(self) -> str:
         """"ip:port" (IPv6 in brackets)."""
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def __post_init__(self) -> None:
+        self.key = (self.host, self.port)  # the key of its pooled connections
 
     def healthy(self, now: float) -> bool:
         """False while the endpoint is skipped after a connect failure."""
@@ -139,6 +145,7 @@ class GroupRuntime:
     name: str
     spec: Group
     resolver: Resolver
+    series: Series = field(default_factory=Series)  # its metrics (the Metrics' own object)
     state: str = ACTIVE
     in_flight: int = 0
     requests: int = 0
@@ -199,15 +206,21 @@ class GroupRuntime:
             ep = self.pick(tried)
         return ep
 
-    def pick(self, exclude: set[Endpoint] | None = None) -> Endpoint | None:
+    def pick(self, exclude: Collection[Endpoint] = ()) -> Endpoint | None:
         """Round-robin over healthy endpoints not in `exclude`; an unhealthy one as last resort.
 
         Endpoints kept only for their in-flight requests (gone from DNS) are never picked.
         """
-        eps = self.endpoints()
+        eps = self._list if self._generation == self.resolver.generation else self.endpoints()
         n = len(eps)
         if not n:
             return None
+        # The usual case first: the next endpoint in turn is healthy and not tried yet.
+        rr = self._rr = (self._rr + 1) % n
+        ep = eps[rr]
+        if not ep.down_until and not (exclude and ep in exclude):
+            return ep
+        self._rr = (rr - 1) % n  # the full scan below starts from the same place
         now = 0.0
         fallback = None
         for _ in range(n):

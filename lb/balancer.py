@@ -55,7 +55,7 @@ def listen_socket(host: str, port: int) -> socket.socket:
 class FrontendRuntime:
     """A frontend as the data plane sees it: spec, live groups, active group, listener."""
 
-    def __init__(self, spec: Frontend, resolver: Resolver) -> None:
+    def __init__(self, spec: Frontend, resolver: Resolver, metrics: Metrics) -> None:
         self.name = spec.name
         self.spec = spec
         self.active = spec.active
@@ -67,6 +67,7 @@ class FrontendRuntime:
         self.web_server: web.Server | None = None
         self.relay: TcpRelay | None = None
         self.fast: FastHttp | None = None
+        self.metrics = metrics
         self.update(spec, resolver)
 
     def update(self, spec: Frontend, resolver: Resolver) -> None:
@@ -80,7 +81,8 @@ class FrontendRuntime:
         for name, gspec in spec.groups.items():
             group = self.groups.get(name)
             if group is None:
-                group = GroupRuntime(frontend=spec.name, name=name, spec=gspec, resolver=resolver)
+                group = GroupRuntime(frontend=spec.name, name=name, spec=gspec, resolver=resolver,
+                                     series=self.metrics.series(spec.name, name))
             else:
                 group.update(gspec)
             groups[name] = group
@@ -168,7 +170,7 @@ class Balancer:
                     continue
                 if fe is not None:
                     await self._close_frontend(self.frontends.pop(name))
-                fe = FrontendRuntime(spec, self.resolver)
+                fe = FrontendRuntime(spec, self.resolver, self.metrics)
                 await self._open_frontend(fe)
                 self.frontends[name] = fe
             # Resolve names now so the first requests find their backends.

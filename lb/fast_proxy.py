@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from time import monotonic
 from typing import TYPE_CHECKING
 
 from lb.http_wire import BadRequest, Chunked, Request, Response, parse_request, parse_response
@@ -54,7 +54,7 @@ class FastHttp:
 
     def close_idle(self, older_than: float = 0.0) -> None:
         """Close client connections that wait for a request (all, or idle for a while)."""
-        now = time.monotonic()
+        now = monotonic()
         for conn in list(self.conns):
             if conn.state == HEAD and now - conn.idle_since >= older_than:
                 conn.close()
@@ -75,33 +75,36 @@ class ClientConn(asyncio.Protocol):
         self.buf = bytearray()
         self.state = HEAD
         self.peer = b""
-        self.idle_since = time.monotonic()
+        self.idle_since = monotonic()
+        self.client_paused = False
         # One read-timeout timer per connection, re-armed from the last read, not one per
         # request: keep-alive connections under load then cost no timer work per request.
         self.timer: asyncio.TimerHandle | None = None
+        # Request body and answer framing: set for each request where they apply.
+        self.body_left = 0
+        self.req_chunks: Chunked | None = None
+        self.framing = NONE
+        self.resp_left = 0
+        self.resp_chunks: Chunked | None = None
+        self.started = 0.0
+        self.last_read = 0.0
         self._reset()
 
     def _reset(self) -> None:
+        """Forget the previous request; fields set by every request path are not reset."""
         self.req: Request | None = None
         self.group: GroupRuntime | None = None
         self.ep: Endpoint | None = None
         self.up: Upstream | None = None
         self.out = b""  # request bytes to send (head, and the body when buffered)
-        self.body_left = 0
-        self.req_chunks: Chunked | None = None
-        self.tried: set[Endpoint] = set()
+        self.tried: tuple[Endpoint, ...] = ()
         self.attempts = 0
         self.stale_retries = 0
         self.refreshed = False
-        self.resp_head = bytearray()
+        self.resp_head = b""  # an answer head split over reads, until complete
         self.resp: Response | None = None
-        self.framing = NONE
-        self.resp_left = 0
-        self.resp_chunks: Chunked | None = None
         self.got_bytes = False
         self.close_after = False
-        self.started = 0.0
-        self.last_read = 0.0
         self.finished = True
 
     # -- client side ------------------------------------------------------------------------
@@ -152,10 +155,22 @@ class ClientConn(asyncio.Protocol):
             self._collect()
         elif state == BODY:
             self._stream_body()
-            if len(self.buf) > HIGH_WATER and self.transport is not None:
-                self.transport.pause_reading()  # until a backend takes the body
-        elif len(self.buf) > HIGH_WATER and self.transport is not None:
-            self.transport.pause_reading()  # pipelined requests wait for this answer
+            if len(self.buf) > HIGH_WATER:
+                self.pause_client()  # until a backend takes the body
+        elif len(self.buf) > HIGH_WATER:
+            self.pause_client()  # pipelined requests wait for this answer
+
+    def pause_client(self) -> None:
+        """Stop reading from the client (its bytes wait: back-pressure)."""
+        if self.transport is not None:
+            self.transport.pause_reading()
+            self.client_paused = True
+
+    def resume_client(self) -> None:
+        """Read from the client again, if reading was paused."""
+        if self.client_paused and self.transport is not None:
+            self.client_paused = False
+            self.transport.resume_reading()
 
     def _parse(self) -> None:
         end = self.buf.find(b"\r\n\r\n")
@@ -180,7 +195,7 @@ class ClientConn(asyncio.Protocol):
         fe = self.engine.fe
         self._reset()
         self.req = req
-        self.started = time.perf_counter()
+        self.started = monotonic()
         self.finished = False
         policy = fe.policy
         group = policy.choose(fe, req.header_map() if policy.needs_headers else None)
@@ -192,24 +207,32 @@ class ClientConn(asyncio.Protocol):
             return
         self.group = group
         group.begin()
-        self.balancer.metrics.in_flight[(fe.name, group.name)] += 1
+        group.series.in_flight += 1
         self.out = req.head_for_backend(self.peer, self.engine.port)
         self.close_after = not req.keep_alive or self.balancer.closing
-        if req.expect_continue and req.has_body and not self.buf and self.transport:
+        if req.chunked or req.length:
+            self._request_body(req)
+            return
+        self.state = WAIT
+        self._dispatch()
+
+    def _request_body(self, req: Request) -> None:
+        """Collect a small body (then dispatch), or dispatch and stream a large one."""
+        if req.expect_continue and not self.buf and self.transport:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if req.chunked:
             self.req_chunks = Chunked()
+            self.body_left = 0
             self.state = BODY
-        elif req.length:
-            if req.length <= BUFFER_LIMIT:
-                self.body_left = req.length
-                self.state = COLLECT
-                self._collect()
-                return
-            self.body_left = req.length
-            self.state = BODY
-        else:
-            self.state = WAIT
+            self._dispatch()
+            return
+        self.req_chunks = None
+        self.body_left = req.length or 0
+        if self.body_left <= BUFFER_LIMIT:
+            self.state = COLLECT
+            self._collect()
+            return
+        self.state = BODY
         self._dispatch()
 
     def _collect(self) -> None:
@@ -238,8 +261,7 @@ class ClientConn(asyncio.Protocol):
             done = self.body_left == 0
         up.transport.write(bytes(self.buf[:end]))
         del self.buf[:end]
-        if self.transport is not None:
-            self.transport.resume_reading()
+        self.resume_client()
         if done:
             self.state = WAIT
 
@@ -259,19 +281,20 @@ class ClientConn(asyncio.Protocol):
                 asyncio.get_running_loop().create_task(self._refresh_then_dispatch())
                 return
             if not self.tried:
-                self.balancer.metrics.error(fe.name, group.name, "no_backend")
+                group.series.error("no_backend")
                 self._fail(503, f"group {group.name} has no backend".encode(), "")
             else:
                 self._fail(502, self._last_error, "")
             return
         if self.attempts:
-            self.balancer.metrics.retries[(fe.name, group.name)] += 1
+            group.series.retries += 1
         self.attempts += 1
-        self.tried.add(ep)
+        self.tried += (ep,)
         self.ep = ep
-        up = self.engine.pool.get((ep.host, ep.port)) if not self.stale_retries else None
+        now = self.started if self.attempts == 1 else monotonic()
+        up = self.engine.pool.get(ep.key, now) if not self.stale_retries else None
         if up is not None:
-            self._attach(up)
+            self._attach(up, now)
         else:
             asyncio.get_running_loop().create_task(self._connect(ep))
 
@@ -286,7 +309,7 @@ class ClientConn(asyncio.Protocol):
     async def _connect(self, ep: Endpoint) -> None:
         loop = asyncio.get_running_loop()
         fe = self.engine.fe
-        key = (ep.host, ep.port)
+        key = ep.key
         try:
             _, up = await asyncio.wait_for(
                 loop.create_connection(lambda: Upstream(self.engine.pool, key), ep.host,
@@ -295,24 +318,25 @@ class ClientConn(asyncio.Protocol):
         except (OSError, TimeoutError) as exc:
             ep.mark_down()
             assert self.group is not None
-            self.balancer.metrics.error(fe.name, self.group.name, "connect")
+            self.group.series.error("connect")
             self._last_error = f"cannot connect to {ep.addr}: {exc!r}".encode()
             if self.state != CLOSED:
                 self._dispatch()
             return
         ep.mark_up()
+        now = monotonic()
         if self.state == CLOSED:
-            self.engine.pool.put(up)
+            self.engine.pool.put(up, now)
             return
-        self._attach(up)
+        self._attach(up, now)
 
-    def _attach(self, up: Upstream) -> None:
+    def _attach(self, up: Upstream, now: float) -> None:
         assert up.transport is not None and self.ep is not None
         up.owner = self
         self.up = up
         self.ep.in_flight += 1
         up.transport.write(self.out)
-        self.last_read = time.monotonic()
+        self.last_read = now
         if self.timer is None:
             self.timer = asyncio.get_running_loop().call_later(
                 self.engine.fe.spec.timeouts.read, self._check_timeout)
@@ -333,7 +357,7 @@ class ClientConn(asyncio.Protocol):
         if self.finished or self.state == TUNNEL:
             return
         limit = self.engine.fe.spec.timeouts.read
-        idle = time.monotonic() - self.last_read
+        idle = monotonic() - self.last_read
         if idle < limit:
             self.timer = asyncio.get_running_loop().call_later(limit - idle, self._check_timeout)
             return
@@ -345,35 +369,43 @@ class ClientConn(asyncio.Protocol):
 
     def upstream_data(self, data: bytes) -> None:
         """Bytes from the backend: the answer's head, then its body."""
-        self.last_read = time.monotonic()
+        self.last_read = now = monotonic()
         self.got_bytes = True
         if self.state == TUNNEL:
             if self.transport is not None:
                 self.transport.write(data)
             return
         if self.resp is None:
-            self.resp_head += data
-            end = self.resp_head.find(b"\r\n\r\n")
+            if self.resp_head:
+                data = self.resp_head + data
+                self.resp_head = b""
+            end = data.find(b"\r\n\r\n")
             if end < 0:
-                if len(self.resp_head) > MAX_HEAD:
+                self.resp_head = data
+                if len(data) > MAX_HEAD:
                     self._backend_broke("answer head too large")
                 return
-            head = bytes(self.resp_head[:end])
-            rest = bytes(self.resp_head[end + 4:])
+            head = data[:end]
+            rest = data[end + 4:]
             client_head = self._answer_head(head)
             if client_head is None:
+                if rest:
+                    if self.state == TUNNEL:
+                        self._send(rest)  # the upgraded protocol's first bytes
+                    elif self.resp is None and self.up is not None:
+                        self.upstream_data(rest)  # the answer after an interim one
                 return
             if self.framing == NONE or (self.framing == LENGTH and not self.resp_left):
                 self._send(client_head)
-                self._done(reusable=not rest)
+                self._done(now, reusable=not rest)
                 return
             if not rest:
                 self._send(client_head)
                 return
             # Head and body in one write: one system call instead of two.
-            self._answer_body(rest, client_head)
+            self._answer_body(rest, client_head, now)
             return
-        self._answer_body(data, b"")
+        self._answer_body(data, b"", now)
 
     def _send(self, data: bytes) -> None:
         if self.transport is not None:
@@ -389,8 +421,7 @@ class ClientConn(asyncio.Protocol):
             self._backend_broke(str(exc))
             return None
         if 100 <= resp.status < 200 and resp.status != 101:
-            self.resp_head = bytearray()  # interim answer (100 Continue, 103): skip it
-            return None
+            return None  # an interim answer (100 Continue, 103): skipped
         self.resp = resp
         fe = self.engine.fe
         if fe.policy.needs_headers and self.group is not None:
@@ -418,7 +449,7 @@ class ClientConn(asyncio.Protocol):
         keep_1_0 = req.version == b"HTTP/1.0" and not self.close_after
         return resp.client_head(self.close_after, keep_1_0)
 
-    def _answer_body(self, data: bytes, head: bytes) -> None:
+    def _answer_body(self, data: bytes, head: bytes, now: float) -> None:
         """Forward body bytes (after `head`, the client head when not sent yet)."""
         assert self.transport is not None
         framing = self.framing
@@ -429,7 +460,7 @@ class ClientConn(asyncio.Protocol):
                 body = data[:self.resp_left] if extra else data
                 self.transport.write(head + body if head else body)
                 self.resp_left = 0
-                self._done(reusable=not extra)
+                self._done(now, reusable=not extra)
                 return
             self.transport.write(head + data if head else data)
             self.resp_left -= n
@@ -446,7 +477,7 @@ class ClientConn(asyncio.Protocol):
             body = data[:end] if extra else data
             self.transport.write(head + body if head else body)
             if done:
-                self._done(reusable=not extra)
+                self._done(now, reusable=not extra)
         elif framing == UNTIL_CLOSE:
             self.transport.write(head + data if head else data)
 
@@ -461,18 +492,18 @@ class ClientConn(asyncio.Protocol):
             return
         if self.state == TUNNEL or self.framing == UNTIL_CLOSE and self.resp is not None:
             self.close_after = True
-            self._done(reusable=False, counted=True)
+            self._done(monotonic(), reusable=False, counted=True)
             return
         if not self.got_bytes:
             req = self.req
             assert req is not None and self.group is not None
-            self.balancer.metrics.error(self.engine.fe.name, self.group.name, "disconnected")
+            self.group.series.error("disconnected")
             replayable = self.state == WAIT and req.idempotent and not req.chunked \
                 and (req.length or 0) <= BUFFER_LIMIT
             if replayable and self.stale_retries < 2:
                 # Most likely a pooled connection the backend had just closed: send again.
                 self.stale_retries += 1
-                self.tried.discard(self.ep)  # type: ignore[arg-type]
+                self.tried = tuple(ep for ep in self.tried if ep is not self.ep)
                 self.attempts -= 1
                 self._dispatch()
                 return
@@ -491,7 +522,7 @@ class ClientConn(asyncio.Protocol):
 
     # -- endings ----------------------------------------------------------------------------
 
-    def _done(self, reusable: bool = True, counted: bool = False) -> None:
+    def _done(self, now: float, reusable: bool = True, counted: bool = False) -> None:
         """The answer is complete: recycle the backend connection, account, next request."""
         up = self.up
         if up is not None and not counted:
@@ -501,45 +532,44 @@ class ClientConn(asyncio.Protocol):
             resp = self.resp
             if reusable and resp is not None and resp.reusable and self.state == WAIT \
                     and not up.closed:
-                self.engine.pool.put(up)
+                self.engine.pool.put(up, now)
             else:
                 up.close()
         status = self.resp.status if self.resp is not None else 0
-        self._finish(status)
+        self._finish(status, now)
         if self.close_after or self.balancer.closing:
             self.close()
             return
         self.state = HEAD
-        self.idle_since = time.monotonic()
-        if self.transport is not None:
-            self.transport.resume_reading()
+        self.idle_since = now
+        if self.client_paused:
+            self.resume_client()
         if self.buf:
             self._parse()
 
-    def _finish(self, status: int) -> None:
+    def _finish(self, status: int, now: float = 0.0) -> None:
         if self.finished:
             return
         self.finished = True
         group = self.group
         if group is not None:
-            fe = self.engine.fe.name
             group.end()
-            metrics = self.balancer.metrics
-            metrics.in_flight[(fe, group.name)] -= 1
-            metrics.observe(fe, group.name, status, time.perf_counter() - self.started)
+            series = group.series
+            series.in_flight -= 1
+            series.observe(status, (now or monotonic()) - self.started)
             if status >= 500:
                 group.errors += 1
 
     def _fail(self, status: int, text: bytes, kind: str) -> None:
         if kind and self.group is not None:
-            self.balancer.metrics.error(self.engine.fe.name, self.group.name, kind)
+            self.group.series.error(kind)
         self._finish(status)
         self._local(status, text)
 
     def _abort(self, kind: str) -> None:
         """The answer started and broke: cut the client connection (no silent short body)."""
         if self.group is not None:
-            self.balancer.metrics.error(self.engine.fe.name, self.group.name, kind)
+            self.group.series.error(kind)
         self._finish(502)
         self.abort()
 

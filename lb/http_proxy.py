@@ -114,9 +114,9 @@ class HttpProxy:
             metrics.error(fe.name, "-", "no_group")
             metrics.observe(fe.name, "-", 503, time.perf_counter() - started)
             return _plain(503, "no group takes requests", balancer.closing)
-        key = (fe.name, group.name)
+        series = group.series
         group.begin()
-        metrics.in_flight[key] += 1
+        series.in_flight += 1
         status = 0
         try:
             response = await self._forward(request, fe, group)
@@ -127,14 +127,14 @@ class HttpProxy:
             raise
         finally:
             group.end()
-            metrics.in_flight[key] -= 1
-            metrics.observe(fe.name, group.name, status, time.perf_counter() - started)
+            series.in_flight -= 1
+            series.observe(status, time.perf_counter() - started)
             if status >= 500:
                 group.errors += 1
 
     async def _forward(self, request: web.BaseRequest, fe: FrontendRuntime,
                        group: GroupRuntime) -> web.StreamResponse:
-        metrics = self.balancer.metrics
+        series = group.series
         closing = self.balancer.closing
         headers = _request_headers(request, fe.spec.listen)
         data: bytes | aiohttp.StreamReader | None = None
@@ -155,7 +155,7 @@ class HttpProxy:
             if ep is None:
                 break
             if attempt:
-                metrics.retries[(fe.name, group.name)] += 1
+                series.retries += 1
             tried.add(ep)
             url = URL(f"http://{ep.addr}{request.raw_path}", encoded=True)
             ep.in_flight += 1
@@ -167,7 +167,7 @@ class HttpProxy:
             except aiohttp.ClientConnectorError as exc:
                 ep.in_flight -= 1
                 ep.mark_down()
-                metrics.error(fe.name, group.name, "connect")
+                series.error("connect")
                 last_error = f"cannot connect to {ep.addr}: {exc.os_error}"
                 if not replayable:
                     break
@@ -176,23 +176,23 @@ class HttpProxy:
                 ep.in_flight -= 1
                 if _is_connect_timeout(exc):
                     ep.mark_down()
-                    metrics.error(fe.name, group.name, "connect_timeout")
+                    series.error("connect_timeout")
                     last_error = f"connecting to {ep.addr} timed out"
                     if not replayable:
                         break
                     continue
-                metrics.error(fe.name, group.name, "timeout")
+                series.error("timeout")
                 return _plain(504, f"backend {ep.addr} did not answer in time", closing)
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
                 ep.in_flight -= 1
-                metrics.error(fe.name, group.name, "disconnected")
+                series.error("disconnected")
                 last_error = f"backend {ep.addr} closed the connection: {exc}"
                 if may_resend:
                     continue
                 return _plain(502, last_error, closing)
             except aiohttp.ClientError as exc:
                 ep.in_flight -= 1
-                metrics.error(fe.name, group.name, "backend")
+                series.error("backend")
                 return _plain(502, f"backend {ep.addr} failed: {exc}", closing)
             try:
                 ep.mark_up()
@@ -201,7 +201,7 @@ class HttpProxy:
                 ep.in_flight -= 1
                 resp.release()
         if not tried:
-            metrics.error(fe.name, group.name, "no_backend")
+            series.error("no_backend")
             return _plain(503, f"group {group.name} has no backend", closing)
         return _plain(502, last_error, closing)
 
@@ -227,11 +227,11 @@ class HttpProxy:
             if self.balancer.closing:
                 stream.force_close()
         except TimeoutError:
-            self.balancer.metrics.error(fe.name, group.name, "timeout")
+            group.series.error("timeout")
             return _plain(504, f"backend {ep.addr} did not finish its answer in time",
                           self.balancer.closing)
         except aiohttp.ClientError as exc:
-            self.balancer.metrics.error(fe.name, group.name, "backend")
+            group.series.error("backend")
             return _plain(502, f"backend {ep.addr} broke its answer: {exc}",
                           self.balancer.closing)
         await stream.prepare(request)
@@ -242,7 +242,7 @@ class HttpProxy:
             except (TimeoutError, aiohttp.ClientError) as exc:
                 # The status line is gone already: all we can do is cut the connection so
                 # the client sees a broken answer rather than a short one.
-                self.balancer.metrics.error(fe.name, group.name, "backend_abort")
+                group.series.error("backend_abort")
                 log.warning("frontend %s: backend %s broke off its answer: %r",
                             fe.name, ep.addr, exc)
                 if request.transport is not None:

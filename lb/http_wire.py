@@ -36,26 +36,29 @@ class BadRequest(Exception):
 
 # A header block as kept here: every line preceded (not followed) by CRLF.
 _HEADER_BLOCK = re.compile(rb"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*)*")
-_REQUEST_DROP_KEYS = tuple(b"\r\n" + name + b":" for name in sorted(REQUEST_DROP))
-_RESPONSE_DROP_KEYS = tuple(b"\r\n" + name + b":" for name in sorted(RESPONSE_DROP))
-_PLAIN_TOKENS = {b"close", b"keep-alive", b"upgrade", b""}
-# One C-level search tells whether any header must go: the common request has none.
-_REQUEST_DROP_ANY = re.compile(b"|".join(re.escape(k) for k in _REQUEST_DROP_KEYS))
-_RESPONSE_DROP_ANY = re.compile(b"|".join(re.escape(k) for k in _RESPONSE_DROP_KEYS))
+# A whole valid request head in one C-level match: method, target, version, header block.
+_REQUEST_HEAD = re.compile(
+    rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) (HTTP/1\.[01])"
+    rb"((?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*)*)")
+_REQUEST_NAMES = REQUEST_DROP | {b"content-length", b"transfer-encoding", b"host"}
+_RESPONSE_NAMES = RESPONSE_DROP | {b"content-length", b"transfer-encoding"}
 
 
-def _values(lower: bytes, original: bytes, key: bytes) -> list[bytes]:
-    """Every value of the header whose "\r\nname:" (lower-case) is `key`."""
-    found = []
-    pos = lower.find(key)
-    while pos >= 0:
-        start = pos + len(key)
-        end = lower.find(b"\r\n", start)
-        if end < 0:
-            end = len(lower)
-        found.append(original[start:end].strip(b" \t"))
-        pos = lower.find(key, end)
-    return found
+def _lines_of(names: frozenset[bytes]) -> re.Pattern[bytes]:
+    """Finds, in a lower-cased header block, the lines of these headers: (name, value)."""
+    alternatives = b"|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    return re.compile(rb"\r\n(" + alternatives + rb"):([^\r]*)")
+
+
+# One scan of the block finds every header the proxy acts on; the rest pass untouched.
+_REQUEST_FIELDS = re.compile(_lines_of(_REQUEST_NAMES).pattern, re.IGNORECASE)
+_RESPONSE_LINES = _lines_of(_RESPONSE_NAMES)
+_LINE_KEYS = {name: b"\r\n" + name + b":" for name in _REQUEST_NAMES | _RESPONSE_NAMES}
+_PLAIN_TOKENS = frozenset({b"close", b"keep-alive", b"upgrade", b""})
+_CRLF = b"\r\n"
+_PLAIN_SETS = {token: frozenset({token}) for token in _PLAIN_TOKENS}
+_STATUS_LINE = re.compile(rb"HTTP/1\.([0-9]) ([0-9]+)(?:[ \t][^\r\n]*)?(?=\r\n|$)")
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 
 
 def _cut(original: bytes, lower: bytes, key: bytes) -> tuple[bytes, bytes]:
@@ -71,11 +74,38 @@ def _cut(original: bytes, lower: bytes, key: bytes) -> tuple[bytes, bytes]:
     return original, lower
 
 
-def _tokens(lower: bytes) -> set[bytes]:
-    if b"\r\nconnection:" not in lower:
-        return set()
-    value = b",".join(_values(lower, lower, b"\r\nconnection:"))
-    return {t.strip() for t in value.split(b",")}
+def _drop(block: bytes, lower: bytes, names: list[bytes], connection: frozenset[bytes]
+          ) -> bytes:
+    """The block without the lines of `names` and of the headers `connection` names.
+
+    `lower` is the block lower-cased; `names` are lower-case header names, in order found.
+    """
+    if len(names) == 1 and connection <= _PLAIN_TOKENS:
+        # The usual hop-by-hop header: one line (Connection: keep-alive, mostly).
+        pos = lower.find(_LINE_KEYS[names[0]])
+        end = lower.find(b"\r\n", pos + 2)
+        return block[:pos] + block[end:] if end >= 0 else block[:pos]
+    for name in set(names):
+        block, lower = _cut(block, lower, b"\r\n" + name + b":")
+    return _named_by_connection(block, connection)
+
+
+def _connection_tokens(value: bytes) -> frozenset[bytes]:
+    """The options of a Connection header (its lines joined by commas), lower-case."""
+    token = value.strip(b" \t")
+    if token in _PLAIN_TOKENS:
+        return _PLAIN_SETS[token]  # the usual single option, without splitting
+    return frozenset(t.strip(b" \t") for t in value.split(b","))
+
+
+def _named_by_connection(block: bytes, tokens: frozenset[bytes]) -> bytes:
+    """Remove the headers that Connection names besides its plain options (rare)."""
+    extra = tokens - _PLAIN_TOKENS
+    if extra:
+        lower = block.lower()
+        for token in extra:
+            block, lower = _cut(block, lower, b"\r\n" + token + b":")
+    return block
 
 
 def _map(block: bytes) -> dict[str, str]:
@@ -100,12 +130,12 @@ class Request:
         self.block = b""  # header lines to forward, each preceded by CRLF
         self.length: int | None = None
         self.chunked = False
-        self.keep_alive = True
+        self.keep_alive = version == b"HTTP/1.1"
         self.host: bytes | None = None
         self.forwarded_for: bytes | None = None
         self.upgrade: bytes | None = None
         self.expect_continue = False
-        self.idempotent = False
+        self.idempotent = method in _IDEMPOTENT
 
     def header_map(self) -> dict[str, str]:
         """The forwarded headers as {lower-case name: value} (for routing policies)."""
@@ -130,63 +160,83 @@ class Request:
         return b"".join(out)
 
 
-def parse_request(head: bytes) -> Request:
-    """Parse a request head (without its final CRLF CRLF); BadRequest when malformed."""
-    line_end = head.find(b"\r\n")
-    if line_end < 0:
-        request_line, original = head, b""
-    else:
-        request_line, original = head[:line_end], head[line_end:]
+def _diagnose(head: bytes) -> str:
+    """Why a request head that failed the whole-head match is malformed."""
+    request_line, _, block = head.partition(b"\r\n")
     parts = request_line.split(b" ")
     if len(parts) != 3:
-        raise BadRequest("malformed request line")
-    req = Request(*parts)
-    if not _TOKEN.fullmatch(req.method):
-        raise BadRequest("invalid method")
-    if req.version != b"HTTP/1.1" and req.version != b"HTTP/1.0":
-        raise BadRequest("unsupported HTTP version")
-    if not _TARGET.fullmatch(req.target):
-        raise BadRequest("invalid request target")
-    if original and not _HEADER_BLOCK.fullmatch(original):
-        raise BadRequest("malformed header line")
-    lower = original.lower()
-    if b"\r\ncontent-length:" in lower:
-        lengths = _values(lower, original, b"\r\ncontent-length:")
-        if not all(v.isdigit() for v in lengths) or len(set(map(int, lengths))) != 1:
-            raise BadRequest("invalid Content-Length")
-        req.length = int(lengths[0])
-    if b"\r\ntransfer-encoding:" in lower:
-        transfer = b",".join(_values(lower, lower, b"\r\ntransfer-encoding:"))
-        if req.length is not None:
+        return "malformed request line"
+    method, target, version = parts
+    if not _TOKEN.fullmatch(method):
+        return "invalid method"
+    if version != b"HTTP/1.1" and version != b"HTTP/1.0":
+        return "unsupported HTTP version"
+    if not _TARGET.fullmatch(target):
+        return "invalid request target"
+    return "malformed header line"
+
+
+def parse_request(head: bytes) -> Request:
+    """Parse a request head (without its final CRLF CRLF); BadRequest when malformed."""
+    match = _REQUEST_HEAD.fullmatch(head)
+    if match is None:
+        raise BadRequest(_diagnose(head))
+    method, target, version, block = match.groups()
+    req = Request(method, target, version)
+    if not block:
+        return req
+    dropped: list[bytes] | None = None
+    length = transfer = tokens = upgrade = None
+    # (name, value) pairs in their original case: values reach the backend as they came.
+    for name, value in _REQUEST_FIELDS.findall(block):
+        name = name.lower()
+        if name == b"host":
+            if req.host is not None:
+                raise BadRequest("more than one Host header")
+            req.host = value.strip(b" \t")
+            continue
+        if name == b"content-length":
+            value = value.strip(b" \t")
+            if not value.isdigit() or length is not None and int(value) != int(length):
+                raise BadRequest("invalid Content-Length")
+            length = value
+            continue
+        if name == b"transfer-encoding":  # kept: the body is forwarded as it came
+            transfer = value if transfer is None else transfer + b"," + value
+            continue
+        if dropped is None:
+            dropped = [name]
+        else:
+            dropped.append(name)
+        if name == b"connection":
+            value = value.lower()
+            tokens = value if tokens is None else tokens + b"," + value
+        elif name == b"x-forwarded-for":
+            value = value.strip(b" \t")
+            forwarded = req.forwarded_for
+            req.forwarded_for = value if forwarded is None else forwarded + b", " + value
+        elif name == b"upgrade":
+            if upgrade is None:
+                upgrade = value.strip(b" \t")
+        elif name == b"expect" and value.strip(b" \t").lower() == b"100-continue":
+            req.expect_continue = True
+    if length is not None:
+        req.length = int(length)
+    if transfer is not None:
+        if length is not None:
             raise BadRequest("both Content-Length and Transfer-Encoding")
-        if transfer.split(b",")[-1].strip() != b"chunked":
+        if transfer.rsplit(b",", 1)[-1].strip(b" \t").lower() != b"chunked":
             raise BadRequest("unsupported Transfer-Encoding")
         req.chunked = True
-    if b"\r\nhost:" in lower:
-        hosts = _values(lower, original, b"\r\nhost:")
-        if len(hosts) > 1:
-            raise BadRequest("more than one Host header")
-        req.host = hosts[0]
-    if b"\r\nx-forwarded-for:" in lower:
-        req.forwarded_for = b", ".join(_values(lower, original, b"\r\nx-forwarded-for:"))
-    tokens = _tokens(lower)
-    if b"upgrade" in tokens and b"\r\nupgrade:" in lower:
-        req.upgrade = _values(lower, original, b"\r\nupgrade:")[0]
-    if b"\r\nexpect:" in lower:
-        req.expect_continue = b"100-continue" in _values(lower, lower, b"\r\nexpect:")
-    if req.version == b"HTTP/1.1":
-        req.keep_alive = b"close" not in tokens
-    else:
-        req.keep_alive = b"keep-alive" in tokens
-    if _REQUEST_DROP_ANY.search(lower):
-        for key in _REQUEST_DROP_KEYS:
-            if key in lower:
-                original, lower = _cut(original, lower, key)
-    if tokens:
-        for token in tokens - _PLAIN_TOKENS:
-            original, lower = _cut(original, lower, b"\r\n" + token + b":")
-    req.block = original
-    req.idempotent = req.method in (b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE")
+    if dropped is not None:
+        connection = _connection_tokens(tokens) if tokens is not None else _PLAIN_SETS[b""]
+        if tokens is not None:
+            if b"upgrade" in connection:
+                req.upgrade = upgrade
+            req.keep_alive = b"close" not in connection if version == b"HTTP/1.1" \
+                else b"keep-alive" in connection
+        block = _drop(block, block.lower(), dropped, connection)
+    req.block = block
     return req
 
 
@@ -217,34 +267,41 @@ class Response:
 
 def parse_response(head: bytes, upgrade: bool) -> Response:
     """Parse a backend's response head; ValueError when it is not HTTP/1.x."""
-    line_end = head.find(b"\r\n")
-    status_line = head if line_end < 0 else head[:line_end]
-    original = b"" if line_end < 0 else head[line_end:]
-    parts = status_line.split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-        raise ValueError(f"malformed status line {status_line[:80]!r}")
-    resp = Response(int(parts[1]))
-    lower = original.lower()
-    if b"\r\ntransfer-encoding:" in lower:
-        coding = _values(lower, lower, b"\r\ntransfer-encoding:")[-1]
-        resp.chunked = coding.endswith(b"chunked")
-    if not resp.chunked and b"\r\ncontent-length:" in lower:
-        value = _values(lower, lower, b"\r\ncontent-length:")[0]
-        if not value.isdigit():
+    status_line = _STATUS_LINE.match(head)
+    if status_line is None:
+        raise ValueError(f"malformed status line {head.split(_CRLF, 1)[0][:80]!r}")
+    resp = Response(int(status_line[2]))
+    http11 = status_line[1] == b"1"
+    split = status_line.end()
+    lower = head.lower()
+    # (name, value) pairs: cheaper than match objects; positions are looked up only to cut.
+    found = _RESPONSE_LINES.findall(lower, split)
+    tokens: bytes | None = None
+    coding = length = None
+    dropped: list[bytes] = []
+    for name, value in found:
+        if name == b"content-length":
+            if length is None:
+                length = value
+        elif name == b"transfer-encoding":
+            coding = value
+        else:
+            dropped.append(name)
+            if name == b"connection":
+                tokens = value if tokens is None else tokens + b"," + value
+    if coding is not None and coding.rstrip(b" \t").endswith(b"chunked"):
+        resp.chunked = True
+    elif length is not None:
+        length = length.strip(b" \t")
+        if not length.isdigit():
             raise ValueError("invalid Content-Length in the answer")
-        resp.length = int(value)
-    tokens = _tokens(lower)
-    if parts[0] == b"HTTP/1.1":
-        resp.reusable = b"close" not in tokens
+        resp.length = int(length)
+    connection = _connection_tokens(tokens) if tokens is not None else _PLAIN_SETS[b""]
+    resp.reusable = b"close" not in connection if http11 else b"keep-alive" in connection
+    if not dropped or resp.status == 101 and upgrade:
+        resp.head = head
     else:
-        resp.reusable = b"keep-alive" in tokens
-    if not (resp.status == 101 and upgrade) and _RESPONSE_DROP_ANY.search(lower):
-        for key in _RESPONSE_DROP_KEYS:
-            if key in lower:
-                original, lower = _cut(original, lower, key)
-        for token in tokens - _PLAIN_TOKENS:
-            original, lower = _cut(original, lower, b"\r\n" + token + b":")
-    resp.head = status_line + original
+        resp.head = _drop(head, lower, dropped, connection)
     return resp
 
 

@@ -56,9 +56,9 @@ class TcpRelay:
             metrics.error(fe.name, "-", "no_group")
             writer.transport.abort()
             return
-        key = (fe.name, group.name)
+        series = group.series
         group.begin()
-        metrics.in_flight[key] += 1
+        series.in_flight += 1
         self.connections.add(writer)
         code = 0
         try:
@@ -78,14 +78,12 @@ class TcpRelay:
             self.connections.discard(writer)
             writer.close()
             group.end()
-            metrics.in_flight[key] -= 1
-            metrics.observe(fe.name, group.name, code, time.perf_counter() - started)
+            series.in_flight -= 1
+            series.observe(code, time.perf_counter() - started)
 
     async def _connect(self, fe: FrontendRuntime, group: GroupRuntime
                        ) -> tuple[Endpoint, tuple[asyncio.StreamReader,
                                                   asyncio.StreamWriter]] | None:
-        name = group.name
-        metrics = self.balancer.metrics
         tried: set[Endpoint] = set()
         for _attempt in range(fe.spec.retries + 1):
             ep = await group.pick_or_refresh(tried)
@@ -99,13 +97,13 @@ class TcpRelay:
                 )
             except (TimeoutError, OSError) as exc:
                 ep.mark_down()
-                metrics.error(fe.name, name, "connect")
+                group.series.error("connect")
                 log.info("frontend %s: cannot connect to %s: %r", fe.name, ep.addr, exc)
                 continue
             ep.mark_up()
             return ep, streams
         if not tried:
-            metrics.error(fe.name, name, "no_backend")
+            group.series.error("no_backend")
         return None
 
     def abort_all(self) -> None:

@@ -9,7 +9,6 @@ the LB seldom sends into a connection the backend is closing.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -46,12 +45,12 @@ class Upstream(asyncio.Protocol):
             self.owner.upstream_lost(self)
 
     def pause_writing(self) -> None:
-        if self.owner is not None and self.owner.transport is not None:
-            self.owner.transport.pause_reading()
+        if self.owner is not None:
+            self.owner.pause_client()
 
     def resume_writing(self) -> None:
-        if self.owner is not None and self.owner.transport is not None:
-            self.owner.transport.resume_reading()
+        if self.owner is not None:
+            self.owner.resume_client()
 
     def close(self) -> None:
         self.owner = None
@@ -65,9 +64,9 @@ class UpstreamPool:
     def __init__(self) -> None:
         self.idle: dict[tuple[str, int], list[Upstream]] = {}
 
-    def get(self, key: tuple[str, int]) -> Upstream | None:
+    def get(self, key: tuple[str, int], now: float) -> Upstream | None:
+        """The newest idle connection to `key` still fresh at `now` (monotonic), or None."""
         conns = self.idle.get(key)
-        now = time.monotonic()
         while conns:
             up = conns.pop()
             if not up.closed and now - up.idle_since < POOL_IDLE:
@@ -75,9 +74,10 @@ class UpstreamPool:
             up.close()
         return None
 
-    def put(self, up: Upstream) -> None:
+    def put(self, up: Upstream, now: float) -> None:
+        """Keep `up` for reuse; `now` is the monotonic time it became idle."""
         up.owner = None
-        up.idle_since = time.monotonic()
+        up.idle_since = now
         self.idle.setdefault(up.key, []).append(up)
 
     def close(self) -> None:
