@@ -57,7 +57,7 @@ _LINE_KEYS = {name: b"\r\n" + name + b":" for name in _REQUEST_NAMES | _RESPONSE
 _PLAIN_TOKENS = frozenset({b"close", b"keep-alive", b"upgrade", b""})
 _CRLF = b"\r\n"
 _PLAIN_SETS = {token: frozenset({token}) for token in _PLAIN_TOKENS}
-_STATUS_LINE = re.compile(rb"HTTP/1\.([0-9]) ([0-9]+)(?:[ \t][^\r\n]*)?(?=\r\n|$)")
+_AFTER_CODE = (b"", b" ", b"\t", b"\r")  # what may follow the status code
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 
 
@@ -267,15 +267,16 @@ class Response:
 
 def parse_response(head: bytes, upgrade: bool) -> Response:
     """Parse a backend's response head; ValueError when it is not HTTP/1.x."""
-    status_line = _STATUS_LINE.match(head)
-    if status_line is None:
+    # "HTTP/1.x NNN reason": fixed positions, checked without a regex (this runs per answer).
+    code = head[9:12]
+    if head[:7] != b"HTTP/1." or head[8:9] != b" " or not code.isdigit() \
+            or head[12:13] not in _AFTER_CODE:
         raise ValueError(f"malformed status line {head.split(_CRLF, 1)[0][:80]!r}")
-    resp = Response(int(status_line[2]))
-    http11 = status_line[1] == b"1"
-    split = status_line.end()
+    resp = Response(int(code))
+    http11 = head[7:8] == b"1"
     lower = head.lower()
     # (name, value) pairs: cheaper than match objects; positions are looked up only to cut.
-    found = _RESPONSE_LINES.findall(lower, split)
+    found = _RESPONSE_LINES.findall(lower, 12)
     tokens: bytes | None = None
     coding = length = None
     dropped: list[bytes] = []

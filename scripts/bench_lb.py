@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -138,14 +139,29 @@ def cpu_seconds(root: int) -> float:
     return total
 
 
-def measure(port: int, conns: int, duration: float, pid: int) -> dict[str, float]:
-    """wrk against `port`, plus the CPU the process tree `pid` spent per request."""
-    before = cpu_seconds(pid)
+def children_cpu() -> float:
+    """CPU time of this script's finished children (wrk runs, once waited for)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(port: int, conns: int, duration: float, pid: int, backend: int
+            ) -> dict[str, float]:
+    """wrk against `port`, plus the CPU spent per request by the target's process tree
+    `pid`, by the backend (tree `backend`, unless it is the target) and by wrk itself."""
+    before = cpu_seconds(pid), cpu_seconds(backend), children_cpu()
     result = wrk(port, conns, duration)
-    used = cpu_seconds(pid) - before
+    after = cpu_seconds(pid), cpu_seconds(backend), children_cpu()
+    used, backend_used, wrk_used = (b - a for a, b in zip(before, after, strict=True))
     requests = result["rps"] * duration
-    result["cpu_us_per_req"] = round(used / requests * 1e6, 1) if requests else 0.0
+    if not requests:
+        return result | {"cpu_us_per_req": 0.0, "rps_per_core": 0.0, "machine_bound_rps": 0.0}
+    result["cpu_us_per_req"] = round(used / requests * 1e6, 1)
     result["rps_per_core"] = round(requests / used) if used else 0.0
+    # Every request costs the target, the backend and wrk some CPU; with all cores busy the
+    # machine cannot serve more than cores / (their sum) requests per second.
+    total = used + (backend_used if backend != pid else 0.0) + wrk_used
+    result["machine_bound_rps"] = round((os.cpu_count() or 1) * requests / total)
     return result
 
 
@@ -205,7 +221,7 @@ def main() -> None:
                         for load, conns in LOADS.items():
                             pid = proc.pid if proc is not None else owner[name]
                             runs.setdefault(name, {}).setdefault(load, []).append(
-                                measure(port, conns, args.duration, pid))
+                                measure(port, conns, args.duration, pid, owner["direct"]))
                     finally:
                         if proc is not None:
                             proc.send_signal(signal.SIGTERM)
@@ -243,6 +259,25 @@ def report(results: dict[str, dict[str, dict[str, float]]], as_json: bool) -> No
                   f"{r['added_p50_ms']:>9.3f}{r['vs_nginx_rps']:>7.2f}"
                   f"{r['cpu_us_per_req']:>11.1f}{r['rps_per_core']:>11.0f}"
                   f"{r['vs_nginx_per_core']:>7.2f}{r['non2xx']:>8.0f}")
+    scaling(results)
+
+
+def scaling(results: dict[str, dict[str, dict[str, float]]]) -> None:
+    """How dans lb grows with worker processes, against what the machine's cores allow."""
+    workers = sorted((int(name.rsplit("-w", 1)[1]), loads) for name, loads in results.items()
+                     if name.startswith("dans-lb-w"))
+    if len(workers) < 2:
+        return
+    print("\nscaling (saturating load): 'bound' is cores / CPU per request of LB + backend + "
+          "wrk together,\nthe most any proxy could reach here; LB CPU per request flat across "
+          "worker counts = no contention between workers")
+    base = workers[0][1]["saturating"]
+    for count, loads in workers:
+        r = loads["saturating"]
+        bound = r.get("machine_bound_rps", 0.0)
+        print(f"  {count} worker(s): {r['rps']:>8.0f} req/s = {r['rps'] / base['rps']:.2f} x "
+              f"1 worker; LB {r['cpu_us_per_req']:.1f} us/req; bound {bound:.0f} req/s, "
+              f"reached {r['rps'] / bound if bound else 0:.0%}")
 
 
 if __name__ == "__main__":

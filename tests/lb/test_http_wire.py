@@ -85,3 +85,19 @@ def test_chunked_end_is_found_across_pieces(split: int) -> None:
 def test_chunked_rejects_bad_sizes() -> None:
     with pytest.raises(BadRequest):
         Chunked().feed(b"zz\r\n")
+
+
+@pytest.mark.parametrize("head", [
+    b"SSH-2.0-OpenSSH", b"HTTP/1.1 20 OK", b"HTTP/2 200 OK", b"HTTP/1.1 2000",
+    b"HTTP/1.1200 OK", b"HTTP/1.1 2x0 OK", b"",
+], ids=["not-http", "short-code", "http2", "long-code", "no-space", "not-digits", "empty"])
+def test_malformed_status_lines(head: bytes) -> None:
+    with pytest.raises(ValueError):
+        parse_response(head, upgrade=False)
+
+
+@pytest.mark.parametrize("head, status", [
+    (b"HTTP/1.1 204", 204), (b"HTTP/1.0 404 Not Found", 404), (b"HTTP/1.1 200 \r\nX: 1", 200),
+], ids=["no-reason", "http10", "empty-reason"])
+def test_status_lines(head: bytes, status: int) -> None:
+    assert parse_response(head, upgrade=False).status == status

@@ -351,3 +351,44 @@ def test_websocket_upgrade_is_tunnelled(loops: LoopThread, backend: StartBackend
 
     assert loops.run(talk()) == ["A:one", "A:two"]
     wait_until(lambda: lb.admin.status()["in_flight"] == 0, timeout=10, what="tunnel closed")
+
+
+@pytest.mark.parametrize("answer, request_head, expected", [
+    (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+     b"Connection: close\r\n\r\nok",
+     b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nConnection: close\r\n\r\nz",
+     b"ok"),
+    (b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\nHELLO",
+     b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n",
+     b"HELLO"),
+], ids=["interim-then-final", "switch-then-data"])
+def test_bytes_after_an_interim_or_101_head_in_the_same_read_are_kept(
+        loops: LoopThread, lb_process: StartLB, answer: bytes, request_head: bytes,
+        expected: bytes) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)  # one write: the LB gets both heads (or head + data) together
+        await writer.drain()
+        await reader.read()  # until the LB closes its side
+        writer.close()
+
+    server = loops.run(asyncio.start_server(serve, "127.0.0.1", 0))
+    backend_port = server.sockets[0].getsockname()[1]
+    port = free_port()
+    lb_process({"frontends": [frontend("web", port, {"a": [f"127.0.0.1:{backend_port}"]},
+                                       "a")]})
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(request_head)
+            got = b""
+            deadline = time.monotonic() + 5
+            while not got.endswith(expected) and time.monotonic() < deadline:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+        assert got.endswith(expected), got
+        assert b" 100 " not in got  # the interim answer is not passed on
+    finally:
+        server.close()
+        loops.run(server.wait_closed())
