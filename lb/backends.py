@@ -240,10 +240,12 @@ class GroupRuntime:
         """A request or connection entered this group."""
         self.in_flight += 1
         self.requests += 1
+        self.series.in_flight += 1
 
     def end(self) -> None:
         """A request or connection of this group finished."""
         self.in_flight -= 1
+        self.series.in_flight -= 1
         if self.in_flight == 0 and self._drained is not None:
             self._drained.set()
 

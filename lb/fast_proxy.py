@@ -207,7 +207,6 @@ class ClientConn(asyncio.Protocol):
             return
         self.group = group
         group.begin()
-        group.series.in_flight += 1
         self.out = req.head_for_backend(self.peer, self.engine.port)
         self.close_after = not req.keep_alive or self.balancer.closing
         if req.chunked or req.length:
@@ -395,7 +394,13 @@ class ClientConn(asyncio.Protocol):
                     elif self.resp is None and self.up is not None:
                         self.upstream_data(rest)  # the answer after an interim one
                 return
-            if self.framing == NONE or (self.framing == LENGTH and not self.resp_left):
+            framing = self.framing
+            if framing == LENGTH and len(rest) == self.resp_left:
+                # The usual answer: head and whole body in one read, sent in one write.
+                self._send(client_head + rest)
+                self._done(now)
+                return
+            if framing == NONE or (framing == LENGTH and not self.resp_left):
                 self._send(client_head)
                 self._done(now, reusable=not rest)
                 return
@@ -420,20 +425,21 @@ class ClientConn(asyncio.Protocol):
         except ValueError as exc:
             self._backend_broke(str(exc))
             return None
-        if 100 <= resp.status < 200 and resp.status != 101:
+        status = resp.status
+        if status < 200 and status != 101:
             return None  # an interim answer (100 Continue, 103): skipped
         self.resp = resp
-        fe = self.engine.fe
-        if fe.policy.needs_headers and self.group is not None:
-            fe.policy.answered(fe, self.group, resp.header_map())
-        if resp.status == 101 and req.upgrade is not None:
+        policy = self.engine.fe.policy
+        if policy.needs_headers and self.group is not None:
+            policy.answered(self.engine.fe, self.group, resp.header_map())
+        if status == 101 and req.upgrade is not None:
             self.transport.write(resp.client_head(False, False))
             self.state = TUNNEL
             if self.buf and self.up is not None and self.up.transport is not None:
                 self.up.transport.write(bytes(self.buf))
                 self.buf.clear()
             return None
-        if req.method == b"HEAD" or resp.status in (204, 304) or resp.status < 200:
+        if req.method == b"HEAD" or status == 204 or status == 304 or status < 200:
             self.framing = NONE
         elif resp.chunked:
             self.framing = CHUNKED
@@ -555,7 +561,6 @@ class ClientConn(asyncio.Protocol):
         if group is not None:
             group.end()
             series = group.series
-            series.in_flight -= 1
             series.observe(status, (now or monotonic()) - self.started)
             if status >= 500:
                 group.errors += 1

@@ -116,7 +116,6 @@ class HttpProxy:
             return _plain(503, "no group takes requests", balancer.closing)
         series = group.series
         group.begin()
-        series.in_flight += 1
         status = 0
         try:
             response = await self._forward(request, fe, group)
@@ -127,7 +126,6 @@ class HttpProxy:
             raise
         finally:
             group.end()
-            series.in_flight -= 1
             series.observe(status, time.perf_counter() - started)
             if status >= 500:
                 group.errors += 1

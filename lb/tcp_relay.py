@@ -58,7 +58,6 @@ class TcpRelay:
             return
         series = group.series
         group.begin()
-        series.in_flight += 1
         self.connections.add(writer)
         code = 0
         try:
@@ -78,7 +77,6 @@ class TcpRelay:
             self.connections.discard(writer)
             writer.close()
             group.end()
-            series.in_flight -= 1
             series.observe(code, time.perf_counter() - started)
 
     async def _connect(self, fe: FrontendRuntime, group: GroupRuntime
