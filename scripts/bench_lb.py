@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
 """Benchmark dans lb against nginx, on loopback, against the same backend, in one go.
 
-    .venv/bin/python scripts/bench_lb.py [--duration 10] [--workers 1 2] [--json]
+    .venv/bin/python scripts/bench_lb.py [--duration 5] [--rounds 5] [--workers 2] [--json]
 
 Runs, one after the other and each with wrk (Debian package) for load:
   direct    wrk -> backend (nginx, 1 worker, `return 200`)
   nginx     wrk -> nginx reverse proxy (1 worker, keep-alive upstream) -> backend
   dans-lb   wrk -> `dans lb` (1 worker, then each --workers count) -> backend
 at a moderate load (few connections: added latency) and a saturating one (throughput), in
-interleaved rounds (the median round by req/s is kept), and prints req/s, p50 and p99 for
-each, the p50 added to the direct one, and the ratio to nginx. Installs nginx-light and wrk
-with apt-get when they are missing. Everything listens on 127.0.0.1 and stops by itself.
+interleaved rounds, and prints for each the median round's req/s, p50 and p99, the p50 added
+to the direct one, the ratio to nginx (median of the rounds' own ratios, and their range),
+CPU per request, and how dans lb scales with worker processes against what the machine's
+cores allow. Installs nginx-light and wrk with apt-get when they are missing. Everything
+listens on 127.0.0.1 and stops by itself.
 """
 
 from __future__ import annotations
@@ -182,11 +184,12 @@ def start_dans(workdir: Path, port: int, backend: int, workers: int) -> subproce
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     ap.add_argument("--workers", type=int, nargs="*", default=[2],
                     help="dans lb worker counts to run besides 1")
-    ap.add_argument("--rounds", type=int, default=3,
-                    help="rounds, targets interleaved; the median round is reported")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="rounds, targets interleaved; medians are reported, and each round's "
+                         "ratio to nginx (median and range)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args()
     ensure_tools()
@@ -229,6 +232,14 @@ def main() -> None:
             for name, loads in runs.items():
                 results[name] = {load: sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]
                                  for load, rs in loads.items()}
+                for load, rs in loads.items():
+                    # Each round's ratio to the nginx run of the same round: runs close in
+                    # time share the machine's other load, which a shared host varies a lot.
+                    paired = sorted(r["rps"] / n["rps"]
+                                    for r, n in zip(rs, runs["nginx"][load], strict=True))
+                    results[name][load].update(
+                        vs_nginx_rps=round(paired[len(paired) // 2], 3),
+                        vs_nginx_min=round(paired[0], 3), vs_nginx_max=round(paired[-1], 3))
         finally:
             for proc in procs:
                 proc.send_signal(signal.SIGQUIT)
@@ -240,7 +251,7 @@ def report(results: dict[str, dict[str, dict[str, float]]], as_json: bool) -> No
     direct, nginx = results["direct"], results["nginx"]
     for loads in results.values():
         for load, r in loads.items():
-            r["vs_nginx_rps"] = round(r["rps"] / nginx[load]["rps"], 3)
+            r.setdefault("vs_nginx_rps", round(r["rps"] / nginx[load]["rps"], 3))
             r["added_p50_ms"] = round(r["p50_ms"] - direct[load]["p50_ms"], 3)
             per_core = nginx[load]["rps_per_core"]
             r["vs_nginx_per_core"] = round(r["rps_per_core"] / per_core, 3) if per_core else 0.0
@@ -251,12 +262,15 @@ def report(results: dict[str, dict[str, dict[str, float]]], as_json: bool) -> No
           ", ".join(f"{k} = {v} connections" for k, v in LOADS.items()))
     print("cpu us/req: CPU time of the target's processes per request; req/s/core: requests "
           "per CPU-second (capacity of one busy core, independent of other load)")
+    print("/nginx: median over rounds of (req/s / the same round's nginx req/s) [lowest-highest]")
     print(f"{'target':<14}{'load':<12}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'+p50 ms':>9}"
-          f"{'/nginx':>7}{'cpu us/req':>11}{'req/s/core':>11}{'/nginx':>7}{'non-2xx':>8}")
+          f"{'/nginx':>18}{'cpu us/req':>11}{'req/s/core':>11}{'/nginx':>7}{'non-2xx':>8}")
     for name, loads in results.items():
         for load, r in loads.items():
+            spread = f"[{r['vs_nginx_min']:.2f}-{r['vs_nginx_max']:.2f}]" \
+                if "vs_nginx_min" in r else ""
             print(f"{name:<14}{load:<12}{r['rps']:>9.0f}{r['p50_ms']:>8.3f}{r['p99_ms']:>8.3f}"
-                  f"{r['added_p50_ms']:>9.3f}{r['vs_nginx_rps']:>7.2f}"
+                  f"{r['added_p50_ms']:>9.3f}{r['vs_nginx_rps']:>6.2f} {spread:<11}"
                   f"{r['cpu_us_per_req']:>11.1f}{r['rps_per_core']:>11.0f}"
                   f"{r['vs_nginx_per_core']:>7.2f}{r['non2xx']:>8.0f}")
     scaling(results)
