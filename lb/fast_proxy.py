@@ -88,12 +88,14 @@ class ClientConn(asyncio.Protocol):
         self.resp_chunks: Chunked | None = None
         self.started = 0.0
         self.last_read = 0.0
+        self.req: Request | None = None
+        self.group: GroupRuntime | None = None
+        self.close_after = False
+        self.finished = True
         self._reset()
 
     def _reset(self) -> None:
         """Forget the previous request; fields set by every request path are not reset."""
-        self.req: Request | None = None
-        self.group: GroupRuntime | None = None
         self.ep: Endpoint | None = None
         self.up: Upstream | None = None
         self.out = b""  # request bytes to send (head, and the body when buffered)
@@ -104,8 +106,6 @@ class ClientConn(asyncio.Protocol):
         self.resp_head = b""  # an answer head split over reads, until complete
         self.resp: Response | None = None
         self.got_bytes = False
-        self.close_after = False
-        self.finished = True
 
     # -- client side ------------------------------------------------------------------------
 
@@ -195,16 +195,16 @@ class ClientConn(asyncio.Protocol):
         fe = self.engine.fe
         self._reset()
         self.req = req
-        self.started = monotonic()
-        self.finished = False
         policy = fe.policy
         group = policy.choose(fe, req.header_map() if policy.needs_headers else None)
         if group is None:
             self.balancer.metrics.error(fe.name, "-", "no_group")
             self.balancer.metrics.observe(fe.name, "-", 503, 0.0)
-            self.finished = True
+            self.group = None
             self._local(503, b"no group takes requests")
             return
+        self.started = monotonic()
+        self.finished = False
         self.group = group
         group.begin()
         self.out = req.head_for_backend(self.peer, self.engine.port)

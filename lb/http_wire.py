@@ -129,22 +129,25 @@ def _map(block: bytes) -> dict[str, str]:
 class Request:
     """A parsed request head and what the proxy needs from it."""
 
-    __slots__ = ("method", "target", "version", "block", "length", "chunked", "keep_alive",
-                 "host", "forwarded_for", "upgrade", "expect_continue", "idempotent")
+    # Class-level defaults: a request sets only what it has (one per request, on the hot path).
+    block = b""  # header lines to forward, each preceded by CRLF
+    length: int | None = None
+    chunked = False
+    host: bytes | None = None
+    forwarded_for: bytes | None = None
+    upgrade: bytes | None = None
+    expect_continue = False
 
     def __init__(self, method: bytes, target: bytes, version: bytes) -> None:
         self.method = method
         self.target = target
         self.version = version
-        self.block = b""  # header lines to forward, each preceded by CRLF
-        self.length: int | None = None
-        self.chunked = False
         self.keep_alive = version == b"HTTP/1.1"
-        self.host: bytes | None = None
-        self.forwarded_for: bytes | None = None
-        self.upgrade: bytes | None = None
-        self.expect_continue = False
-        self.idempotent = method in _IDEMPOTENT
+
+    @property
+    def idempotent(self) -> bool:
+        """True for methods a client may send twice with the same effect (RFC 9110 9.2.2)."""
+        return self.method in _IDEMPOTENT
 
     def header_map(self) -> dict[str, str]:
         """The forwarded headers as {lower-case name: value} (for routing policies)."""
@@ -252,14 +255,13 @@ def parse_request(head: bytes) -> Request:
 class Response:
     """A parsed response head: status, framing, reuse, and the head to send to the client."""
 
-    __slots__ = ("status", "length", "chunked", "reusable", "head")
+    length: int | None = None
+    chunked = False
+    reusable = False
+    head = b""  # the status line and the kept header lines, each preceded by CRLF
 
     def __init__(self, status: int) -> None:
         self.status = status
-        self.length: int | None = None
-        self.chunked = False
-        self.reusable = False
-        self.head = b""  # the status line and the kept header lines, each preceded by CRLF
 
     def header_map(self) -> dict[str, str]:
         """The answer's headers as {lower-case name: value} (for routing policies)."""
