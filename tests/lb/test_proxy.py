@@ -390,5 +390,9 @@ def test_bytes_after_an_interim_or_101_head_in_the_same_read_are_kept(
         assert got.endswith(expected), got
         assert b" 100 " not in got  # the interim answer is not passed on
     finally:
-        server.close()
-        loops.run(server.wait_closed())
+        loops.run(_close_server(server))  # in the loop's own thread: servers are not thread-safe
+
+
+async def _close_server(server: asyncio.Server) -> None:
+    server.close()
+    await server.wait_closed()
