@@ -50,6 +50,10 @@ def _translated(what: str) -> Iterator[None]:
     except docker.errors.APIError as exc:
         text = _explain(exc)
         status = exc.status_code or 0
+        if status == 500 and text.endswith("not found"):
+            # Engine 20.10 answers 500 "network X not found" for a network Swarm removed a
+            # moment before (or a local leftover of one): for the caller, it is not there.
+            raise NotFound(f"{what}: not found ({text})") from exc
         if status == 409 or "out of sequence" in text or "already exists" in text:
             raise Conflict(f"{what}: {text}") from exc
         if status == 503 and "swarm" in text.lower():
