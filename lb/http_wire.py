@@ -35,27 +35,24 @@ class BadRequest(Exception):
 
 
 # A header block as kept here: every line preceded (not followed) by CRLF.
-_HEADER_BLOCK = re.compile(rb"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*)*")
+_HEADER_BLOCK = re.compile(rb"(?:\r\n%s:[\t\x20-\x7e\x80-\xff]*)*" % _TOKEN.pattern)
 # A whole valid request head in one C-level match: method, target, version, header block.
-_REQUEST_HEAD = re.compile(
-    rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) (HTTP/1\.[01])"
-    rb"((?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*)*)")
+_REQUEST_HEAD = re.compile(b"(%s) (%s) (HTTP/1\\.[01])(%s)" % (
+    _TOKEN.pattern, _TARGET.pattern, _HEADER_BLOCK.pattern))
 _REQUEST_NAMES = REQUEST_DROP | {b"content-length", b"transfer-encoding", b"host"}
 _RESPONSE_NAMES = RESPONSE_DROP | {b"content-length", b"transfer-encoding"}
 
 
-def _lines_of(names: frozenset[bytes], flags: int = 0) -> re.Pattern[bytes]:
-    """Finds the lines of these headers: (CRLF and the whole line, name, value)."""
+def _lines_of(names: frozenset[bytes]) -> re.Pattern[bytes]:
+    """Finds the lines of these headers, any case: (CRLF and the whole line, name, value)."""
     alternatives = b"|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
-    return re.compile(rb"(\r\n(" + alternatives + rb"):([^\r]*))", flags)
+    return re.compile(rb"(\r\n(" + alternatives + rb"):([^\r]*))", re.IGNORECASE)
 
 
-# One scan of the block finds every header the proxy acts on; the rest pass untouched.
-# findall gives tuples of bytes, much cheaper than match objects; a line to drop is then
-# removed by its own text (it starts with CRLF and runs to the next CR: no other line holds it).
-# Requests are scanned in any case (their values keep their case); answers lower-cased, which
-# is cheaper than a case-insensitive scan when there are a few more lines.
-_REQUEST_FIELDS = _lines_of(_REQUEST_NAMES, re.IGNORECASE)
+# One scan of a head finds every header the proxy acts on; the rest pass untouched. findall
+# gives tuples of bytes, much cheaper than match objects, with values in their original case;
+# a line to drop is removed by its own text.
+_REQUEST_FIELDS = _lines_of(_REQUEST_NAMES)
 _RESPONSE_FIELDS = _lines_of(_RESPONSE_NAMES)
 _PLAIN_TOKENS = frozenset({b"close", b"keep-alive", b"upgrade", b""})
 _CRLF = b"\r\n"
@@ -77,25 +74,15 @@ def _cut(original: bytes, lower: bytes, key: bytes) -> tuple[bytes, bytes]:
     return original, lower
 
 
-def _drop(block: bytes, lines: list[bytes], connection: frozenset[bytes],
-          lower: bytes | None = None) -> bytes:
+def _drop(block: bytes, lines: list[bytes], connection: frozenset[bytes]) -> bytes:
     """The block without `lines` (in the order found) and the headers `connection` names.
 
-    The lines were found in `lower` (the block lower-cased) when it is given, else in `block`.
-    Removing each line's first occurrence in order is exact: every earlier line with the same
-    text is gone already, and a line's text cannot occur inside another line's value.
+    Removing each line's first occurrence in order is exact: a line runs from its CRLF to the
+    next CR, so its text cannot occur inside another line, and every earlier line with the
+    same text is gone already.
     """
-    if lower is None:
-        for line in lines:
-            block = block.replace(line, b"", 1)
-    elif len(lines) == 1:
-        pos = lower.find(lines[0])
-        block = block[:pos] + block[pos + len(lines[0]):]
-    else:
-        for line in lines:
-            pos = lower.find(line)
-            block = block[:pos] + block[pos + len(line):]
-            lower = lower[:pos] + lower[pos + len(line):]
+    for line in lines:
+        block = block.replace(line, b"", 1)
     return _named_by_connection(block, connection)
 
 
@@ -153,11 +140,6 @@ class Request:
         """The forwarded headers as {lower-case name: value} (for routing policies)."""
         return _map(self.block)
 
-    @property
-    def has_body(self) -> bool:
-        """True when a body follows the head."""
-        return self.chunked or bool(self.length)
-
     def head_for_backend(self, peer: bytes, port: bytes) -> bytes:
         """The request head to send to a backend, hop-by-hop headers out, X-Forwarded-* in."""
         xff = self.forwarded_for + b", " + peer if self.forwarded_for else peer
@@ -199,7 +181,6 @@ def parse_request(head: bytes) -> Request:
         return req
     dropped: list[bytes] | None = None
     length = transfer = tokens = upgrade = None
-    # (name, value) pairs in their original case: values reach the backend as they came.
     for line, name, value in _REQUEST_FIELDS.findall(block):
         name = name.lower()
         if name == b"host":
@@ -288,19 +269,20 @@ def parse_response(head: bytes, upgrade: bool) -> Response:
     tokens: bytes | None = None
     coding = length = None
     dropped: list[bytes] | None = None
-    lower = head.lower()
-    for line, name, value in _RESPONSE_FIELDS.findall(lower, 12):
+    for line, name, value in _RESPONSE_FIELDS.findall(head, 12):
+        name = name.lower()
         if name == b"content-length":
             if length is None:
                 length = value
         elif name == b"transfer-encoding":
-            coding = value
+            coding = value.lower()
         else:
             if dropped is None:
                 dropped = [line]
             else:
                 dropped.append(line)
             if name == b"connection":
+                value = value.lower()
                 tokens = value if tokens is None else tokens + b"," + value
     if coding is not None and coding.rstrip(b" \t").endswith(b"chunked"):
         resp.chunked = True
@@ -314,7 +296,7 @@ def parse_response(head: bytes, upgrade: bool) -> Response:
     if dropped is None or resp.status == 101 and upgrade:
         resp.head = head
     else:
-        resp.head = _drop(head, dropped, connection, lower)
+        resp.head = _drop(head, dropped, connection)
     return resp
 
 
