@@ -242,10 +242,17 @@ class GroupRuntime:
         self.requests += 1
         self.series.in_flight += 1
 
-    def end(self) -> None:
-        """A request or connection of this group finished."""
+    def done(self, status: int, seconds: float) -> None:
+        """A request or connection of this group finished with `status` after `seconds`.
+
+        Status 0 is a TCP connection or a request that got no status; 5xx count as errors.
+        """
         self.in_flight -= 1
-        self.series.in_flight -= 1
+        series = self.series
+        series.in_flight -= 1
+        series.observe(status, seconds)
+        if status >= 500:
+            self.errors += 1
         if self.in_flight == 0 and self._drained is not None:
             self._drained.set()
 

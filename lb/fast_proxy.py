@@ -70,6 +70,8 @@ class ClientConn(asyncio.Protocol):
 
     def __init__(self, engine: FastHttp) -> None:
         self.engine = engine
+        self.fe = engine.fe
+        self.pool = engine.pool
         self.balancer = engine.balancer
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
@@ -92,18 +94,18 @@ class ClientConn(asyncio.Protocol):
         self.group: GroupRuntime | None = None
         self.close_after = False
         self.finished = True
-        self._reset()
-
-    def _reset(self) -> None:
-        """Forget the previous request; fields set by every request path are not reset."""
         self.ep: Endpoint | None = None
         self.up: Upstream | None = None
         self.out = b""  # request bytes to send (head, and the body when buffered)
+        self.resp_head = b""  # an answer head split over reads, until complete
+        self._reset()
+
+    def _reset(self) -> None:
+        """Forget the previous request's progress (`up` and `resp_head` end empty anyway)."""
         self.tried: tuple[Endpoint, ...] = ()
         self.attempts = 0
         self.stale_retries = 0
         self.refreshed = False
-        self.resp_head = b""  # an answer head split over reads, until complete
         self.resp: Response | None = None
         self.got_bytes = False
 
@@ -192,7 +194,7 @@ class ClientConn(asyncio.Protocol):
         except BadRequest as exc:
             self._reject(str(exc))
             return
-        fe = self.engine.fe
+        fe = self.fe
         self._reset()
         self.req = req
         policy = fe.policy
@@ -267,10 +269,9 @@ class ClientConn(asyncio.Protocol):
     # -- backend side -----------------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        fe = self.engine.fe
         group = self.group
         assert group is not None
-        if self.attempts > fe.spec.retries:
+        if self.attempts > self.fe.spec.retries:
             self._fail(502, self._last_error, "connect")
             return
         ep = group.pick(self.tried)
@@ -291,7 +292,7 @@ class ClientConn(asyncio.Protocol):
         self.tried += (ep,)
         self.ep = ep
         now = self.started if self.attempts == 1 else monotonic()
-        up = self.engine.pool.get(ep.key, now) if not self.stale_retries else None
+        up = self.pool.get(ep.key, now) if not self.stale_retries else None
         if up is not None:
             self._attach(up, now)
         else:
@@ -330,10 +331,11 @@ class ClientConn(asyncio.Protocol):
         self._attach(up, now)
 
     def _attach(self, up: Upstream, now: float) -> None:
-        assert up.transport is not None and self.ep is not None
+        ep = self.ep
+        assert up.transport is not None and ep is not None
         up.owner = self
         self.up = up
-        self.ep.in_flight += 1
+        ep.in_flight += 1
         up.transport.write(self.out)
         self.last_read = now
         if self.timer is None:
@@ -397,7 +399,7 @@ class ClientConn(asyncio.Protocol):
             framing = self.framing
             if framing == LENGTH and len(rest) == self.resp_left:
                 # The usual answer: head and whole body in one read, sent in one write.
-                self._send(client_head + rest)
+                self.transport.write(client_head + rest)  # type: ignore[union-attr]
                 self._done(now)
                 return
             if framing == NONE or (framing == LENGTH and not self.resp_left):
@@ -429,9 +431,9 @@ class ClientConn(asyncio.Protocol):
         if status < 200 and status != 101:
             return None  # an interim answer (100 Continue, 103): skipped
         self.resp = resp
-        policy = self.engine.fe.policy
+        policy = self.fe.policy
         if policy.needs_headers and self.group is not None:
-            policy.answered(self.engine.fe, self.group, resp.header_map())
+            policy.answered(self.fe, self.group, resp.header_map())
         if status == 101 and req.upgrade is not None:
             self.transport.write(resp.client_head(False, False))
             self.state = TUNNEL
@@ -452,6 +454,8 @@ class ClientConn(asyncio.Protocol):
             self.close_after = True
         if self.balancer.closing:
             self.close_after = True
+        if not self.close_after and req.version == b"HTTP/1.1":
+            return resp.head + b"\r\n\r\n"  # the usual case, as client_head gives it
         keep_1_0 = req.version == b"HTTP/1.0" and not self.close_after
         return resp.client_head(self.close_after, keep_1_0)
 
@@ -538,7 +542,7 @@ class ClientConn(asyncio.Protocol):
             resp = self.resp
             if reusable and resp is not None and resp.reusable and self.state == WAIT \
                     and not up.closed:
-                self.engine.pool.put(up, now)
+                self.pool.put(up, now)
             else:
                 up.close()
         status = self.resp.status if self.resp is not None else 0
@@ -559,11 +563,7 @@ class ClientConn(asyncio.Protocol):
         self.finished = True
         group = self.group
         if group is not None:
-            group.end()
-            series = group.series
-            series.observe(status, (now or monotonic()) - self.started)
-            if status >= 500:
-                group.errors += 1
+            group.done(status, (now or monotonic()) - self.started)
 
     def _fail(self, status: int, text: bytes, kind: str) -> None:
         if kind and self.group is not None:

@@ -114,7 +114,6 @@ class HttpProxy:
             metrics.error(fe.name, "-", "no_group")
             metrics.observe(fe.name, "-", 503, time.perf_counter() - started)
             return _plain(503, "no group takes requests", balancer.closing)
-        series = group.series
         group.begin()
         status = 0
         try:
@@ -125,10 +124,7 @@ class HttpProxy:
             status = 499  # the client went away
             raise
         finally:
-            group.end()
-            series.observe(status, time.perf_counter() - started)
-            if status >= 500:
-                group.errors += 1
+            group.done(status, time.perf_counter() - started)
 
     async def _forward(self, request: web.BaseRequest, fe: FrontendRuntime,
                        group: GroupRuntime) -> web.StreamResponse:

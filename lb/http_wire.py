@@ -40,7 +40,6 @@ _HEADER_BLOCK = re.compile(rb"(?:\r\n%s:[\t\x20-\x7e\x80-\xff]*)*" % _TOKEN.patt
 _REQUEST_HEAD = re.compile(b"(%s) (%s) (HTTP/1\\.[01])(%s)" % (
     _TOKEN.pattern, _TARGET.pattern, _HEADER_BLOCK.pattern))
 _REQUEST_NAMES = REQUEST_DROP | {b"content-length", b"transfer-encoding", b"host"}
-_RESPONSE_NAMES = RESPONSE_DROP | {b"content-length", b"transfer-encoding"}
 
 
 def _lines_of(names: frozenset[bytes]) -> re.Pattern[bytes]:
@@ -53,7 +52,11 @@ def _lines_of(names: frozenset[bytes]) -> re.Pattern[bytes]:
 # gives tuples of bytes, much cheaper than match objects, with values in their original case;
 # a line to drop is removed by its own text.
 _REQUEST_FIELDS = _lines_of(_REQUEST_NAMES)
-_RESPONSE_FIELDS = _lines_of(_RESPONSE_NAMES)
+# An answer's lines: (line, and non-empty for Content-Length, Transfer-Encoding, Connection,
+# value); the other names found are hop-by-hop headers to drop.
+_RESPONSE_FIELDS = re.compile(rb"(\r\n(?:(content-length)|(transfer-encoding)|(connection)|%s):"
+                              rb"([^\r]*))" % b"|".join(sorted(RESPONSE_DROP - {b"connection"})),
+                              re.IGNORECASE)
 _PLAIN_TOKENS = frozenset({b"close", b"keep-alive", b"upgrade", b""})
 _CRLF = b"\r\n"
 _PLAIN_SETS = {token: frozenset({token}) for token in _PLAIN_TOKENS}
@@ -94,6 +97,21 @@ def _connection_tokens(value: bytes) -> frozenset[bytes]:
     return frozenset(t.strip(b" \t") for t in value.split(b","))
 
 
+# Connection values as sent (a few spellings of keep-alive and close in practice) and their
+# options: a dict lookup per message instead of lower-casing and splitting. Bounded.
+_CONNECTIONS: dict[bytes, frozenset[bytes]] = {}
+
+
+def _connection(raw: bytes) -> frozenset[bytes]:
+    """The options of a Connection value as sent (any case), remembered for next time."""
+    found = _CONNECTIONS.get(raw)
+    if found is None:
+        found = _connection_tokens(raw.lower())
+        if len(_CONNECTIONS) < 256:
+            _CONNECTIONS[raw] = found
+    return found
+
+
 def _named_by_connection(block: bytes, tokens: frozenset[bytes]) -> bytes:
     """Remove the headers that Connection names besides its plain options (rare)."""
     extra = tokens - _PLAIN_TOKENS
@@ -116,8 +134,12 @@ def _map(block: bytes) -> dict[str, str]:
 class Request:
     """A parsed request head and what the proxy needs from it."""
 
-    # Class-level defaults: a request sets only what it has (one per request, on the hot path).
-    block = b""  # header lines to forward, each preceded by CRLF
+    # Class-level defaults: a request sets only what it differs in (one per request, on the
+    # hot path, created without an __init__ call).
+    method = target = version = b""
+    kept = b""  # the request line and the header lines to forward (each preceded by CRLF)
+    line_end = 0  # where the request line ends in `kept`
+    keep_alive = True
     length: int | None = None
     chunked = False
     host: bytes | None = None
@@ -125,11 +147,10 @@ class Request:
     upgrade: bytes | None = None
     expect_continue = False
 
-    def __init__(self, method: bytes, target: bytes, version: bytes) -> None:
-        self.method = method
-        self.target = target
-        self.version = version
-        self.keep_alive = version == b"HTTP/1.1"
+    @property
+    def block(self) -> bytes:
+        """The header lines to forward, each preceded by CRLF."""
+        return self.kept[self.line_end:]
 
     @property
     def idempotent(self) -> bool:
@@ -143,9 +164,11 @@ class Request:
     def head_for_backend(self, peer: bytes, port: bytes) -> bytes:
         """The request head to send to a backend, hop-by-hop headers out, X-Forwarded-* in."""
         xff = self.forwarded_for + b", " + peer if self.forwarded_for else peer
-        out = [self.method, b" ", self.target, b" ", self.version, self.block,
-               b"\r\nX-Forwarded-For: ", xff, b"\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: ",
-               port]
+        if self.upgrade is None and self.host is not None:  # the usual request
+            return b"%s\r\nX-Forwarded-For: %s\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: " \
+                b"%s\r\nX-Forwarded-Host: %s\r\n\r\n" % (self.kept, xff, port, self.host)
+        out = [self.kept, b"\r\nX-Forwarded-For: ", xff,
+               b"\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: ", port]
         if self.host is not None:
             out += (b"\r\nX-Forwarded-Host: ", self.host)
         if self.upgrade is not None:
@@ -176,12 +199,19 @@ def parse_request(head: bytes) -> Request:
     if match is None:
         raise BadRequest(_diagnose(head))
     method, target, version, block = match.groups()
-    req = Request(method, target, version)
+    req = Request()
+    req.method = method
+    req.target = target
+    req.version = version
+    if version == b"HTTP/1.0":
+        req.keep_alive = False
+    req.kept = head
+    req.line_end = line_end = len(head) - len(block)
     if not block:
         return req
     dropped: list[bytes] | None = None
     length = transfer = tokens = upgrade = None
-    for line, name, value in _REQUEST_FIELDS.findall(block):
+    for line, name, value in _REQUEST_FIELDS.findall(head, line_end):
         name = name.lower()
         if name == b"host":
             if req.host is not None:
@@ -202,7 +232,6 @@ def parse_request(head: bytes) -> Request:
         else:
             dropped.append(line)
         if name == b"connection":
-            value = value.lower()
             tokens = value if tokens is None else tokens + b"," + value
         elif name == b"x-forwarded-for":
             value = value.strip(b" \t")
@@ -222,14 +251,15 @@ def parse_request(head: bytes) -> Request:
             raise BadRequest("unsupported Transfer-Encoding")
         req.chunked = True
     if dropped is not None:
-        connection = _connection_tokens(tokens) if tokens is not None else _PLAIN_SETS[b""]
+        connection = _PLAIN_SETS[b""] if tokens is None else \
+            _CONNECTIONS.get(tokens) or _connection(tokens)
         if tokens is not None:
             if b"upgrade" in connection:
                 req.upgrade = upgrade
             req.keep_alive = b"close" not in connection if version == b"HTTP/1.1" \
                 else b"keep-alive" in connection
-        block = _drop(block, dropped, connection)
-    req.block = block
+        # A line to drop starts with CRLF, so it cannot match inside the request line.
+        req.kept = _drop(head, dropped, connection)
     return req
 
 
@@ -241,8 +271,7 @@ class Response:
     reusable = False
     head = b""  # the status line and the kept header lines, each preceded by CRLF
 
-    def __init__(self, status: int) -> None:
-        self.status = status
+    status = 0
 
     def header_map(self) -> dict[str, str]:
         """The answer's headers as {lower-case name: value} (for routing policies)."""
@@ -257,44 +286,63 @@ class Response:
         return self.head + b"\r\n\r\n"
 
 
-def parse_response(head: bytes, upgrade: bool) -> Response:
-    """Parse a backend's response head; ValueError when it is not HTTP/1.x."""
-    # "HTTP/1.x NNN reason": fixed positions, checked without a regex (this runs per answer).
+def _status_line(head: bytes) -> tuple[int, bool]:
+    """(status, HTTP/1.1?) of an answer head; ValueError when its status line is malformed."""
+    # "HTTP/1.x NNN reason": fixed positions, checked without a regex.
     code = head[9:12]
-    if head[:7] != b"HTTP/1." or head[8:9] != b" " or not code.isdigit() \
-            or head[12:13] not in _AFTER_CODE:
+    if head[:7] != b"HTTP/1." or head[7:8] not in (b"0", b"1") or head[8:9] != b" " \
+            or not code.isdigit() or head[12:13] not in _AFTER_CODE:
         raise ValueError(f"malformed status line {head.split(_CRLF, 1)[0][:80]!r}")
-    resp = Response(int(code))
-    http11 = head[7:8] == b"1"
+    return int(code), head[7:8] == b"1"
+
+
+# Valid status lines seen, by their first 13 bytes ("HTTP/1.1 200 "): a dict lookup per
+# answer instead of the checks. At most 2 versions x 1000 codes x 4 endings.
+_STATUS_LINES: dict[bytes, tuple[int, bool]] = {}
+
+
+def parse_response(head: bytes, upgrade: bool) -> Response:
+    """Parse a backend's response head; ValueError when it is not HTTP/1.0 or 1.1."""
+    prefix = head[:13]
+    try:
+        status, http11 = _STATUS_LINES[prefix]
+    except KeyError:
+        status, http11 = _STATUS_LINES[prefix] = _status_line(head)
+    resp = Response()
+    resp.status = status
     tokens: bytes | None = None
     coding = length = None
     dropped: list[bytes] | None = None
-    for line, name, value in _RESPONSE_FIELDS.findall(head, 12):
-        name = name.lower()
-        if name == b"content-length":
+    for line, is_length, is_coding, is_connection, value in _RESPONSE_FIELDS.findall(head, 12):
+        if is_length:
             if length is None:
                 length = value
-        elif name == b"transfer-encoding":
-            coding = value.lower()
+        elif is_coding:
+            coding = value
         else:
             if dropped is None:
                 dropped = [line]
             else:
                 dropped.append(line)
-            if name == b"connection":
-                value = value.lower()
+            if is_connection:
                 tokens = value if tokens is None else tokens + b"," + value
-    if coding is not None and coding.rstrip(b" \t").endswith(b"chunked"):
+    if coding is not None and coding.rstrip(b" \t").lower().endswith(b"chunked"):
         resp.chunked = True
     elif length is not None:
         length = length.strip(b" \t")
         if not length.isdigit():
             raise ValueError("invalid Content-Length in the answer")
         resp.length = int(length)
-    connection = _connection_tokens(tokens) if tokens is not None else _PLAIN_SETS[b""]
-    resp.reusable = b"close" not in connection if http11 else b"keep-alive" in connection
-    if dropped is None or resp.status == 101 and upgrade:
+    if tokens is None:
+        connection = _PLAIN_SETS[b""]
+        resp.reusable = http11
+    else:
+        connection = _CONNECTIONS.get(tokens) or _connection(tokens)
+        resp.reusable = b"close" not in connection if http11 else b"keep-alive" in connection
+    if dropped is None or status == 101 and upgrade:
         resp.head = head
+    elif len(dropped) == 1 and connection <= _PLAIN_TOKENS:
+        resp.head = head.replace(dropped[0], b"", 1)  # the usual: one Connection line
     else:
         resp.head = _drop(head, dropped, connection)
     return resp

@@ -56,7 +56,6 @@ class TcpRelay:
             metrics.error(fe.name, "-", "no_group")
             writer.transport.abort()
             return
-        series = group.series
         group.begin()
         self.connections.add(writer)
         code = 0
@@ -76,8 +75,7 @@ class TcpRelay:
         finally:
             self.connections.discard(writer)
             writer.close()
-            group.end()
-            series.observe(code, time.perf_counter() - started)
+            group.done(code, time.perf_counter() - started)
 
     async def _connect(self, fe: FrontendRuntime, group: GroupRuntime
                        ) -> tuple[Endpoint, tuple[asyncio.StreamReader,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from lb import http_wire
 from lb.http_wire import BadRequest, Chunked, parse_request, parse_response
 
 
@@ -89,8 +90,9 @@ def test_chunked_rejects_bad_sizes() -> None:
 
 @pytest.mark.parametrize("head", [
     b"SSH-2.0-OpenSSH", b"HTTP/1.1 20 OK", b"HTTP/2 200 OK", b"HTTP/1.1 2000",
-    b"HTTP/1.1200 OK", b"HTTP/1.1 2x0 OK", b"",
-], ids=["not-http", "short-code", "http2", "long-code", "no-space", "not-digits", "empty"])
+    b"HTTP/1.1200 OK", b"HTTP/1.1 2x0 OK", b"", b"HTTP/1.2 200 OK", b"HTTP/1.1 200X",
+], ids=["not-http", "short-code", "http2", "long-code", "no-space", "not-digits", "empty",
+        "http12", "letter-after-code"])
 def test_malformed_status_lines(head: bytes) -> None:
     with pytest.raises(ValueError):
         parse_response(head, upgrade=False)
@@ -101,3 +103,13 @@ def test_malformed_status_lines(head: bytes) -> None:
 ], ids=["no-reason", "http10", "empty-reason"])
 def test_status_lines(head: bytes, status: int) -> None:
     assert parse_response(head, upgrade=False).status == status
+
+
+def test_connection_values_are_remembered_within_a_bound() -> None:
+    # Each distinct Connection value is parsed once and remembered; a backend sending ever new
+    # values must not grow the memory without end, and every answer still gets its own value.
+    for i in range(1000):
+        resp = parse_response(b"HTTP/1.1 200 OK\r\nConnection: close, x-%d\r\nX-%d: 1" % (i, i),
+                              upgrade=False)
+        assert (resp.reusable, resp.head) == (False, b"HTTP/1.1 200 OK"), i
+    assert len(http_wire._CONNECTIONS) <= 256
