@@ -399,7 +399,7 @@ class ClientConn(asyncio.Protocol):
             framing = self.framing
             if framing == LENGTH and len(rest) == self.resp_left:
                 # The usual answer: head and whole body in one read, sent in one write.
-                self.transport.write(client_head + rest)  # type: ignore[union-attr]
+                self._send(client_head + rest)
                 self._done(now)
                 return
             if framing == NONE or (framing == LENGTH and not self.resp_left):
@@ -454,8 +454,6 @@ class ClientConn(asyncio.Protocol):
             self.close_after = True
         if self.balancer.closing:
             self.close_after = True
-        if not self.close_after and req.version == b"HTTP/1.1":
-            return resp.head + b"\r\n\r\n"  # the usual case, as client_head gives it
         keep_1_0 = req.version == b"HTTP/1.0" and not self.close_after
         return resp.client_head(self.close_after, keep_1_0)
 

@@ -164,9 +164,6 @@ class Request:
     def head_for_backend(self, peer: bytes, port: bytes) -> bytes:
         """The request head to send to a backend, hop-by-hop headers out, X-Forwarded-* in."""
         xff = self.forwarded_for + b", " + peer if self.forwarded_for else peer
-        if self.upgrade is None and self.host is not None:  # the usual request
-            return b"%s\r\nX-Forwarded-For: %s\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: " \
-                b"%s\r\nX-Forwarded-Host: %s\r\n\r\n" % (self.kept, xff, port, self.host)
         out = [self.kept, b"\r\nX-Forwarded-For: ", xff,
                b"\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: ", port]
         if self.host is not None:
@@ -251,8 +248,7 @@ def parse_request(head: bytes) -> Request:
             raise BadRequest("unsupported Transfer-Encoding")
         req.chunked = True
     if dropped is not None:
-        connection = _PLAIN_SETS[b""] if tokens is None else \
-            _CONNECTIONS.get(tokens) or _connection(tokens)
+        connection = _PLAIN_SETS[b""] if tokens is None else _connection(tokens)
         if tokens is not None:
             if b"upgrade" in connection:
                 req.upgrade = upgrade
@@ -337,12 +333,10 @@ def parse_response(head: bytes, upgrade: bool) -> Response:
         connection = _PLAIN_SETS[b""]
         resp.reusable = http11
     else:
-        connection = _CONNECTIONS.get(tokens) or _connection(tokens)
+        connection = _connection(tokens)
         resp.reusable = b"close" not in connection if http11 else b"keep-alive" in connection
     if dropped is None or status == 101 and upgrade:
         resp.head = head
-    elif len(dropped) == 1 and connection <= _PLAIN_TOKENS:
-        resp.head = head.replace(dropped[0], b"", 1)  # the usual: one Connection line
     else:
         resp.head = _drop(head, dropped, connection)
     return resp
