@@ -2,15 +2,17 @@
 """The voting-app demo: deploy v1 with dans, upgrade it under steady load, count failures.
 
     python scripts/demo.py [--scenario change-api|add-api|candidates]
-                           [--strategy dans|rolling|isolated] [--compare] [--json]
+                           [--strategy dans|rolling|isolated] [--compare] [--json] [--keep]
 
 Each run deploys `examples/voting-app/stacks/v1.yml` as a fresh stack with `dans deploy`,
 sends steady votes through the stack's LB (loopback only, bounded in time and count),
 measures a steady-state window, runs `dans upgrade` to the scenario's v2 file, keeps the load
 a few seconds after it returns, and prints ok / failed / mixed-version counts, the upgrade's
 duration and latency during the upgrade against steady state. `--compare` does this once per
-strategy and prints a table. The stack is left running for you to look at (the command to
-remove it is printed); a rerun replaces it.
+strategy and prints a table. The demo removes its stack (and the database volume) when it
+ends, however it ends; `--keep` leaves it running for you to look at and prints the command
+that removes it. A stack of another name that holds one of the demo's ports stops the demo
+with a message naming it.
 """
 
 from __future__ import annotations
@@ -61,12 +63,12 @@ def dans(args: argparse.Namespace, *argv: str, quiet: bool = False) -> float:
 
 
 def remove_stack(name: str) -> None:
-    """Remove a previous demo stack and its volume, waiting until they are gone."""
+    """Remove the demo stack and its volume, waiting until they are gone."""
     listed = subprocess.run(["docker", "stack", "ls", "--format", "{{.Name}}"],
                             capture_output=True, text=True, check=True).stdout.split()
     if name not in listed:
         return
-    print(f"demo: removing the previous {name} stack")
+    print(f"demo: removing stack {name}")
     subprocess.run(["docker", "stack", "rm", name], check=True, capture_output=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -80,6 +82,29 @@ def remove_stack(name: str) -> None:
             break
         time.sleep(1)
     subprocess.run(["docker", "volume", "rm", f"{name}_db-data"], capture_output=True)
+
+
+def check_ports(args: argparse.Namespace) -> None:
+    """Stop with a clear message when a service outside the demo holds one of its ports."""
+    import docker
+
+    api = docker.APIClient()
+    try:
+        services = api.services()
+    finally:
+        api.close()
+    wanted = {args.vote_port, args.result_port, args.admin_port}
+    for svc in services:
+        name = svc["Spec"]["Name"]
+        stack = (svc["Spec"].get("Labels") or {}).get("com.docker.stack.namespace", "")
+        if stack == STACK:
+            continue  # the previous demo's: removed before the deploy
+        for port in (svc.get("Endpoint") or {}).get("Ports") or []:
+            if port.get("PublishedPort") in wanted:
+                owner = f"stack {stack}" if stack else "it"
+                sys.exit(f"demo: port {port['PublishedPort']} is held by service {name}; "
+                         f"remove {owner} (docker stack rm {stack or name}) or choose other "
+                         "ports with --vote-port/--result-port/--admin-port")
 
 
 class Load:
@@ -149,9 +174,16 @@ def main() -> int:
     parser.add_argument("--endpoint-mode", default="dnsrr", choices=["dnsrr", "vip"])
     parser.add_argument("--port-mode", default="host", choices=["host", "ingress"])
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--keep", action="store_true",
+                        help="leave the upgraded stack running instead of removing it")
     args = parser.parse_args()
     strategies = ["dans", "rolling", "isolated"] if args.compare else [args.strategy]
-    rows = [run_once(args, s) for s in strategies]
+    check_ports(args)
+    try:
+        rows = [run_once(args, s) for s in strategies]
+    finally:
+        if not args.keep:
+            remove_stack(STACK)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -163,9 +195,13 @@ def main() -> int:
             print(f"{r['strategy']:<9} {r['upgrade_s']:>9} {r['ok']:>7} {r['failed']:>7} "
                   f"{r['mixed']:>6} {r['steady_p50_ms']:>10}/{r['during_p50_ms']:<10} "
                   f"{r['steady_p99_ms']:>10}/{r['during_p99_ms']:<10}")
+    out = sys.stderr if args.json else sys.stdout
+    if args.keep:
         print(f"\nThe stack is still running: vote at http://127.0.0.1:{args.vote_port}, "
               f"results at http://127.0.0.1:{args.result_port}.\nRemove it with "
-              f"`docker stack rm {STACK}`.")
+              f"`docker stack rm {STACK} && docker volume rm {STACK}_db-data`.", file=out)
+    else:
+        print(f"\nStack {STACK} removed (run with --keep to leave it running).", file=out)
     return 0 if all(r["failed"] == 0 and r["mixed"] == 0 for r in rows
                     if r["strategy"] == "dans") else 1
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -15,6 +16,52 @@ T = TypeVar("T")
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TEST_LABEL = "dans.test.prefix"
+
+
+def published_ports() -> dict[int, str]:
+    """Every port a swarm service publishes, with the service's name; {} without an engine.
+
+    Ingress ports are held by the swarm, not by a listening socket, so a bind test alone
+    does not see them; stacks left by other runs (the demo, a user) hold ports too.
+    """
+    try:
+        import docker
+
+        api = docker.APIClient(timeout=10)
+        try:
+            services = api.services()
+        finally:
+            api.close()
+    except Exception:
+        return {}
+    held: dict[int, str] = {}
+    for svc in services:
+        for port in (svc.get("Endpoint") or {}).get("Ports") or []:
+            if port.get("PublishedPort"):
+                held[int(port["PublishedPort"])] = svc["Spec"]["Name"]
+    return held
+
+
+def port_bound(port: int) -> bool:
+    """True when something on this host listens on TCP `port` (any address)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port() -> int:
+    """A TCP port that no socket on this host and no swarm service holds right now."""
+    held = published_ports()
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind(("0.0.0.0", 0))
+            port = int(sock.getsockname()[1])
+        if port not in held:
+            return port
+    raise RuntimeError("no free TCP port found in 100 tries")
 
 
 def wait_until(

@@ -10,12 +10,15 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from compose_translator import load_project, translate
+from tests.support import free_port, port_bound, published_ports
 from upgrade_manager.deploy import deploy_stack
 from upgrade_manager.gateway import Gateway
 
@@ -41,6 +44,45 @@ def cli_deploy(fixture: Path, stack: str, env: dict[str, str]) -> None:
                           timeout=120)
     if proc.returncode != 0:
         raise AssertionError(f"docker stack deploy failed: {proc.stderr or proc.stdout}")
+
+
+def moved_ports(wanted: set[int]) -> dict[int, int]:
+    """A free port for each of `wanted` that a socket or a swarm service holds now.
+
+    A stack this test did not create (the demo, a user's, one an engine restart brought
+    back) may hold a port a fixture publishes.
+    """
+    held = published_ports()
+    return {p: free_port() for p in sorted(wanted) if p in held or port_bound(p)}
+
+
+def rewrite_ports(folder: Path, moved: dict[int, int]) -> None:
+    """Replace each moved port number wherever it appears in the files of `folder`.
+
+    Both deploys read the same rewritten files, so the comparison stays exact.
+    """
+    for path in folder.iterdir():
+        if path.is_file() and moved:
+            text = path.read_text()
+            for old, new in moved.items():
+                text = re.sub(rf"(?<![\d.]){old}(?!\d)", str(new), text)
+            path.write_text(text)
+
+
+def with_free_ports(fixture: Path, dest: Path, env: dict[str, str]) -> Path:
+    """The fixture, or a copy of it in `dest` with its held published ports moved."""
+    project = load_project([str(f) for f in fixture_files(fixture)], environ=env)
+    wanted = {int(p["PublishedPort"])
+              for spec in translate(project, "probe").services.values()
+              for p in (spec.get("EndpointSpec") or {}).get("Ports") or []
+              if p.get("PublishedPort")}
+    moved = moved_ports(wanted)
+    if not moved:
+        return fixture
+    copy = dest / fixture.name
+    shutil.copytree(fixture, copy)
+    rewrite_ports(copy, moved)
+    return copy
 
 
 def dans_deploy(gw: Gateway, fixture: Path, stack: str, env: dict[str, str]) -> None:

@@ -21,8 +21,11 @@ from tests.translator.fidelity import (
     cli_deploy,
     dans_deploy,
     differences,
+    moved_ports,
     remove_stack,
+    rewrite_ports,
     snapshot,
+    with_free_ports,
 )
 from upgrade_manager.gateway import Gateway
 
@@ -38,8 +41,10 @@ def _env(stack: str, shared: dict[str, str]) -> dict[str, str]:
                 NAMED_SECRET=f"{stack}_namedsecret")
 
 
-def _compare(gw: Gateway, names: Names, fixture: Path, shared: dict[str, str]) -> None:
+def _compare(gw: Gateway, names: Names, fixture: Path, shared: dict[str, str],
+             scratch: Path) -> None:
     cli, dans = names("cli"), names("dans")
+    fixture = with_free_ports(fixture, scratch, _env(cli, shared))
     cli_deploy(fixture, cli, _env(cli, shared))
     expected = snapshot(gw, cli)
     remove_stack(gw, cli)
@@ -56,14 +61,15 @@ def test_fixture_count() -> None:
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_same_as_docker_stack_deploy(gateway: Gateway, names: Names, case: str) -> None:
+def test_same_as_docker_stack_deploy(gateway: Gateway, names: Names, case: str,
+                                     tmp_path: Path) -> None:
     shared = {"SET_VAR": "set", "EMPTY_VAR": "", "PASSTHRU": "passed", "EXT_NET": names("ext")}
     if case.startswith("08"):
         gateway.create_network({"Name": names("ext"), "Driver": "overlay", "Labels": {}})
     if case.startswith("04"):
         gateway.create_config({"Name": names("ext"), "Labels": {}, "Data": b"outside"})
         gateway.create_secret({"Name": names("ext"), "Labels": {}, "Data": b"outside"})
-    _compare(gateway, names, FIXTURES / case, shared)
+    _compare(gateway, names, FIXTURES / case, shared, tmp_path)
 
 
 def test_update_and_prune_same_as_docker(gateway: Gateway, names: Names, tmp_path: Path
@@ -75,12 +81,14 @@ def test_update_and_prune_same_as_docker(gateway: Gateway, names: Names, tmp_pat
     from upgrade_manager.deploy import deploy_stack
 
     cli, dans = names("cli"), names("dans")
+    moved = moved_ports({18600, 18601})  # the ports the update fixtures publish
     for version in ("v1", "v2"):
         fixture = tmp_path / version
         fixture.mkdir()
         shutil.copy(UPDATE / f"{version}.yml", fixture / "docker-compose.yml")
         for conf in UPDATE.glob("*.txt"):
             shutil.copy(conf, fixture / conf.name)
+        rewrite_ports(fixture, moved)
         args = [DOCKER, "stack", "deploy", "--resolve-image", "never", "--detach=true",
                 "--prune", "-c", "docker-compose.yml", cli]
         proc = subprocess.run(args, cwd=fixture, capture_output=True, text=True, timeout=120)

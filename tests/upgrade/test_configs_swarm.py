@@ -40,12 +40,23 @@ def dans(*args: str) -> subprocess.CompletedProcess[str]:
                           env=dict(os.environ), capture_output=True, text=True, timeout=600)
 
 
-def served_content(gw: Gateway, service: str) -> str:
-    task = gw.tasks(service, desired_running=True)[0]
-    cid = task["Status"]["ContainerStatus"]["ContainerID"]
-    out = subprocess.run(["docker", "exec", cid, "cat", "/etc/app.conf"], capture_output=True,
-                         text=True, check=True)
-    return out.stdout
+def served_content(gw: Gateway, service: str) -> str | None:
+    """The config content in a running task of `service`, or None while none runs.
+
+    Mid-update a service can have no running task, or one whose container is just going:
+    both mean "not yet", never a failure, so the caller waits.
+    """
+    for task in gw.tasks(service, desired_running=True):
+        if task["Status"]["State"] != "running":
+            continue
+        cid = (task["Status"].get("ContainerStatus") or {}).get("ContainerID")
+        if not cid:
+            continue
+        out = subprocess.run(["docker", "exec", cid, "cat", "/etc/app.conf"],
+                             capture_output=True, text=True)
+        if out.returncode == 0:
+            return out.stdout
+    return None
 
 
 def test_config_content_change(gateway: Gateway, names: Names, lb_image: str,
@@ -61,7 +72,9 @@ def test_config_content_change(gateway: Gateway, names: Names, lb_image: str,
                     "--lb-image", lb_image, "--lb-admin-port", str(free_port()), "--wait")
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     (old,) = [c["Spec"]["Name"] for c in gateway.configs(stack)]
-    assert served_content(gateway, service) == "level=1\n"
+    first = wait_until(lambda: served_content(gateway, service), timeout=60,
+                       what="a running task of the first version")
+    assert first == "level=1\n"
 
     upgraded = dans("upgrade", "-f", str(write_stack(v2, "level=2\n")), "--stack", stack)
     assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr

@@ -11,7 +11,6 @@ import asyncio
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -24,7 +23,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from tests.support import wait_until
+from tests.support import free_port, wait_until
 from upgrade_manager.gateway import Gateway, task_summary
 
 APP_DIR = Path(__file__).resolve().parents[2] / "examples" / "voting-app"
@@ -43,13 +42,6 @@ def load_loadgen() -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def http(method: str, url: str, body: dict[str, Any] | None = None,
