@@ -75,6 +75,31 @@ def build_image(tag: str | None, force: bool) -> None:
     click.echo(f"{tag}: {'built' if built else 'already present'}")
 
 
+@lb.command("relay")
+@click.option("--target", required=True, metavar="HOST",
+              help="Where connections go: the real service's tasks, e.g. tasks.shop_db.")
+@click.option("--listen", type=click.IntRange(1, 65535), default=15001, show_default=True,
+              help="The port every incoming TCP connection is redirected to.")
+@click.option("--redirect/--no-redirect", default=True, show_default=True,
+              help="Install the iptables rule that redirects every port (needs NET_ADMIN).")
+@click.option("--idle-timeout", type=click.FloatRange(min=1.0), default=3600.0,
+              show_default=True, help="Seconds a connection may stay silent both ways.")
+def relay(target: str, listen: int, redirect: bool, idle_timeout: float) -> None:
+    """Relay every TCP port to the same port of TARGET (transparent, no ports to list).
+
+    The per-upgrade relay that answers for an unchanged service on the generation network:
+    callers dial whatever port their code knows; the relay reads it from the redirected
+    connection (SO_ORIGINAL_DST) and connects there. No admin API, no token.
+    """
+    from lb.transparent import RelaySettings, run_relay
+
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        run_relay(RelaySettings(target=target, listen=listen, redirect=redirect,
+                                idle_timeout=idle_timeout))
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+
 
 def main() -> None:
     """`python -m lb.cli ...`: `dans lb ...` without loading the rest of the dans CLI.

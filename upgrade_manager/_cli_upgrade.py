@@ -47,6 +47,10 @@ def stack_options(fn: Any) -> Any:
                       help="Remove services and networks that the new file no longer has.")(fn)
     fn = click.option("--lb-url", envvar="DANS_LB_URL",
                       help="Admin URL of the stack's LB (default: http://127.0.0.1:ADMIN_PORT).")(fn)
+    fn = click.option("--allow-mixed", is_flag=True,
+                      help="Run a plan that cannot keep the guarantee (a caller that cannot "
+                      "be copied, a stateful service that must restart, changed services no "
+                      "published port reaches): requests may then fail or mix versions.")(fn)
     fn = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(fn)
     return fn
 
@@ -89,10 +93,18 @@ def format_plan(plan: Plan) -> str:
     lines.append("Dependencies (caller -> callee):")
     lines += [f"  {a} -> {b} ({kind}, {'declared' if declared else 'inferred'})"
               for a, b, kind, declared in plan.edges] or ["  (none)"]
+    if plan.assumptions:
+        lines.append("Assumed (nothing declares these calls; x-dans.calls narrows them):")
+        lines += [f"  {a}" for a in plan.assumptions]
+    if plan.levels:
+        lines.append("")
+        lines.append("Start order of the new chain (callees first; one level starts together):")
+        lines += [f"  level {i}: {', '.join(level)}" for i, level in enumerate(plan.levels)]
     if plan.relays:
         lines.append("")
         lines.append("Relays on the generation network:")
-        lines += [f"  {r.short} -> {r.target} ports {', '.join(map(str, r.ports))}"
+        lines += [f"  {r.short} -> {r.target}, every TCP port"
+                  + (f" (known: {', '.join(map(str, r.ports))})" if r.ports else "")
                   for r in plan.relays]
     lines.append("")
     lines.append(f"Steps ({len(plan.steps)}):")
@@ -101,6 +113,11 @@ def format_plan(plan: Plan) -> str:
     lines.append(f"Extra replicas during the upgrade: {plan.extra_replicas}")
     for w in plan.warnings:
         lines.append(f"WARNING: {w}")
+    if plan.refusals:
+        lines.append("")
+        lines.append("REFUSED: this plan cannot keep the guarantee; `dans upgrade` runs it only "
+                     "with --allow-mixed:")
+        lines += [f"  - {r}" for r in plan.refusals]
     return "\n".join(lines)
 
 
@@ -116,17 +133,20 @@ def plan_json(plan: Plan) -> dict[str, Any]:
 @click.command("plan")
 @stack_options
 def plan_cmd(files: tuple[str, ...], stack: str, strategy: str, prune: bool,
-             lb_url: str | None, as_json: bool) -> None:
+             lb_url: str | None, allow_mixed: bool, as_json: bool) -> None:
     """Show what `dans upgrade` would do, changing nothing.
 
     Reads the running stack, translates the new file, and prints the services that change
     (with a per-field diff), the dependency graph, each changed service's role, the ordered
-    steps and the extra replicas the upgrade needs.
+    steps and the extra replicas the upgrade needs. Exits 3 when `dans upgrade` would
+    refuse the plan (the reasons are printed), unless --allow-mixed is given.
     """
     with _gateway() as gw:
         plan, _ = um.plan_upgrade(gw, _options(files, stack, strategy=strategy, prune=prune,
                                                lb_url=lb_url))
     click.echo(json.dumps(plan_json(plan), indent=2) if as_json else format_plan(plan))
+    if plan.refusals and not allow_mixed:
+        raise click.exceptions.Exit(3)  # the plan is printed; the status says it is refused
 
 
 @click.command("upgrade")
@@ -136,7 +156,7 @@ def plan_cmd(files: tuple[str, ...], stack: str, strategy: str, prune: bool,
 @click.option("--drain-timeout", type=float, default=120.0, show_default=True,
               help="Seconds to wait for in-flight requests to finish on a version.")
 def upgrade_cmd(files: tuple[str, ...], stack: str, strategy: str, prune: bool,
-                lb_url: str | None, as_json: bool, health_timeout: float,
+                lb_url: str | None, allow_mixed: bool, as_json: bool, health_timeout: float,
                 drain_timeout: float) -> None:
     """Upgrade a running stack to new Compose file(s) with no failed request.
 
@@ -145,8 +165,13 @@ def upgrade_cmd(files: tuple[str, ...], stack: str, strategy: str, prune: bool,
     them, the old chain drains, the canonical services converge in place, and everything
     temporary is removed. If a new version never becomes healthy the upgrade rolls back by
     itself. An interrupted upgrade resumes when the same command runs again.
+
+    Every service that shares a network with a changed one may call it unless it declares
+    `x-dans: {calls: [...]}`; such callers move with the chain. A plan that cannot keep the
+    guarantee is refused with the reasons (see `dans plan`) unless --allow-mixed is given.
     """
     opts = _options(files, stack, strategy=strategy, prune=prune, lb_url=lb_url,
+                    allow_mixed=allow_mixed,
                     timeouts=Timeouts(healthy=health_timeout, drain=drain_timeout))
     with _gateway() as gw:
         t0 = time.monotonic()

@@ -27,6 +27,10 @@ __all__ = ["Executor", "Timeouts", "rollback_steps", "NO_RETURN_STEP"]
 
 Spec = dict[str, Any]
 
+# Task states in which a task may still run or start (the engine's order, up to running).
+_LIVE_TASK_STATES = frozenset({"new", "pending", "assigned", "accepted", "ready", "preparing",
+                               "starting", "running"})
+
 # Once new requests go to the converged canonical services, the old version is gone from
 # them: undoing would mean another upgrade, so rollback stops being offered here.
 NO_RETURN_STEP = "route:lb-back"
@@ -149,13 +153,55 @@ class Executor:
     _do_create_relay = _do_create_service
     _do_create_temp = _do_create_service
 
+    def _do_create_services(self, step: Step) -> None:
+        """Create every service of the step, then wait for all: they start side by side."""
+        specs: dict[str, Spec] = step.args["services"]
+        for name, spec in specs.items():
+            if not self.gw.service_exists(name):
+                self.gw.create_service(resolve_references(self.gw, spec))
+        for name in specs:
+            self._healthy(name)
+
     def _do_update_service(self, step: Step) -> None:
         self._update_all({step.target: step.args["spec"]}, step.args.get("via"))
 
     def _do_update_services(self, step: Step) -> None:
         self._update_all(step.args["services"], step.args.get("via"))
 
-    _do_converge = _do_update_services
+    def _do_converge(self, step: Step) -> None:
+        """Stop the old chain, then give each level its new spec, callees first.
+
+        Safe to repeat: a changed service that already has its new spec is neither stopped
+        nor updated again; an unchanged caller of the chain (a companion) restarts again.
+        """
+        services: dict[str, Spec] = step.args["services"]
+        levels: list[list[str]] = step.args.get("levels") or [sorted(services)]
+        companions = set(step.args.get("companions", []))
+        todo = [n for n in step.args.get("stop", []) if n in services
+                and (n in companions or not self._matches(n, services[n]))]
+        for name in todo:
+            self._scale_to_zero(name)
+        deadline = time.monotonic() + self.timeouts.remove
+        while not all(self._stopped(n) for n in todo):
+            if time.monotonic() > deadline:
+                raise UpgradeError("the old chain did not stop within "
+                                   f"{self.timeouts.remove:.0f} s: {', '.join(todo)}")
+            time.sleep(0.3)
+        for level in levels:
+            self._update_all({n: services[n] for n in level if n in services},
+                             step.args.get("via"))
+
+    def _scale_to_zero(self, name: str) -> None:
+        current = self.gw.inspect_service(name)
+        spec = copy.deepcopy(current["Spec"])
+        replicated = (spec.get("Mode") or {}).get("Replicated")
+        if replicated is None or replicated.get("Replicas") == 0:
+            return  # a global service cannot scale: it converges stop-first in its level
+        replicated["Replicas"] = 0
+        self.gw.update_service(name, spec, version=int(current["Version"]["Index"]))
+
+    def _stopped(self, name: str) -> bool:
+        return not any(t["Status"]["State"] in _LIVE_TASK_STATES for t in self.gw.tasks(name))
 
     def _do_remove_service(self, step: Step) -> None:
         self._remove_all([step.target])
@@ -257,6 +303,7 @@ def rollback_steps(plan: Plan, done: int) -> list[Step]:
         undo.append(Step("route", "lb-restore", {"table": plan.old_table}))
     created = [s.target for s in touched if s.kind in ("create_temp", "create_relay",
                                                          "create_service")]
+    created += [n for s in touched if s.kind == "create_services" for n in s.args["services"]]
     if created:
         undo.append(Step("remove_services", "created", {"names": created}))
     for s in reversed(touched):

@@ -64,7 +64,7 @@ class Relay:
     short: str
     target: str  # full name of the real service
     network: str  # an old network the real service is on
-    ports: tuple[int, ...]
+    ports: tuple[int, ...]  # the ports dans could read (for the reader: the relay takes all)
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,9 @@ class Plan:
     old_specs: dict[str, Spec]  # canonical specs before the upgrade, for rollback
     old_table: dict[str, Any] | None  # the LB's routing table before the upgrade
     fingerprint: str  # identifies the desired state, to match a resumed upgrade
+    refusals: tuple[str, ...] = ()  # why the plan cannot keep the guarantee (--allow-mixed)
+    assumptions: tuple[str, ...] = ()  # call edges assumed because nothing declared them
+    levels: tuple[tuple[str, ...], ...] = ()  # the chain in start order, callees first
 
     @property
     def is_noop(self) -> bool:
@@ -132,6 +135,9 @@ class Plan:
             old_specs=data["old_specs"],
             old_table=data["old_table"],
             fingerprint=data["fingerprint"],
+            refusals=tuple(data.get("refusals", ())),
+            assumptions=tuple(data.get("assumptions", ())),
+            levels=tuple(tuple(level) for level in data.get("levels", ())),
         )
 
 

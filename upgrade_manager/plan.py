@@ -25,10 +25,11 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any
 
-import networkx as nx
-
+from upgrade_manager.callgraph import CallGraph
 from upgrade_manager.diff import FieldDiff, diff_specs, normalize, replaces_tasks
 from upgrade_manager.errors import PlanError
 from upgrade_manager.managed import ManagedStack
@@ -82,135 +83,173 @@ def make_plan(
     generation: str = "g1",
     old_table: dict[str, Any] | None = None,
 ) -> Plan:
-    """Plan moving `running` to `desired` with `strategy`; pure, raises PlanError."""
+    """Plan moving `running` to `desired` with `strategy`; pure, raises PlanError.
+
+    A plan that cannot keep dans's guarantee says why in `refusals`; the caller refuses to
+    run it unless the user accepts mixing (`--allow-mixed`), and the steps are what would
+    run then.
+    """
     if strategy not in STRATEGIES:
         raise PlanError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     specs = desired.specs
     short_of = dict(specs.short_names)
     full_of = {v: k for k, v in short_of.items()}
-    graph = _graph(desired)
     warnings = list(specs.warnings)
-
-    diffs: dict[str, list[FieldDiff]] = {}
-    for full, spec in specs.services.items():
-        if full in running.services:
-            old = normalize(running.services[full], running.network_names)
-            diffs[full] = diff_specs(old, normalize(spec))
-    added = sorted(set(specs.services) - set(running.services))
-    removed = sorted(n for n in set(running.services) - set(specs.services)
-                     if not _is_dans_object(running.services[n]))
-    replaced = {n for n, d in diffs.items() if replaces_tasks(d)}
-    scaled = {n for n, d in diffs.items() if d and n not in replaced}
+    d = _differences(running, desired)
     lb = desired.lb_service
-
-    stateful = {n for n in replaced if _has_volume(specs.services[n]) and n != lb}
-    compatible = {n for n in replaced - stateful
+    stateful = {n for n in d.replaced if _has_volume(specs.services[n]) and n != lb}
+    compatible = {n for n in d.replaced - stateful
                   if specs.extensions.get(short_of.get(n, ""), {}).get("compatible")}
-    chain: set[str] = set()
+    calls = CallGraph.of(desired)
+    decision = _Decision()
     if strategy == "dans":
-        core = replaced - stateful - compatible - {lb}
-        chain = set(core)
-        for n in core:
-            chain |= {full_of[a] for a in nx.ancestors(graph, short_of[n]) if a in full_of}
-        chain -= stateful | {lb} | set(added)
-        # A compatible service that no changed service needs rolls in place; one that
-        # calls into the chain must move with it.
-        compatible -= chain
-        entries = desired.entry_services()
-        if chain and not chain & entries:
-            warnings.append(
-                "changed services " + ", ".join(sorted(short_of[n] for n in chain))
-                + " are not reached from any published port: dans cannot move their traffic,"
-                " so they roll in place"
-            )
-            chain = set()
-    for n in sorted(stateful):
-        warnings.append(
-            f"{short_of[n]} keeps state in a named volume: it is updated IN PLACE, stop-first; "
-            "requests that need it fail while it restarts"
-        )
-    if lb in replaced:
+        decision = _decide_chain(desired, calls, d, stateful, compatible, full_of, short_of)
+        compatible -= decision.chain
+    warnings += decision.warnings
+    if lb in d.replaced:
         warnings.append("the edge LB's spec changes (published ports differ): it restarts, "
                         "and requests in flight at the edge during its restart may fail")
-
-    relays = _relays(desired, graph, chain, generation, full_of, short_of) \
-        if chain else ()
-    order = _callees_first(graph, [short_of[n] for n in chain])
-    chain_order = tuple(full_of[s] for s in order)
-
-    changes = []
-    for full in sorted(set(specs.services) | set(running.services)):
-        changes.append(_change(full, short_of, running, specs.services, diffs, added, removed,
-                               replaced, scaled, chain, compatible, stateful, relays, lb))
-    extra = sum(_replicas(specs.services[n]) for n in chain) + len(relays)
-
-    steps: list[Step] = []
-    ctx = StepBuilder(running, desired, generation)
-    steps += ctx.objects()
-    if strategy == "rolling":
-        steps += ctx.rolling(replaced | scaled, added)
-    elif strategy == "isolated":
-        steps += ctx.isolated(replaced, scaled, added)
-    else:
-        steps += [ctx.update_in_place(n, "stateful: stop-first", stop_first=True)
-                  for n in sorted(stateful)]
-        steps += [ctx.create(n) for n in added if n != lb]
-        if chain:
-            steps += ctx.chain_steps(chain_order, relays, replaced & chain,
-                                     scaled - {lb})
-        else:
-            steps += [ctx.update_in_place(n, "in place") for n in sorted((replaced | scaled)
-                                                                        - stateful - {lb})]
-        steps += [ctx.update_in_place(n, "compatible: rolls in place")
-                  for n in sorted(compatible)]
-        if lb in replaced | scaled or lb in added:
-            steps.append(ctx.create(lb) if lb in added else ctx.update_in_place(lb, "edge LB"))
+    chain = decision.chain
+    relays = _relays(desired, calls, chain, generation, full_of, short_of) if chain else ()
+    levels = [[full_of[s] for s in level]
+              for level in calls.levels(short_of[n] for n in chain)]
+    changes = tuple(_change(full, running, desired, d, chain, compatible, stateful, relays)
+                    for full in sorted(set(specs.services) | set(running.services)))
+    steps = _steps(running, desired, strategy, generation, d, chain, levels, relays,
+                   stateful, compatible)
     if prune:
-        steps += [Step("remove_service", n, note="not in the new file") for n in removed]
-        steps += ctx.prune_objects()
-    elif removed:
+        steps += [Step("remove_service", n, note="not in the new file") for n in d.removed]
+        steps += StepBuilder(running, desired, generation).prune_objects()
+    elif d.removed:
         warnings.append("services not in the new file are kept (use --prune to remove): "
-                        + ", ".join(removed))
-    steps += ctx.unused_objects()
+                        + ", ".join(d.removed))
+    steps += StepBuilder(running, desired, generation).unused_objects()
 
     return Plan(
         stack=desired.stack,
         strategy=strategy,
         generation=generation,
-        changes=tuple(changes),
-        edges=tuple((d.source, d.target, d.kind, d.declared) for d in specs.dependencies),
-        chain=chain_order,
+        changes=changes,
+        edges=tuple((e.source, e.target, e.kind, e.declared) for e in specs.dependencies),
+        chain=tuple(n for level in levels for n in level),
         relays=relays,
         steps=tuple(steps),
-        extra_replicas=extra,
+        extra_replicas=sum(_replicas(specs.services[n]) for n in chain) + len(relays),
         warnings=tuple(warnings),
         old_specs={n: running.services[n] for n in sorted(running.services)},
         old_table=old_table,
         fingerprint=fingerprint(desired),
+        refusals=tuple(decision.refusals),
+        assumptions=tuple(decision.assumptions),
+        levels=tuple(tuple(level) for level in levels),
     )
 
 
-def _graph(desired: ManagedStack) -> nx.DiGraph:
-    """Caller -> callee graph over short names, from declared and inferred dependencies."""
-    graph = nx.DiGraph()
-    graph.add_nodes_from(desired.specs.short_names.values())
-    for dep in desired.specs.dependencies:
-        if dep.source != dep.target:
-            graph.add_edge(dep.source, dep.target, kind=dep.kind, declared=dep.declared)
-    return graph
+@dataclass(frozen=True)
+class _Differences:
+    """What differs between the running and the desired stack (full names)."""
+
+    diffs: dict[str, list[FieldDiff]]
+    added: list[str]
+    removed: list[str]
+    replaced: set[str]  # task-replacing differences
+    scaled: set[str]  # other differences (replicas, update config, labels)
 
 
-def _callees_first(graph: nx.DiGraph, members: list[str]) -> list[str]:
-    sub = graph.subgraph(members)
-    try:
-        return list(reversed(list(nx.lexicographical_topological_sort(sub))))
-    except nx.NetworkXUnfeasible:
-        cycle = nx.find_cycle(sub)
-        raise PlanError(
-            "the changed services call each other in a cycle ("
-            + " -> ".join(a for a, _ in cycle) + f" -> {cycle[0][0]}); dans needs an order "
-            "to start new versions, callees first"
-        ) from None
+def _differences(running: RunningStack, desired: ManagedStack) -> _Differences:
+    specs = desired.specs
+    diffs: dict[str, list[FieldDiff]] = {}
+    for full, spec in specs.services.items():
+        if full in running.services:
+            old = normalize(running.services[full], running.network_names)
+            diffs[full] = diff_specs(old, normalize(spec))
+    replaced = {n for n, dd in diffs.items() if replaces_tasks(dd)}
+    return _Differences(
+        diffs=diffs,
+        added=sorted(set(specs.services) - set(running.services)),
+        removed=sorted(n for n in set(running.services) - set(specs.services)
+                       if not _is_dans_object(running.services[n])),
+        replaced=replaced,
+        scaled={n for n, dd in diffs.items() if dd and n not in replaced},
+    )
+
+
+@dataclass
+class _Decision:
+    """The chain that moves, and what dans had to assume or cannot promise."""
+
+    chain: set[str] = dc_field(default_factory=set)
+    warnings: list[str] = dc_field(default_factory=list)
+    refusals: list[str] = dc_field(default_factory=list)
+    assumptions: list[str] = dc_field(default_factory=list)
+
+
+def _decide_chain(desired: ManagedStack, calls: CallGraph, d: _Differences,
+                  stateful: set[str], compatible: set[str], full_of: Mapping[str, str],
+                  short_of: Mapping[str, str]) -> _Decision:
+    """The chain: the changed services and every service that may call them (DESIGN §8)."""
+    out = _Decision()
+    specs = desired.specs
+    lb = desired.lb_service
+    core = d.replaced - stateful - compatible - {lb}
+    for n in sorted(stateful):
+        out.refusals.append(
+            f"{short_of[n]} keeps state in a named volume and changes: it can only be updated "
+            "in place, stop-first, and requests that need it fail while it restarts"
+        )
+    movable = {short_of[n] for n, spec in specs.services.items()
+               if n != lb and n not in d.added and not _has_volume(spec)}
+    closure = calls.closure((short_of[n] for n in core), movable)
+    for net, callees in sorted(closure.assumed.items()):
+        undeclared = sorted(s for s in calls.members[net] if s not in calls.declared)
+        if len(undeclared) > 1:
+            out.assumptions.append(
+                f"network {net}: {', '.join(undeclared)} declare no x-dans.calls, so each may "
+                f"call any service on it (reached from {', '.join(sorted(callees))})"
+            )
+    for caller, callee in sorted(closure.blocked.items()):
+        why = "it was added by this file" if full_of.get(caller) in d.added \
+            else "it keeps state in a named volume"
+        out.refusals.append(
+            f"{caller} may call {callee} but cannot be copied ({why}): while both versions "
+            f"run, its calls would reach either; if {caller} calls no service, declare "
+            f"`x-dans: {{calls: []}}` on it (or list what it calls)"
+        )
+    chain = {full_of[s] for s in closure.members if s in full_of} - {lb}
+    if chain and not chain & desired.entry_services():
+        out.refusals.append(
+            "the changed services " + ", ".join(sorted(short_of[n] for n in chain))
+            + " and their callers publish no port: the LB cannot move their traffic, so they "
+            "would roll in place"
+        )
+        chain = set()
+    out.chain = chain
+    return out
+
+
+def _steps(running: RunningStack, desired: ManagedStack, strategy: str, generation: str,
+           d: _Differences, chain: set[str], levels: list[list[str]],
+           relays: tuple[Relay, ...], stateful: set[str], compatible: set[str]) -> list[Step]:
+    """The executor steps for the decisions made (without pruning and clean-up)."""
+    ctx = StepBuilder(running, desired, generation)
+    lb = desired.lb_service
+    steps = ctx.objects()
+    if strategy == "rolling":
+        return steps + ctx.rolling(d.replaced | d.scaled, d.added)
+    if strategy == "isolated":
+        return steps + ctx.isolated(d.replaced, d.scaled, d.added)
+    steps += [ctx.update_in_place(n, "stateful: stop-first", stop_first=True)
+              for n in sorted(stateful)]
+    steps += [ctx.create(n) for n in d.added if n != lb]
+    if chain:
+        steps += ctx.chain_steps(levels, relays, d.replaced & chain, d.scaled - {lb})
+    else:
+        steps += [ctx.update_in_place(n, "in place")
+                  for n in sorted((d.replaced | d.scaled) - stateful - compatible - {lb})]
+    steps += [ctx.update_in_place(n, "compatible: rolls in place") for n in sorted(compatible)]
+    if lb in d.replaced | d.scaled or lb in d.added:
+        steps.append(ctx.create(lb) if lb in d.added else ctx.update_in_place(lb, "edge LB"))
+    return steps
 
 
 def _has_volume(spec: Spec) -> bool:
@@ -227,38 +266,29 @@ def _is_dans_object(spec: Spec) -> bool:
     return GENERATION_LABEL in (spec.get("Labels") or {})
 
 
-def _change(full: str, short_of: Mapping[str, str], running: RunningStack,
-            desired: Mapping[str, Spec], diffs: Mapping[str, list[FieldDiff]],
-            added: list[str], removed: list[str], replaced: set[str], scaled: set[str],
+def _change(full: str, running: RunningStack, desired: ManagedStack, d: _Differences,
             chain: set[str], compatible: set[str], stateful: set[str],
-            relays: tuple[Relay, ...], lb: str) -> ServiceChange:
-    short = short_of.get(full, full.removeprefix(running.stack + "_"))
-    if full in added:
-        kind = "added"
-    elif full in removed:
-        kind = "removed"
-    elif full in replaced:
-        kind = "changed"
-    elif full in scaled:
-        kind = "scaled"
-    else:
-        kind = "unchanged"
+            relays: tuple[Relay, ...]) -> ServiceChange:
+    short = desired.specs.short_names.get(full, full.removeprefix(running.stack + "_"))
+    kind = ("added" if full in d.added else "removed" if full in d.removed
+            else "changed" if full in d.replaced else "scaled" if full in d.scaled
+            else "unchanged")
     if full in chain:
-        role = "chain" if full in replaced else "companion"
+        role = "chain" if full in d.replaced else "companion"
     elif full in stateful:
         role = "stateful"
     elif full in compatible:
         role = "compatible"
     elif any(r.target == full for r in relays):
         role = "relayed"
-    elif full == lb:
+    elif full == desired.lb_service:
         role = "edge-lb"
     elif kind in ("changed", "scaled"):
         role = "in-place"
     else:
         role = "none"
-    spec = desired.get(full) or running.services.get(full) or {}
-    return ServiceChange(full, short, kind, role, tuple(str(d) for d in diffs.get(full, [])),
+    spec = desired.specs.services.get(full) or running.services.get(full) or {}
+    return ServiceChange(full, short, kind, role, tuple(str(x) for x in d.diffs.get(full, [])),
                          _replicas(spec) if spec else 0)
 
 
@@ -287,22 +317,28 @@ def _ports_called(desired: ManagedStack, callers: set[str], callee: str) -> set[
     return {p for p in ports if 0 < p < 65536}
 
 
-def _relays(desired: ManagedStack, graph: nx.DiGraph, chain: set[str], generation: str,
+def _relays(desired: ManagedStack, calls: CallGraph, chain: set[str], generation: str,
             full_of: Mapping[str, str], short_of: Mapping[str, str]) -> tuple[Relay, ...]:
+    """A relay for every service outside the chain that a chain member may call.
+
+    Relays are transparent (every TCP port), so no port has to be known; the ports dans can
+    read are kept in the plan for the reader only.
+    """
     chain_short = {short_of[n] for n in chain}
-    callees = sorted({c for s in chain_short for c in graph.successors(s)} - chain_short)
+    callees: dict[str, set[str]] = {}
+    for s in chain_short:
+        for c in calls.known.successors(s):
+            callees.setdefault(c, set()).add(s)
+        if s in calls.declared:
+            continue
+        for net in calls.networks.get(s, ()):
+            for c in calls.members[net]:
+                callees.setdefault(c, set()).add(s)
     relays = []
-    for callee in callees:
+    for callee in sorted(set(callees) - chain_short):
         full = full_of.get(callee)
-        if full is None:
+        if full is None or full == desired.lb_service:
             continue  # a name outside the stack (external service): nothing to relay
-        callers = {s for s in chain_short if graph.has_edge(s, callee)}
-        ports = _ports_called(desired, callers, callee)
-        if not ports:
-            raise PlanError(
-                f"{', '.join(sorted(callers))} call {callee}, but no port for it was found in "
-                f"their environment; add `x-dans: {{ports: [PORT]}}` to service {callee}"
-            )
         nets = [n["Target"] for n in
                 desired.specs.services[full]["TaskTemplate"].get("Networks") or []
                 if n["Target"] != desired.edge_network]
@@ -310,6 +346,7 @@ def _relays(desired: ManagedStack, graph: nx.DiGraph, chain: set[str], generatio
             raise PlanError(f"service {callee} is on no network the relay could share")
         relays.append(Relay(
             name=f"{desired.stack}_dans-relay-{generation}-{callee}",
-            short=callee, target=full, network=nets[0], ports=tuple(sorted(ports)),
+            short=callee, target=full, network=nets[0],
+            ports=tuple(sorted(_ports_called(desired, callees[callee], callee))),
         ))
     return tuple(relays)

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from upgrade_manager.gateway import STACK_LABEL
-from upgrade_manager.managed import ROLE_LABEL, ManagedStack, lb_env
+from upgrade_manager.managed import ROLE_LABEL, ManagedStack
 from upgrade_manager.model import (
     FAST_UPDATE,
     GENERATION_LABEL,
@@ -95,30 +95,51 @@ class StepBuilder:
                           note="every changed service at once, stop-first"))
         return steps
 
-    def chain_steps(self, chain: tuple[str, ...], relays: tuple[Relay, ...],
+    def chain_steps(self, levels: list[list[str]], relays: tuple[Relay, ...],
                     converge: set[str], scaled: set[str]) -> list[Step]:
-        """The DANS sequence: new chain beside the old, switch, converge, switch back."""
+        """The DANS sequence: new chain beside the old, switch, converge, switch back.
+
+        What can run together does: all relays start in one step, then each level of the
+        chain (callees first, so a service whose health needs its callees finds them), all
+        of a level's services at once; the canonical services converge level by level after
+        the old chain has stopped; the temporary services and relays go together.
+        """
         d = self.desired
+        chain = [n for level in levels for n in level]
         temps = {n: temp_name(n, self.generation) for n in chain}
         group = f"dans-{self.generation}"
         fronts = [e.frontend for e in d.entries if e.service in temps]
         steps = [Step("create_network", self.network, {"spec": {
             "Name": self.network, "Driver": "overlay", "Attachable": False,
             "Labels": dict(self.labels)}}, note="generation network")]
-        steps += [Step("create_relay", r.name, {"spec": self.relay_spec(r)},
-                       note=f"answers for {r.short} on the generation network")
-                  for r in relays]
-        steps += [Step("create_temp", temps[n], {"spec": self.temp_spec(n), "of": n},
-                       note=f"new {self.specs.short_names[n]} beside the old")
-                  for n in chain]
+        if relays:
+            steps.append(Step("create_services", "relays",
+                              {"services": {r.name: self.relay_spec(r) for r in relays}},
+                              note="answer for " + ", ".join(r.short for r in relays)
+                              + " on the generation network"))
+        for i, level in enumerate(levels):
+            steps.append(Step("create_services", f"level-{i}",
+                              {"services": {temps[n]: self.temp_spec(n) for n in level}},
+                              note="new " + ", ".join(self.specs.short_names[n] for n in level)
+                              + " beside the old"))
         to_new = d.routing_table({group: temps}, {f: group for f in fronts})
         steps.append(Step("route", "lb", {"table": to_new.to_dict()},
                           note="new requests go to the new chain"))
         steps.append(Step("drain", "lb", {"frontends": fronts, "group": "main"},
                           note="old chain finishes its requests"))
-        services = {n: self.specs.services[n] for n in sorted(converge | scaled)}
-        steps.append(Step("converge", "canonical", {"services": services, "via": FAST_UPDATE},
-                          note="idle canonical services take the new specs"))
+        # Converge: the old chain stops first (a caller that works on its own, e.g. a queue
+        # worker, must not call a callee that already runs the new version), then each level
+        # takes its new spec, callees first, while the temporary chain serves every request.
+        order = [list(level) for level in levels]
+        rest = sorted(scaled - set(chain))
+        if rest:
+            order.append(rest)
+        services = {n: self.specs.services[n] for level in order for n in level}
+        steps.append(Step("converge", "canonical",
+                          {"services": services, "via": FAST_UPDATE,
+                           "stop": sorted(chain), "levels": [lv for lv in order if lv],
+                           "companions": sorted(set(chain) - converge)},
+                          note="old chain stops, canonical services take the new specs"))
         back = d.routing_table({group: temps})
         back_dict = back.to_dict()
         for fe in back_dict["frontends"]:
@@ -129,8 +150,9 @@ class StepBuilder:
         steps.append(Step("drain", "lb-back", {"frontends": fronts, "group": group},
                           note="temporary chain finishes its requests"))
         steps.append(Step("route", "lb-final", {"table": d.routing_table().to_dict()}))
-        steps.append(Step("remove_services", "temporary", {"names": list(temps.values())}))
-        steps.append(Step("remove_services", "relays", {"names": [r.name for r in relays]}))
+        steps.append(Step("remove_services", "temporary",
+                          {"names": [*temps.values(), *(r.name for r in relays)]},
+                          note="temporary services and relays, together"))
         steps.append(Step("remove_network", self.network, note="generation network"))
         return steps
 
@@ -154,22 +176,26 @@ class StepBuilder:
         return spec
 
     def relay_spec(self, relay: Relay) -> Spec:
-        """The LB program in TCP mode, answering for `relay.short` on the generation network."""
-        settings = self.desired.settings
-        admin = 9900 if 9900 not in relay.ports else 9901
-        table = {"frontends": [
-            {"name": f"{relay.short}-{p}", "listen": p, "mode": "tcp", "active": "main",
-             "groups": {"main": {"backends": [f"tasks.{relay.target}:{p}"]}}}
-            for p in relay.ports]}
+        """A transparent relay answering for `relay.short` on every TCP port of it.
+
+        The LB program's `relay` mode, on an old network of the real service and on the
+        generation network under its short name. It needs NET_ADMIN in its own container
+        (one redirect rule), runs no admin API and holds no token.
+        """
         mode = (self.specs.services[relay.target].get("EndpointSpec") or {}).get("Mode", "vip")
+        second = 1_000_000_000
         return {
             "Name": relay.name,
             "Labels": {**self.labels, ROLE_LABEL: "relay"},
             "TaskTemplate": {
                 "ContainerSpec": {
-                    "Image": settings.image,
-                    "Env": lb_env(table, settings.token, admin),
-                    "StopGracePeriod": 10_000_000_000,
+                    "Image": self.desired.settings.image,
+                    "Args": ["relay", "--target", f"tasks.{relay.target}"],
+                    "CapabilityAdd": ["CAP_NET_ADMIN"],
+                    "Healthcheck": {"Test": ["CMD", "test", "-f", "/tmp/dans-relay-ready"],
+                                    "Interval": second, "Timeout": second, "Retries": 3,
+                                    "StartPeriod": 0},
+                    "StopGracePeriod": 5 * second,
                 },
                 "Networks": [{"Target": relay.network},
                              {"Target": self.network, "Aliases": [relay.short]}],

@@ -78,6 +78,7 @@ class Options:
     lb_url: str | None = None
     strategy: str = "dans"
     prune: bool = False
+    allow_mixed: bool = False  # run a plan that cannot keep the guarantee (its refusals)
     timeouts: Timeouts = Timeouts()
 
 
@@ -169,6 +170,7 @@ def run_upgrade(gw: Gateway, opts: Options, report: Reporter) -> Plan:
         plan, state = _resume_state(gw, store, existing, opts, report)
     else:
         plan, _ = plan_upgrade(gw, opts)
+        check_refusals(plan, opts.allow_mixed)
         if plan.is_noop:
             report("info", None, 0.0, "nothing to do: the stack already matches the file")
             return plan
@@ -192,6 +194,17 @@ def run_upgrade(gw: Gateway, opts: Options, report: Reporter) -> Plan:
         raise UpgradeError(f"upgrade failed and was rolled back: {exc}") from exc
     store.finish()
     return plan
+
+
+def check_refusals(plan: Plan, allow_mixed: bool) -> None:
+    """Refuse a plan that cannot keep the guarantee, unless the user accepted that."""
+    if plan.refusals and not allow_mixed:
+        raise PlanError(
+            "this upgrade cannot keep dans's guarantee (zero failed, zero mixed-version "
+            "requests):\n  - " + "\n  - ".join(plan.refusals)
+            + "\nFix the stack as suggested, or pass --allow-mixed to run it anyway "
+            "(`dans plan --allow-mixed` shows what would run)."
+        )
 
 
 def _resume_state(gw: Gateway, store: StateStore, existing: UpgradeState, opts: Options,

@@ -31,6 +31,7 @@ BASE: dict[str, Any] = {
             "image": "app/store:1",
             "volumes": ["data:/data"],
             "deploy": {"endpoint_mode": "dnsrr"},
+            "x-dans": {"calls": []},  # a database calls no service of the stack
         },
     },
     "volumes": {"data": {}},

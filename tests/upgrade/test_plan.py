@@ -63,9 +63,9 @@ def test_chain_steps_in_order_callees_first() -> None:
     plan = plan_for(doc(front=V2_FRONT, api=V2_API))
     assert kinds(plan) == [
         "create_network:st_dans-gen-g1",
-        "create_relay:st_dans-relay-g1-store",
-        "create_temp:st_api-dans-g1",
-        "create_temp:st_front-dans-g1",
+        "create_services:relays",
+        "create_services:level-0",
+        "create_services:level-1",
         "route:lb",
         "drain:lb",
         "converge:canonical",
@@ -73,22 +73,27 @@ def test_chain_steps_in_order_callees_first() -> None:
         "drain:lb-back",
         "route:lb-final",
         "remove_services:temporary",
-        "remove_services:relays",
         "remove_network:st_dans-gen-g1",
     ]
     assert plan.chain == ("st_api", "st_front")
+    assert plan.levels == (("st_api",), ("st_front",))
     assert plan.extra_replicas == 2 + 2 + 1
     assert plan.relays[0].ports == (5432,) and plan.relays[0].network == "st_default"
-    converge = plan.steps[6].args["services"]
-    assert sorted(converge) == ["st_api", "st_front"]
+    converge = plan.steps[6].args
+    assert sorted(converge["services"]) == ["st_api", "st_front"]
+    # The old chain stops before the canonical services take the new specs, callees first.
+    assert converge["stop"] == ["st_api", "st_front"]
+    assert converge["levels"] == [["st_api"], ["st_front"]]
+    removed = plan.steps[10].args["names"]
+    assert sorted(removed) == ["st_api-dans-g1", "st_dans-relay-g1-store", "st_front-dans-g1"]
 
 
 def test_temporary_copies_are_isolated_on_the_generation_network() -> None:
     plan = plan_for(doc(front=V2_FRONT, api=V2_API))
     steps = {s.key: s for s in plan.steps}
-    api = steps["create_temp:st_api-dans-g1"].args["spec"]
-    front = steps["create_temp:st_front-dans-g1"].args["spec"]
-    relay = steps["create_relay:st_dans-relay-g1-store"].args["spec"]
+    api = steps["create_services:level-0"].args["services"]["st_api-dans-g1"]
+    front = steps["create_services:level-1"].args["services"]["st_front-dans-g1"]
+    relay = steps["create_services:relays"].args["services"]["st_dans-relay-g1-store"]
     # Only the generation network carries the short names; the entry copy joins the edge.
     assert api["TaskTemplate"]["Networks"] == [{"Target": "st_dans-gen-g1", "Aliases": ["api"]}]
     assert front["TaskTemplate"]["Networks"] == [
@@ -96,7 +101,11 @@ def test_temporary_copies_are_isolated_on_the_generation_network() -> None:
     assert api["TaskTemplate"]["ContainerSpec"]["Image"] == "app/api:2"
     assert relay["TaskTemplate"]["Networks"] == [
         {"Target": "st_default"}, {"Target": "st_dans-gen-g1", "Aliases": ["store"]}]
-    assert any("tasks.st_store:5432" in e for e in relay["TaskTemplate"]["ContainerSpec"]["Env"])
+    # The relay is transparent: every port, no admin API, no token in its spec.
+    container = relay["TaskTemplate"]["ContainerSpec"]
+    assert container["Args"] == ["relay", "--target", "tasks.st_store"]
+    assert container["CapabilityAdd"] == ["CAP_NET_ADMIN"]
+    assert "Env" not in container and "tok" not in str(relay)
     # The LB sends new requests to the copy, and keeps the old group for what is in flight.
     table = steps["route:lb"].args["table"]["frontends"][0]
     assert table["active"] == "dans-g1"
@@ -106,11 +115,11 @@ def test_temporary_copies_are_isolated_on_the_generation_network() -> None:
     assert back["active"] == "main" and back["groups"]["dans-g1"]["state"] == "draining"
 
 
-def test_stateful_service_is_updated_in_place_stop_first_with_a_warning() -> None:
+def test_stateful_service_is_refused_and_would_update_in_place_stop_first() -> None:
     plan = plan_for(doc(store={"image": "app/store:2"}))
     assert kinds(plan) == ["update_service:st_store"]
     assert plan.steps[0].args["via"]["Order"] == "stop-first"
-    assert any("IN PLACE" in w for w in plan.warnings)
+    assert any("named volume" in r and "stop-first" in r for r in plan.refusals)
 
 
 @pytest.mark.parametrize(
@@ -132,8 +141,11 @@ def test_added_service_is_created_first_and_relayed() -> None:
     plan = plan_for(new)
     keys = kinds(plan)
     assert keys[0] == "create_service:st_cache"
-    assert "create_relay:st_dans-relay-g1-cache" in keys
+    assert "st_dans-relay-g1-cache" in plan.steps[keys.index("create_services:relays")].args[
+        "services"]
     assert {r.short: r.ports for r in plan.relays} == {"cache": (6379,), "store": (5432,)}
+    # The added cache is new: it cannot be copied, and may call api (it declares nothing).
+    assert any(r.startswith("cache may call api") for r in plan.refusals)
 
 
 def test_removed_service_kept_unless_prune() -> None:
@@ -146,10 +158,12 @@ def test_removed_service_kept_unless_prune() -> None:
     assert "remove_service:st_api" in kinds(pruned)
 
 
-def test_missing_relay_port_is_a_clear_error() -> None:
-    new = doc(api={**V2_API, "environment": {"DB_HOST": "store"}})
-    with pytest.raises(PlanError, match=r"x-dans: \{ports: \[PORT\]\}"):
-        plan_for(new, old=doc(api={"environment": {"DB_HOST": "store"}}))
+def test_no_port_is_needed_for_a_relay() -> None:
+    # The URL of store lives in api's image: nothing in the file names a port.
+    new = doc(api={**V2_API, "environment": {}})
+    plan = plan_for(new, old=doc(api={"environment": {}}))
+    assert [(r.short, r.ports) for r in plan.relays] == [("store", ())]
+    assert not plan.refusals
 
 
 @pytest.mark.parametrize(
@@ -169,10 +183,10 @@ def test_relay_ports(env: dict[str, str], store: dict[str, Any],
     assert plan.relays[0].ports == ports
 
 
-def test_call_cycle_is_refused() -> None:
-    new = doc(front=V2_FRONT, api={**V2_API, "x-dans": {"calls": ["front"]}})
-    with pytest.raises(PlanError, match="cycle"):
-        plan_for(new)
+def test_services_that_call_each_other_start_together() -> None:
+    new = doc(front=V2_FRONT, api={**V2_API, "x-dans": {"calls": ["front", "store"]}})
+    plan = plan_for(new)
+    assert plan.levels == (("st_api", "st_front"),)
 
 
 def test_unknown_strategy() -> None:
@@ -213,3 +227,84 @@ def test_changed_config_content_is_a_new_object_and_the_old_one_goes(tmp_path: P
     assert roles(plan)["api"] == ("changed", "chain")
     assert keys[-1] == "remove_unused:configs-secrets"
     assert plan.steps[-1].args == {"configs": [old_name], "secrets": []}
+
+
+# -- the sound over-approximation (DESIGN.md §8): no x-dans key anywhere ------------------
+
+def bare(**services: dict[str, Any]) -> dict[str, Any]:
+    """A stack whose URLs live in the images: no environment, no x-dans, one network."""
+    out: dict[str, Any] = {"version": "3.8", "services": {}, "volumes": {"data": {}}}
+    for name, extra in services.items():
+        out["services"][name] = {"image": f"app/{name}:1",
+                                 "deploy": {"endpoint_mode": "dnsrr"}, **extra}
+    return out
+
+
+FOUR = {"portal": {"ports": ["8080:80"]}, "auth": {}, "proc": {}, "db": {}}
+
+
+def test_unannotated_callers_move_with_the_chain() -> None:
+    old = bare(**FOUR)
+    new = bare(**{**FOUR, "auth": {"image": "app/auth:2"}})
+    plan = plan_for(new, old=old)
+    got = roles(plan)
+    # Only auth changed, but portal, proc and db share its network: each may call it.
+    assert got["auth"] == ("changed", "chain")
+    assert {got[s] for s in ("portal", "proc", "db")} == {("unchanged", "companion")}
+    assert not plan.refusals and not plan.relays
+    assert any("st_default" in a and "auth" in a for a in plan.assumptions)
+    # Nothing orders them (no known edge): one level, started together.
+    assert plan.levels == (("st_auth", "st_db", "st_portal", "st_proc"),)
+
+
+def test_a_caller_that_cannot_be_copied_is_refused_with_the_fix() -> None:
+    four = {**FOUR, "db": {"volumes": ["data:/var/lib/db"]}}
+    plan = plan_for(bare(**{**four, "auth": {"image": "app/auth:2"}}), old=bare(**four))
+    assert len(plan.refusals) == 1
+    assert plan.refusals[0].startswith("db may call auth but cannot be copied")
+    assert "x-dans: {calls: []}" in plan.refusals[0]
+    # With --allow-mixed, db would be reached through a relay.
+    assert [r.short for r in plan.relays] == ["db"]
+
+
+def test_a_declaration_narrows_the_graph() -> None:
+    four = {**FOUR, "db": {"volumes": ["data:/var/lib/db"], "x-dans": {"calls": []}}}
+    plan = plan_for(bare(**{**four, "auth": {"image": "app/auth:2"}}), old=bare(**four))
+    assert not plan.refusals
+    assert roles(plan)["db"] == ("unchanged", "relayed")
+    assert roles(plan)["portal"] == ("unchanged", "companion")
+
+
+def test_declared_calls_order_the_levels() -> None:
+    four = {"portal": {"ports": ["8080:80"], "x-dans": {"calls": ["auth", "proc"]}},
+            "proc": {"x-dans": {"calls": ["auth", "db"]}}, "auth": {"x-dans": {"calls": []}},
+            "db": {"x-dans": {"calls": []}}}
+    new = bare(**{**four, "auth": {**four["auth"], "image": "app/auth:2"}})
+    plan = plan_for(new, old=bare(**four))
+    assert plan.levels == (("st_auth",), ("st_proc",), ("st_portal",))
+    assert [r.short for r in plan.relays] == ["db"]
+
+
+def test_changed_services_no_port_reaches_are_refused_not_rolled() -> None:
+    two = {"web": {"ports": ["8080:80"], "x-dans": {"calls": []}}, "job": {}, "api": {}}
+    new = bare(**{**two, "api": {"image": "app/api:2"}})
+    plan = plan_for(new, old=bare(**two))
+    assert any("publish no port" in r for r in plan.refusals)
+    assert [s.kind for s in plan.steps] == ["update_service"]
+
+
+def test_separate_networks_bound_the_assumption() -> None:
+    nets = {"networks": {"front": {}, "back": {}}}
+    svcs = {"web": {"ports": ["8080:80"], "networks": ["front"]},
+            "api": {"networks": ["front", "back"]},
+            "db": {"networks": ["back"], "volumes": ["data:/d"], "x-dans": {"calls": []}},
+            "other": {"networks": ["front"], "ports": ["8081:80"]}}
+    old, new = bare(**svcs), bare(**{**svcs, "web": {**svcs["web"], "image": "app/web:2"}})
+    old.update(nets)
+    new.update(nets)
+    plan = plan_for(new, old=old)
+    got = roles(plan)
+    # web is on `front` only: api and other may call it; db (on `back`) is only relayed.
+    assert got["web"] == ("changed", "chain")
+    assert got["api"] == got["other"] == ("unchanged", "companion")
+    assert got["db"] == ("unchanged", "relayed")
