@@ -216,7 +216,12 @@ def _decide_chain(desired: ManagedStack, calls: CallGraph, d: _Differences,
             f"`x-dans: {{calls: []}}` on it (or list what it calls)"
         )
     chain = {full_of[s] for s in closure.members if s in full_of} - {lb}
-    if chain and not chain & desired.entry_services():
+    if len(chain) == 1 and not chain & desired.entry_services() and not closure.blocked:
+        # One changed service that no other service may call: there is no pair to mix.
+        out.warnings.append(f"{short_of[next(iter(chain))]} is called by no service of the "
+                            "stack and publishes no port: it rolls in place")
+        chain = set()
+    elif chain and not chain & desired.entry_services():
         out.refusals.append(
             "the changed services " + ", ".join(sorted(short_of[n] for n in chain))
             + " and their callers publish no port: the LB cannot move their traffic, so they "

@@ -308,3 +308,11 @@ def test_separate_networks_bound_the_assumption() -> None:
     assert got["web"] == ("changed", "chain")
     assert got["api"] == got["other"] == ("unchanged", "companion")
     assert got["db"] == ("unchanged", "relayed")
+
+
+def test_a_lone_service_nothing_calls_rolls_in_place() -> None:
+    one = {"job": {}}
+    plan = plan_for(bare(job={"image": "app/job:2"}), old=bare(**one))
+    assert not plan.refusals
+    assert [s.kind for s in plan.steps] == ["update_service"]
+    assert any("called by no service" in w for w in plan.warnings)
