@@ -1,5 +1,8 @@
 """Service dependencies for the planner: declared (`depends_on`, `links`, `x-dans.calls`) and
-inferred from environment values that name another service as a host."""
+inferred from environment values that name another service as a host.
+
+These are the edges dans can read; the planner treats them as hints that order start-up and
+adds the calls it cannot see (`upgrade_manager.callgraph`)."""
 
 from __future__ import annotations
 
