@@ -103,7 +103,7 @@ def test_lock_then_kill_then_resume(dans_stack: Callable[..., DansStack]) -> Non
         time.sleep(2)
         first = stack.spawn("upgrade", "-f", stack.file("change-api"), "--stack", stack.name)
         try:
-            _read_until(first, "create_temp")
+            _read_until(first, "create_services level-0")
             second = stack.upgrade("change-api")
             assert second.returncode != 0
             assert "another dans" in second.stderr, second.stderr
