@@ -40,6 +40,7 @@ COMMANDS: dict[str, str] = {
     "rollback": "upgrade_manager._cli_upgrade:rollback_cmd",
     "translate": "upgrade_manager._cli_compose:translate_cmd",
     "doctor": "upgrade_manager._cli_engine:doctor",
+    "install-plugin": "upgrade_manager._cli_plugin:install_plugin_cmd",
     "lb": "lb.cli:lb",
 }
 
