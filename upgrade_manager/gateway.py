@@ -141,6 +141,8 @@ class Gateway:
         with _translated(f"reading the registry credentials for {image}"):
             registry, _ = docker.auth.resolve_repository_name(image)
             header = docker.auth.get_config_header(self.api, registry)
+        if isinstance(header, bytes):
+            header = header.decode("ascii")
         return {"X-Registry-Auth": header} if header else {}
 
     @classmethod
