@@ -194,11 +194,13 @@ def upgrade_cmd(files: tuple[str, ...], stack_arg: str | None, stack_option: str
 
 
 @click.command("status")
-@click.option("--stack", "-s", required=True, help="Stack name.")
+@stack_name_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status_cmd(stack: str, as_json: bool) -> None:
-    """Show a stack's services and its unfinished upgrade, if any."""
+def status_cmd(stack_arg: str | None, stack_option: str | None, as_json: bool) -> None:
+    """Show a stack's services and its unfinished upgrade, if any (`dans status shop`)."""
     from upgrade_manager import upgrade as um
+
+    stack = stack_name(stack_arg, stack_option)
 
     with _gateway() as gw:
         data = um.status(gw, stack)
@@ -225,12 +227,15 @@ def status_cmd(stack: str, as_json: bool) -> None:
 
 
 @click.command("rollback")
-@click.option("--stack", "-s", required=True, help="Stack name.")
+@stack_name_options
 @click.option("--lb-url", envvar="DANS_LB_URL", help="Admin URL of the stack's LB.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def rollback_cmd(stack: str, lb_url: str | None, as_json: bool) -> None:
+def rollback_cmd(stack_arg: str | None, stack_option: str | None, lb_url: str | None,
+                 as_json: bool) -> None:
     """Undo a stack's unfinished or failed upgrade, with no failed request."""
     from upgrade_manager import upgrade as um
+
+    stack = stack_name(stack_arg, stack_option)
 
     opts = um.Options(files=(), stack=stack, lb_url=lb_url)
     with _gateway() as gw:

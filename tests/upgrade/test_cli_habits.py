@@ -86,8 +86,11 @@ def test_docker_and_dans_spellings_agree(args: list[str], stack: str) -> None:
      (["upgrade", "-c", VOTING_V1, "--stack", "b", "a"], "two stack names"),
      (["plan", "-c", VOTING_V1], "no stack name: pass it as STACK"),
      (["upgrade", "-c", VOTING_V1], "no stack name: pass it as STACK"),
-     (["deploy", "-c", VOTING_V1, "--stack", "b", "a"], "two stack names")],
-    ids=["translate-two", "plan-two", "upgrade-two", "plan-none", "upgrade-none", "deploy-two"],
+     (["deploy", "-c", VOTING_V1, "--stack", "b", "a"], "two stack names"),
+     (["status", "--stack", "b", "a"], "two stack names"),
+     (["rollback"], "no stack name")],
+    ids=["translate-two", "plan-two", "upgrade-two", "plan-none", "upgrade-none", "deploy-two",
+         "status-two", "rollback-none"],
 )
 def test_stack_name_errors_are_one_line(args: list[str], message: str) -> None:
     done = dans(*args)
