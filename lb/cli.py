@@ -7,9 +7,11 @@ import os
 
 import click
 
-from lb.server import DEFAULT_ADMIN_PORT, Settings, load_table, load_token, run
-
 __all__ = ["lb"]
+
+# lb.server (aiohttp) loads only when the LB runs, so `dans --help` and `dans lb --help` stay
+# fast; the help repeats lb.server.DEFAULT_ADMIN_PORT (a unit test keeps them equal).
+_HELP_ADMIN_PORT = 9900
 
 
 def _env_int(name: str, default: int) -> int:
@@ -23,7 +25,7 @@ def _env_int(name: str, default: int) -> int:
 @click.option("--config", "config_file", metavar="FILE",
               help="Initial routing table (JSON). Default: DANS_LB_CONFIG (JSON or a path).")
 @click.option("--admin-port", type=int, default=None,
-              help=f"Admin API port (DANS_LB_ADMIN_PORT, default {DEFAULT_ADMIN_PORT}).")
+              help=f"Admin API port (DANS_LB_ADMIN_PORT, default {_HELP_ADMIN_PORT}).")
 @click.option("--admin-host", default="0.0.0.0", show_default=True,
               help="Address of the admin API.")
 @click.option("--token-file", metavar="FILE",
@@ -48,6 +50,8 @@ def lb(ctx: click.Context, config_file: str | None, admin_port: int | None, admi
     """
     if ctx.invoked_subcommand is not None:
         return
+    from lb.server import DEFAULT_ADMIN_PORT, Settings, load_table, load_token, run
+
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings(

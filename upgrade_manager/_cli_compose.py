@@ -1,23 +1,32 @@
-"""`dans translate` and `dans deploy`: Compose files -> Swarm specs, and applying them."""
+"""`dans translate` and `dans deploy`: Compose files -> Swarm specs, and applying them.
+
+Only click is imported at the top: the translator (yaml, jsonschema) and the Docker SDK load
+inside the commands, so `dans --help` does not pay for them.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import yaml
 
-from compose_translator import StackSpecs, load_project, translate
-from upgrade_manager.deploy import timed
-from upgrade_manager.errors import ComposeError
+from upgrade_manager._cli_stack import (
+    compose_files_option,
+    docker_deploy_options,
+    stack_name,
+    stack_name_options,
+    warn_resolve_image,
+)
+
+if TYPE_CHECKING:
+    from compose_translator import StackSpecs
 
 __all__ = ["translate_cmd", "deploy_cmd", "specs_to_dict"]
 
-_FILES = click.option("-f", "--file", "files", multiple=True, required=True, metavar="FILE",
-                      help="Compose file; repeat to merge (later files override); '-' is stdin.")
+_NAME_HINT = " (or set 'name:' in the file)"
 
 
 def specs_to_dict(specs: StackSpecs) -> dict[str, Any]:
@@ -47,12 +56,12 @@ def specs_to_dict(specs: StackSpecs) -> dict[str, Any]:
     }
 
 
-def _load(files: tuple[str, ...], stack: str | None) -> StackSpecs:
+def _load(files: tuple[str, ...], stack_arg: str | None, stack_option: str | None) -> StackSpecs:
+    from compose_translator import load_project, translate
+
     stdin_text = sys.stdin.read() if "-" in files else None
     project = load_project(list(files), stdin_text=stdin_text)
-    name = stack or project.name
-    if not name:
-        raise ComposeError("no stack name: pass --stack NAME (or set 'name:' in the file)")
+    name = stack_name(stack_arg, stack_option, project.name, default_hint=_NAME_HINT)
     specs = translate(project, name)
     for warning in specs.warnings:
         click.echo(f"Warning: {warning}", err=True)
@@ -60,23 +69,30 @@ def _load(files: tuple[str, ...], stack: str | None) -> StackSpecs:
 
 
 @click.command("translate")
-@_FILES
-@click.option("-s", "--stack", help="Stack name (default: the file's top-level 'name').")
+@compose_files_option
+@stack_name_options
 @click.option("--format", "fmt", type=click.Choice(["json", "yaml"]), default="json",
               show_default=True, help="Output format.")
-def translate_cmd(files: tuple[str, ...], stack: str | None, fmt: str) -> None:
-    """Print the Swarm specs `docker stack deploy` would create for the Compose files."""
-    data = specs_to_dict(_load(files, stack))
+def translate_cmd(files: tuple[str, ...], stack_arg: str | None, stack_option: str | None,
+                  fmt: str) -> None:
+    """Print the Swarm specs `docker stack deploy` would create for the Compose files.
+
+    The stack name is STACK or --stack, else the file's top-level 'name'.
+    """
+    data = specs_to_dict(_load(files, stack_arg, stack_option))
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))
     else:
+        import yaml
+
         click.echo(yaml.safe_dump(data, sort_keys=False, default_flow_style=False), nl=False)
 
 
 @click.command("deploy")
-@_FILES
-@click.option("-s", "--stack", help="Stack name (default: the file's top-level 'name').")
+@compose_files_option
+@stack_name_options
 @click.option("--prune", is_flag=True, help="Remove the stack's services no longer in the files.")
+@docker_deploy_options
 @click.option("--no-lb", is_flag=True,
               help="Deploy exactly like `docker stack deploy`, without the dans edge LB "
                    "(such a stack cannot be upgraded by `dans upgrade`).")
@@ -88,7 +104,8 @@ def translate_cmd(files: tuple[str, ...], stack: str | None, fmt: str) -> None:
 @click.option("--timeout", type=float, default=300.0, show_default=True,
               help="Seconds to wait per service with --wait.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def deploy_cmd(files: tuple[str, ...], stack: str | None, prune: bool, no_lb: bool,
+def deploy_cmd(files: tuple[str, ...], stack_arg: str | None, stack_option: str | None,
+               prune: bool, with_registry_auth: bool, resolve_image: str | None, no_lb: bool,
                lb_image: str | None, lb_admin_port: int | None, wait: bool,
                timeout: float, as_json: bool) -> None:
     """Create or update a stack from Compose files.
@@ -97,18 +114,26 @@ def deploy_cmd(files: tuple[str, ...], stack: str | None, prune: bool, no_lb: bo
     (STACK_dans-lb) that proxies to the services which declared them, so that `dans upgrade`
     can later move traffic between versions. With --no-lb the result is exactly what
     `docker stack deploy --resolve-image never` creates.
+
+    As with docker: `dans deploy -c stack.yml shop`; `-f FILE --stack NAME` is the same.
+    Without a stack name the file's top-level 'name' is used.
     """
+    from compose_translator import load_project
+    from upgrade_manager.deploy import timed
     from upgrade_manager.gateway import Gateway
     from upgrade_manager.upgrade import Options, deploy
 
     stdin_text = sys.stdin.read() if "-" in files else None
-    name = stack or load_project(list(files), stdin_text=stdin_text).name
-    if not name:
-        raise ComposeError("no stack name: pass --stack NAME (or set 'name:' in the file)")
+    default = None
+    if not (stack_arg or stack_option):
+        default = load_project(list(files), stdin_text=stdin_text).name
+    name = stack_name(stack_arg, stack_option, default, default_hint=_NAME_HINT)
+    warn_resolve_image(resolve_image)
     opts = Options(files=files, stack=name, stdin_text=stdin_text, lb_image=lb_image,
                    lb_admin_port=lb_admin_port, prune=prune)
     say = timed(lambda line: click.echo(line, err=as_json))
     gw = Gateway.from_env()
+    gw.registry_auth = with_registry_auth
     try:
         gw.require_manager()
         result = deploy(gw, opts, lb=not no_lb, wait=wait, timeout=timeout, say=say)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from upgrade_manager.gateway import Gateway
-
 
 @click.command()
 def doctor() -> None:
     """Check that the Docker engine answers and this node is a swarm manager."""
+    from upgrade_manager.gateway import Gateway
+
     gw = Gateway.from_env()
     try:
         gw.require_manager()

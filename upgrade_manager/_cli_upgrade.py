@@ -1,4 +1,8 @@
-"""`dans plan`, `dans upgrade`, `dans status`, `dans rollback`: parse, call `upgrade`, format."""
+"""`dans plan`, `dans upgrade`, `dans status`, `dans rollback`: parse, call `upgrade`, format.
+
+Only click is imported at the top: the planner (networkx), the executor and the Docker SDK
+load inside the commands, so `dans --help` and `dans upgrade --help` do not pay for them.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +11,34 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from upgrade_manager import upgrade as um
-from upgrade_manager.executor import Timeouts
-from upgrade_manager.gateway import Gateway
-from upgrade_manager.plan import STRATEGIES, Plan, Step
+from upgrade_manager._cli_stack import (
+    compose_files_option,
+    docker_deploy_options,
+    stack_name,
+    stack_name_options,
+    warn_resolve_image,
+)
 
-FILES_HELP = "Compose file(s), merged left to right; '-' reads standard input."
+if TYPE_CHECKING:
+    from upgrade_manager import upgrade as um
+    from upgrade_manager.gateway import Gateway
+    from upgrade_manager.plan import Plan, Step
+
+# The strategies of `upgrade_manager.plan.STRATEGIES`, repeated so that building the options
+# does not import the planner (a unit test keeps the two equal).
+STRATEGIES = ("dans", "rolling", "isolated")
 
 
 @contextmanager
-def _gateway() -> Iterator[Gateway]:
+def _gateway(registry_auth: bool = False) -> Iterator[Gateway]:
+    from upgrade_manager.gateway import Gateway
+
     gw = Gateway.from_env()
+    gw.registry_auth = registry_auth
     try:
         gw.require_manager()
         yield gw
@@ -30,29 +47,30 @@ def _gateway() -> Iterator[Gateway]:
 
 
 def _options(files: tuple[str, ...], stack: str, **kw: Any) -> um.Options:
+    from upgrade_manager import upgrade as um
+
     stdin_text = sys.stdin.read() if "-" in files else None
     return um.Options(files=files, stack=stack, stdin_text=stdin_text, **kw)
 
 
 def stack_options(fn: Any) -> Any:
-    """The options every planning command shares."""
-    fn = click.option("--stack", "-s", required=True, help="Stack name.")(fn)
-    fn = click.option("-f", "--file", "files", multiple=True, required=True,
-                      help=FILES_HELP)(fn)
-    fn = click.option("--strategy", type=click.Choice(STRATEGIES), default="dans",
-                      show_default=True,
-                      help="dans: new chain beside the old, isolated by network; rolling: what "
-                      "`docker stack deploy` does; isolated: old chain stops, new one starts.")(fn)
-    fn = click.option("--prune", is_flag=True,
-                      help="Remove services and networks that the new file no longer has.")(fn)
-    fn = click.option("--lb-url", envvar="DANS_LB_URL",
-                      help="Admin URL of the stack's LB (default: http://127.0.0.1:ADMIN_PORT).")(fn)
+    """The options every planning command shares, in the order `--help` shows them."""
+    fn = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(fn)
     fn = click.option("--allow-mixed", is_flag=True,
                       help="Run a plan that cannot keep the guarantee (a caller that cannot "
                       "be copied, a stateful service that must restart, changed services no "
                       "published port reaches): requests may then fail or mix versions.")(fn)
-    fn = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(fn)
-    return fn
+    fn = click.option("--lb-url", envvar="DANS_LB_URL",
+                      help="Admin URL of the stack's LB (default: http://127.0.0.1:ADMIN_PORT).")(fn)
+    fn = docker_deploy_options(fn)
+    fn = click.option("--prune", is_flag=True,
+                      help="Remove services and networks that the new file no longer has.")(fn)
+    fn = click.option("--strategy", type=click.Choice(STRATEGIES), default="dans",
+                      show_default=True,
+                      help="dans: new chain beside the old, isolated by network; rolling: what "
+                      "`docker stack deploy` does; isolated: old chain stops, new one starts.")(fn)
+    fn = stack_name_options(fn)
+    return compose_files_option(fn)
 
 
 class Progress:
@@ -132,15 +150,22 @@ def plan_json(plan: Plan) -> dict[str, Any]:
 
 @click.command("plan")
 @stack_options
-def plan_cmd(files: tuple[str, ...], stack: str, strategy: str, prune: bool,
+def plan_cmd(files: tuple[str, ...], stack_arg: str | None, stack_option: str | None,
+             with_registry_auth: bool, resolve_image: str | None, strategy: str, prune: bool,
              lb_url: str | None, allow_mixed: bool, as_json: bool) -> None:
     """Show what `dans upgrade` would do, changing nothing.
 
     Reads the running stack, translates the new file, and prints the services that change
     (with a per-field diff), the dependency graph, each changed service's role, the ordered
     steps and the extra replicas the upgrade needs. Exits 3 when `dans upgrade` would
-    refuse the plan (the reasons are printed), unless --allow-mixed is given.
+    refuse the plan (the reasons are printed), unless --allow-mixed is given. As with docker
+    stack deploy: `dans plan -c stack-v2.yml shop`.
     """
+    from upgrade_manager import upgrade as um
+
+    stack = stack_name(stack_arg, stack_option)
+    warn_resolve_image(resolve_image)
+    del with_registry_auth  # a plan creates nothing, so it sends no credentials
     with _gateway() as gw:
         plan, _ = um.plan_upgrade(gw, _options(files, stack, strategy=strategy, prune=prune,
                                                lb_url=lb_url))
@@ -155,9 +180,10 @@ def plan_cmd(files: tuple[str, ...], stack: str, strategy: str, prune: bool,
               help="Seconds a new version may take to become healthy before rollback.")
 @click.option("--drain-timeout", type=float, default=120.0, show_default=True,
               help="Seconds to wait for in-flight requests to finish on a version.")
-def upgrade_cmd(files: tuple[str, ...], stack: str, strategy: str, prune: bool,
-                lb_url: str | None, allow_mixed: bool, as_json: bool, health_timeout: float,
-                drain_timeout: float) -> None:
+def upgrade_cmd(files: tuple[str, ...], stack_arg: str | None, stack_option: str | None,
+                with_registry_auth: bool, resolve_image: str | None, strategy: str,
+                prune: bool, lb_url: str | None, allow_mixed: bool, as_json: bool,
+                health_timeout: float, drain_timeout: float) -> None:
     """Upgrade a running stack to new Compose file(s) with no failed request.
 
     With the default strategy, changed services and their callers start at the new version
@@ -169,11 +195,17 @@ def upgrade_cmd(files: tuple[str, ...], stack: str, strategy: str, prune: bool,
     Every service that shares a network with a changed one may call it unless it declares
     `x-dans: {calls: [...]}`; such callers move with the chain. A plan that cannot keep the
     guarantee is refused with the reasons (see `dans plan`) unless --allow-mixed is given.
+    As with docker stack deploy: `dans upgrade -c stack-v2.yml shop`.
     """
+    from upgrade_manager import upgrade as um
+    from upgrade_manager.executor import Timeouts
+
+    stack = stack_name(stack_arg, stack_option)
+    warn_resolve_image(resolve_image)
     opts = _options(files, stack, strategy=strategy, prune=prune, lb_url=lb_url,
                     allow_mixed=allow_mixed,
                     timeouts=Timeouts(healthy=health_timeout, drain=drain_timeout))
-    with _gateway() as gw:
+    with _gateway(with_registry_auth) as gw:
         t0 = time.monotonic()
         plan = um.run_upgrade(gw, opts, Progress(as_json))
     summary = {"stack": stack, "strategy": strategy, "steps": len(plan.steps),
@@ -187,10 +219,14 @@ def upgrade_cmd(files: tuple[str, ...], stack: str, strategy: str, prune: bool,
 
 
 @click.command("status")
-@click.option("--stack", "-s", required=True, help="Stack name.")
+@stack_name_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status_cmd(stack: str, as_json: bool) -> None:
-    """Show a stack's services and its unfinished upgrade, if any."""
+def status_cmd(stack_arg: str | None, stack_option: str | None, as_json: bool) -> None:
+    """Show a stack's services and its unfinished upgrade, if any (`dans status shop`)."""
+    from upgrade_manager import upgrade as um
+
+    stack = stack_name(stack_arg, stack_option)
+
     with _gateway() as gw:
         data = um.status(gw, stack)
     if as_json:
@@ -216,11 +252,16 @@ def status_cmd(stack: str, as_json: bool) -> None:
 
 
 @click.command("rollback")
-@click.option("--stack", "-s", required=True, help="Stack name.")
+@stack_name_options
 @click.option("--lb-url", envvar="DANS_LB_URL", help="Admin URL of the stack's LB.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def rollback_cmd(stack: str, lb_url: str | None, as_json: bool) -> None:
+def rollback_cmd(stack_arg: str | None, stack_option: str | None, lb_url: str | None,
+                 as_json: bool) -> None:
     """Undo a stack's unfinished or failed upgrade, with no failed request."""
+    from upgrade_manager import upgrade as um
+
+    stack = stack_name(stack_arg, stack_option)
+
     opts = um.Options(files=(), stack=stack, lb_url=lb_url)
     with _gateway() as gw:
         um.rollback(gw, opts, Progress(as_json))

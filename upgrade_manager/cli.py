@@ -2,10 +2,16 @@
 
 Every `DansError` becomes `Error: <message>` on stderr and the error's exit code; anything
 else reaching the user would be a bug, so it is reported as such with a hint, not a traceback.
+
+Subcommands load lazily (click's documented lazy group): the group knows each command by
+"module:attribute" and imports it only when it is run or its help is shown. The command
+modules themselves import only click at the top, the Docker SDK, aiohttp, networkx,
+jsonschema and yaml inside the command bodies, so `dans --help` stays fast.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
@@ -13,6 +19,8 @@ import click
 
 from upgrade_manager import __version__
 from upgrade_manager.errors import DansError
+
+__all__ = ["main", "COMMANDS"]
 
 HELP = """\
 dans upgrades Docker Swarm stacks with zero failed requests and zero mixed-version calls.
@@ -23,9 +31,43 @@ services' new versions on an isolated network (DANS), switching traffic at an ap
 load balancer, and converging to exactly what a fresh deploy would have created.
 """
 
+# Command name -> "module:attribute"; the order is the order of `dans --help`.
+COMMANDS: dict[str, str] = {
+    "deploy": "upgrade_manager._cli_compose:deploy_cmd",
+    "plan": "upgrade_manager._cli_upgrade:plan_cmd",
+    "upgrade": "upgrade_manager._cli_upgrade:upgrade_cmd",
+    "status": "upgrade_manager._cli_upgrade:status_cmd",
+    "rollback": "upgrade_manager._cli_upgrade:rollback_cmd",
+    "translate": "upgrade_manager._cli_compose:translate_cmd",
+    "doctor": "upgrade_manager._cli_engine:doctor",
+    "install-plugin": "upgrade_manager._cli_plugin:install_plugin_cmd",
+    "lb": "lb.cli:lb",
+}
+
 
 class DansGroup(click.Group):
-    """Turns dans errors into `Error: ...` lines and exit codes."""
+    """Loads subcommands lazily and turns dans errors into `Error: ...` lines and exit codes."""
+
+    def __init__(self, *args: Any, lazy_subcommands: dict[str, str] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_subcommands = dict(lazy_subcommands or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        eager = [name for name in super().list_commands(ctx) if name not in self.lazy_subcommands]
+        return [*self.lazy_subcommands, *sorted(eager)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy_subcommands:
+            return self._lazy_load(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def _lazy_load(self, cmd_name: str) -> click.Command:
+        module_name, attribute = self.lazy_subcommands[cmd_name].split(":")
+        command = getattr(importlib.import_module(module_name), attribute)
+        if not isinstance(command, click.Command):
+            raise ValueError(f"{module_name}:{attribute} is not a click command")
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -38,31 +80,12 @@ class DansGroup(click.Group):
             sys.exit(130)
 
 
-@click.group(cls=DansGroup, help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=DansGroup, help=HELP, lazy_subcommands=COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dans")
 def main() -> None:
     """Entry point of the `dans` console script."""
 
-
-def _register() -> None:
-    # Each command lives in its own module so the group stays thin.
-    from lb.cli import lb
-    from upgrade_manager import _cli_engine
-
-    main.add_command(_cli_engine.doctor)
-    from upgrade_manager import _cli_compose
-
-    main.add_command(_cli_compose.translate_cmd)
-    main.add_command(_cli_compose.deploy_cmd)
-    from upgrade_manager import _cli_upgrade
-
-    for command in (_cli_upgrade.plan_cmd, _cli_upgrade.upgrade_cmd, _cli_upgrade.status_cmd,
-                    _cli_upgrade.rollback_cmd):
-        main.add_command(command)
-    main.add_command(lb)
-
-
-_register()
 
 if __name__ == "__main__":
     main()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import docker
+import docker.auth
 import docker.errors
 import requests.exceptions
 
@@ -128,6 +129,21 @@ class Gateway:
 
     def __init__(self, api: docker.APIClient) -> None:
         self.api = api
+        # `docker stack deploy --with-registry-auth`: creates and updates of services carry
+        # this client's credentials for the image's registry (X-Registry-Auth), so that
+        # every node can pull a private image.
+        self.registry_auth = False
+
+    def _auth_headers(self, spec: Spec) -> dict[str, str]:
+        image = spec.get("TaskTemplate", {}).get("ContainerSpec", {}).get("Image")
+        if not self.registry_auth or not image:
+            return {}
+        with _translated(f"reading the registry credentials for {image}"):
+            registry, _ = docker.auth.resolve_repository_name(image)
+            header = docker.auth.get_config_header(self.api, registry)
+        if isinstance(header, bytes):
+            header = header.decode("ascii")
+        return {"X-Registry-Auth": header} if header else {}
 
     @classmethod
     def from_env(cls, timeout: int = 60) -> Gateway:
@@ -188,7 +204,8 @@ class Gateway:
         """Create a service from a raw ServiceSpec; returns its ID."""
         with _translated(f"creating service {spec.get('Name')}"):
             url = self.api._url("/services/create")
-            result = self.api._result(self.api._post_json(url, data=spec), json=True)
+            resp = self.api._post_json(url, data=spec, headers=self._auth_headers(spec))
+            result = self.api._result(resp, json=True)
         return str(result["ID"])
 
     def update_service(
@@ -213,7 +230,8 @@ class Gateway:
             if rollback:
                 params["rollback"] = "previous"
             url = self.api._url("/services/{0}/update", name)
-            resp = self.api._post_json(url, data=spec, params=params)
+            resp = self.api._post_json(url, data=spec, params=params,
+                                       headers=self._auth_headers(spec))
             result = self.api._result(resp, json=True) or {}
         return list(result.get("Warnings") or [])
 
