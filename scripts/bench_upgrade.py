@@ -68,6 +68,19 @@ def write(where: Path, name: str, kind: str, version: str, image: str, port: int
     return path
 
 
+def step_times(output: str) -> dict[str, float]:
+    """Seconds per step from `dans upgrade`'s progress lines ("N/M kind target", "ok (Xs)")."""
+    times, current = {}, None
+    for line in output.splitlines():
+        words = line.split("] ", 1)[-1].split()
+        if len(words) >= 3 and "/" in words[0]:
+            current = f"{words[1]} {words[2]}"
+        elif current and words[:1] == ["ok"]:
+            times[current] = float(words[1].strip("(s)"))
+            current = None
+    return times
+
+
 def run_one(gw: Gateway, image: str, kind: str, strategy: str, where: Path) -> dict[str, Any]:
     """Deploy v1, upgrade to v2 under load with `strategy`, remove; the figures."""
     names = Names(gw, "bench")
@@ -97,7 +110,7 @@ def run_one(gw: Gateway, image: str, kind: str, strategy: str, where: Path) -> d
                 "v2_after_s": round(since - t0, 1) if since is not None else None,
                 "clean_after_s": round(t_clean, 1), **{k: stats[k] for k in
                                                        ("ok", "failed", "mixed")},
-                "errors": stats["errors"]}
+                "errors": stats["errors"], "steps": step_times(done.stdout)}
     finally:
         names.cleanup()
 

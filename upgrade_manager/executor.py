@@ -179,8 +179,9 @@ class Executor:
         companions = set(step.args.get("companions", []))
         todo = [n for n in step.args.get("stop", []) if n in services
                 and (n in companions or not self._matches(n, services[n]))]
-        for name in todo:
-            self._scale_to_zero(name)
+        # A service with no task left takes its new spec directly: the engine starts all its
+        # tasks at once, so the `via` round (all at once, then the exact spec) is not needed.
+        stopped = {n for n in todo if self._scale_to_zero(n)}
         deadline = time.monotonic() + self.timeouts.remove
         while not all(self._stopped(n) for n in todo):
             if time.monotonic() > deadline:
@@ -189,16 +190,19 @@ class Executor:
             time.sleep(0.3)
         for level in levels:
             self._update_all({n: services[n] for n in level if n in services},
-                             step.args.get("via"))
+                             step.args.get("via"), direct=stopped)
 
-    def _scale_to_zero(self, name: str) -> None:
+    def _scale_to_zero(self, name: str) -> bool:
+        """Scale a replicated service to no task; False for a global one (it cannot)."""
         current = self.gw.inspect_service(name)
         spec = copy.deepcopy(current["Spec"])
         replicated = (spec.get("Mode") or {}).get("Replicated")
-        if replicated is None or replicated.get("Replicas") == 0:
-            return  # a global service cannot scale: it converges stop-first in its level
-        replicated["Replicas"] = 0
-        self.gw.update_service(name, spec, version=int(current["Version"]["Index"]))
+        if replicated is None:
+            return False  # a global service converges stop-first in its level instead
+        if replicated.get("Replicas") != 0:
+            replicated["Replicas"] = 0
+            self.gw.update_service(name, spec, version=int(current["Version"]["Index"]))
+        return True
 
     def _stopped(self, name: str) -> bool:
         return not any(t["Status"]["State"] in _LIVE_TASK_STATES for t in self.gw.tasks(name))
@@ -215,16 +219,19 @@ class Executor:
         except ConvergeTimeout as exc:
             raise UpgradeError(f"{exc}") from exc
 
-    def _update_all(self, specs: dict[str, Spec], via: dict[str, Any] | None) -> None:
+    def _update_all(self, specs: dict[str, Spec], via: dict[str, Any] | None,
+                    direct: set[str] | frozenset[str] = frozenset()) -> None:
         """Send every update first, then wait for all: services update side by side.
 
         With `via`, each service first takes the new task spec under the `via` update config
         (e.g. all tasks at once while no traffic reaches it), then its exact spec, which
-        differs only in update config and so replaces no task.
+        differs only in update config and so replaces no task. Services in `direct` (no
+        task left to replace) take their exact spec at once.
         """
         todo = {n: s for n, s in specs.items() if not self._matches(n, s)}
         if via:
-            first = {n: {**copy.deepcopy(s), "UpdateConfig": via} for n, s in todo.items()}
+            first = {n: {**copy.deepcopy(s), "UpdateConfig": via} for n, s in todo.items()
+                     if n not in direct}
             for name, spec in first.items():
                 self._send_update(name, spec)
             for name in first:
