@@ -20,16 +20,12 @@ from lb.table import RoutingTable
 from upgrade_manager.deploy import resolve_references
 from upgrade_manager.diff import diff_specs, normalize
 from upgrade_manager.errors import Conflict, ConvergeTimeout, DansError, NotFound, UpgradeError
-from upgrade_manager.gateway import Gateway
+from upgrade_manager.gateway import LIVE_TASK_STATES, Gateway
 from upgrade_manager.plan import FAST_UPDATE, Plan, Step
 
 __all__ = ["Executor", "Timeouts", "rollback_steps", "NO_RETURN_STEP"]
 
 Spec = dict[str, Any]
-
-# Task states in which a task may still run or start (the engine's order, up to running).
-_LIVE_TASK_STATES = frozenset({"new", "pending", "assigned", "accepted", "ready", "preparing",
-                               "starting", "running"})
 
 # Once new requests go to the converged canonical services, the old version is gone from
 # them: undoing would mean another upgrade, so rollback stops being offered here.
@@ -126,7 +122,7 @@ class Executor:
                 # Swarm frees a network a moment after the last task on it is gone.
                 if time.monotonic() > deadline:
                     raise
-                time.sleep(1.0)
+                time.sleep(0.3)
 
     def _do_remove_unused(self, step: Step) -> None:
         for kind, remove in (("configs", self.gw.remove_config),
@@ -205,7 +201,7 @@ class Executor:
         return True
 
     def _stopped(self, name: str) -> bool:
-        return not any(t["Status"]["State"] in _LIVE_TASK_STATES for t in self.gw.tasks(name))
+        return not any(t["Status"]["State"] in LIVE_TASK_STATES for t in self.gw.tasks(name))
 
     def _do_remove_service(self, step: Step) -> None:
         self._remove_all([step.target])
@@ -251,15 +247,20 @@ class Executor:
                                version=int(current["Version"]["Index"]))
 
     def _remove_all(self, names: list[str]) -> None:
+        ids = []
         for name in names:
+            try:
+                ids.append(str(self.gw.inspect_service(name)["ID"]))
+            except NotFound:
+                continue
             self.gw.remove_service(name, missing_ok=True)
-        # Wait until their containers are gone, so their networks can be removed.
+        # Wait until their tasks have stopped (on every node), so their networks can go.
         deadline = time.monotonic() + self.timeouts.remove
-        while any(self.gw.has_containers(n) for n in names):
+        while any(self.gw.live_tasks(i) for i in ids):
             if time.monotonic() > deadline:
-                raise UpgradeError("removed services still have containers after "
+                raise UpgradeError("removed services still have running tasks after "
                                    f"{self.timeouts.remove:.0f} s: {', '.join(names)}")
-            time.sleep(0.5)
+            time.sleep(0.3)
 
     # -- the LB ----------------------------------------------------------------------------
 

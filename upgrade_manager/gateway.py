@@ -115,6 +115,11 @@ class ServiceState:
         return self.running == self.desired
 
 
+# Task states in which a task may still run or start (the engine's order, up to running).
+LIVE_TASK_STATES = frozenset({"new", "pending", "assigned", "accepted", "ready", "preparing",
+                              "starting", "running"})
+
+
 def task_summary(task: Spec) -> str:
     """One line about a task for error messages: slot, state and its error if any."""
     status = task.get("Status", {})
@@ -257,12 +262,12 @@ class Gateway:
         found.sort(key=lambda t: t.get("UpdatedAt", ""), reverse=True)
         return found
 
-    def has_containers(self, service: str) -> bool:
-        """True while any container of the service (running or not) exists on this node."""
-        with _translated(f"listing containers of {service}"):
-            found = self.api.containers(
-                all=True, filters={"label": f"com.docker.swarm.service.name={service}"})
-        return bool(found)
+    def live_tasks(self, service_id: str) -> int:
+        """How many tasks of a service (by ID, so also after its removal) may still run."""
+        with _translated(f"listing tasks of service {service_id}"):
+            found = self.api.tasks(filters={"service": service_id})
+        return sum(1 for t in found if t.get("ServiceID") == service_id
+                   and t["Status"]["State"] in LIVE_TASK_STATES)
 
     def service_state(self, name: str) -> ServiceState:
         """Look once at a service and its tasks."""

@@ -4,7 +4,8 @@ One small program plays every service. Its arguments say its name, version, whet
 strict (it refuses a caller of another version, as an incompatible API change does), its
 port and the URLs it calls; nothing of that is in the Compose environment, so dans learns
 nothing from it. Every answer lists the versions of all services the transaction reached,
-so a client can tell a mixed-version transaction from a consistent one.
+so a client can tell a mixed-version transaction from a consistent one. It stops on SIGTERM
+once its requests are answered, as a well-behaved service does.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 __all__ = ["APP", "Service", "Load", "stack_document", "serves"]
 
 APP = """
-import json, sys, urllib.request
+import json, signal, sys, threading, urllib.request
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 NAME, VERSION, STRICT, PORT = sys.argv[1:5]
 CALLS = sys.argv[5:]
@@ -48,7 +49,11 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *args):
         pass
-ThreadingHTTPServer(("0.0.0.0", int(PORT)), Handler).serve_forever()
+server = ThreadingHTTPServer(("0.0.0.0", int(PORT)), Handler)
+# As a well-behaved service does: on SIGTERM stop accepting, finish what runs, exit.
+signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+server.serve_forever()
+server.server_close()
 """
 
 # A connect to the port: bash's /dev/tcp costs far less than starting Python, which
