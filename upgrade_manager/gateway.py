@@ -264,8 +264,9 @@ class Gateway:
 
     def live_tasks(self, service_id: str) -> int:
         """How many tasks of a service (by ID, so also after its removal) may still run."""
+        # Not the engine's "service" filter: it answers 404 once the service is removed.
         with _translated(f"listing tasks of service {service_id}"):
-            found = self.api.tasks(filters={"service": service_id})
+            found = self.api.tasks()
         return sum(1 for t in found if t.get("ServiceID") == service_id
                    and t["Status"]["State"] in LIVE_TASK_STATES)
 
