@@ -68,7 +68,8 @@ def _fe(**over: Any) -> dict[str, Any]:
     (_fe(colour="red"), "unknown key"),
     ({"frontends": [_fe()["frontends"][0], _fe()["frontends"][0]]}, "two frontends named"),
 ], ids=["not-object", "typo", "port", "mode", "active", "no-groups", "target", "draining-active",
-        "state", "timeout", "retries", "policy", "engine-key-gone", "header-timeout", "unknown", "duplicate"])
+        "state", "timeout", "retries", "policy", "engine-key-gone", "header-timeout", "unknown",
+        "duplicate"])
 def test_invalid_tables(data: Any, message: str) -> None:
     with pytest.raises(LBError, match=message):
         RoutingTable.from_dict(data)
