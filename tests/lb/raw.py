@@ -39,6 +39,7 @@ class CaptureBackend:
         self.loops = loops
         self.conns: list[_Conn] = []
         self.seen: list[Seen] = []
+        self.writers: list[asyncio.StreamWriter] = []
         self.server = loops.run(asyncio.start_server(self._serve, "127.0.0.1", 0))
         self.port = self.server.sockets[0].getsockname()[1]
 
@@ -53,6 +54,7 @@ class CaptureBackend:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = _Conn()
         self.conns.append(conn)
+        self.writers.append(writer)
         backend = self
         current: list[Seen] = []
         hold = False
@@ -104,8 +106,8 @@ class CaptureBackend:
                 parser.feed_data(data)
                 await writer.drain()
             if hold:
-                await asyncio.sleep(30)
-        except (httptools.HttpParserError, ConnectionError):
+                await asyncio.sleep(30)  # cut short by close()
+        except (httptools.HttpParserError, ConnectionError, asyncio.CancelledError):
             pass
         finally:
             writer.close()
@@ -113,6 +115,11 @@ class CaptureBackend:
     def close(self) -> None:
         async def stop() -> None:
             self.server.close()
+            for writer in self.writers:
+                writer.transport.abort()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task() and "_serve" in repr(task.get_coro()):
+                    task.cancel()
         self.loops.run(stop())
 
 

@@ -235,3 +235,46 @@ def test_stalled_body_gets_408_and_leaves_the_in_flight_count(
 def test_idle_keep_alive_connection_is_closed(lb: tuple[LBProcess, int]) -> None:
     with socket.create_connection(("127.0.0.1", lb[1]), timeout=5) as s:
         assert closed_soon(s, 5)
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def test_memory_is_bounded_when_the_backend_does_not_read(
+        lb: tuple[LBProcess, int], capture: CaptureBackend) -> None:
+    """A 64 MiB upload to a backend that stops reading: the LB holds a bounded amount."""
+    proc, port = lb
+    before = _rss(proc.proc.pid)
+    total = 64 << 20
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"POST /hold HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % total)
+        s.settimeout(0.5)
+        block = b"u" * 65536
+        deadline = time.monotonic() + 10
+        while sent < total and time.monotonic() < deadline:
+            try:
+                sent += s.send(block)
+            except TimeoutError:
+                break  # the LB stopped reading: back-pressure reached the client
+        grown = _rss(proc.proc.pid) - before
+    assert sent < total  # the upload was held back, not swallowed
+    assert grown < 8 << 20, f"the LB grew by {grown} bytes"
+
+
+def test_memory_is_bounded_when_the_client_does_not_read(lb: tuple[LBProcess, int]) -> None:
+    """A 64 MiB answer to a client that does not read: the LB holds a bounded amount."""
+    proc, port = lb
+    before = _rss(proc.proc.pid)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(b"GET /big?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % (64 << 20))
+        time.sleep(0.5)  # not a synchronisation: how long the client refuses to read
+        wait_until(lambda: proc.admin.status()["in_flight"] == 1, timeout=5, what="in flight")
+        grown = _rss(proc.proc.pid) - before
+    assert grown < 8 << 20, f"the LB grew by {grown} bytes"
