@@ -60,6 +60,8 @@ class Upstream(asyncio.Protocol):
         self.complete = False  # the answer ended during the current read
         self.dirty = False  # bytes beyond the answer: never reuse
         self.ignoring = False  # the rest of this read follows a bodiless HEAD answer
+        # llhttp's keep-alive verdict, taken at the answer's end (it resets right after).
+        self.keep_alive = False
         self.out: list[bytes] = []
 
     # -- transport events -------------------------------------------------------------------
@@ -95,7 +97,7 @@ class Upstream(asyncio.Protocol):
                 self.parser = httptools.HttpResponseParser(self)
         self._flush(owner)
         if self.complete:
-            reusable = not self.dirty and self.parser.should_keep_alive()
+            reusable = not self.dirty and self.keep_alive
             self._reset()
             owner.answer_done(reusable)
 
@@ -200,6 +202,7 @@ class Upstream(asyncio.Protocol):
         if head.method == b"HEAD":
             self.complete = True  # llhttp would wait for the body the headers announce
             self.ignoring = True
+            self.keep_alive = self.parser.should_keep_alive()
 
     def on_body(self, data: bytes) -> None:
         if self.ignoring:
@@ -223,6 +226,7 @@ class Upstream(asyncio.Protocol):
         if resp is not None and resp.chunked:
             self.out.append(b"0\r\n\r\n")
         self.complete = True
+        self.keep_alive = self.parser.should_keep_alive()
 
 
 class UpstreamPool:

@@ -42,7 +42,8 @@ def lb(capture: CaptureBackend) -> Iterator[tuple[LBProcess, int]]:
 @pytest.fixture
 def port(lb: tuple[LBProcess, int], capture: CaptureBackend) -> int:
     capture.seen.clear()
-    capture.conns.clear()
+    for conn in capture.conns:  # pooled connections live on: forget what they carried
+        conn.raw.clear()
     return lb[1]
 
 
@@ -278,3 +279,10 @@ def test_memory_is_bounded_when_the_client_does_not_read(lb: tuple[LBProcess, in
         wait_until(lambda: proc.admin.status()["in_flight"] == 1, timeout=5, what="in flight")
         grown = _rss(proc.proc.pid) - before
     assert grown < 8 << 20, f"the LB grew by {grown} bytes"
+
+
+def test_backend_connections_are_reused(port: int, capture: CaptureBackend) -> None:
+    for path in (b"/r1", b"/r2", b"/r3"):
+        assert talk(port, b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path).done[0][1] == path
+    # One pooled keep-alive connection carried all three.
+    assert sum(1 for c in capture.conns if c.raw) == 1
