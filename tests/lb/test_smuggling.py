@@ -286,3 +286,31 @@ def test_backend_connections_are_reused(port: int, capture: CaptureBackend) -> N
         assert talk(port, b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path).done[0][1] == path
     # One pooled keep-alive connection carried all three.
     assert sum(1 for c in capture.conns if c.raw) == 1
+
+
+def test_tcp_relay_cuts_idle_connections(capture: CaptureBackend) -> None:
+    port = free_port()
+    relay = LBProcess({"frontends": [frontend("db", port, {"a": [capture.addr]}, "a",
+                                              mode="tcp", timeouts={"tunnel": 0.5})]})
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET /tcp HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = Answers()
+            read_answers(s, got, 1, 5)
+            assert got.done[0][1] == b"/tcp"
+            started = time.monotonic()
+            assert closed_soon(s, 5) and time.monotonic() - started < 3
+    finally:
+        relay.stop()
+
+
+def test_client_that_stops_reading_is_timed_out(lb: tuple[LBProcess, int]) -> None:
+    """A client that sends a request and never reads its (large) answer does not hold the
+    request in flight beyond the body timeout."""
+    proc, port = lb
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(b"GET /big?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % (64 << 20))
+        wait_until(lambda: proc.admin.status()["in_flight"] == 0, timeout=10,
+                   what="the stalled answer to leave the in-flight count")
+    assert "client_timeout" in proc.admin.metrics()
