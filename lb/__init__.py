@@ -2,7 +2,7 @@
 
 Public surface: the routing table model (`lb.table`), the synchronous admin client
 (`lb.client.AdminClient`), the image helper (`lb.image.ensure_lb_image`) and the `dans lb`
-command (`lb.cli`). The data plane (`balancer`, `http_proxy`, `tcp_relay`, `backends`) and the
+command (`lb.cli`). The data plane (`balancer`, `http_engine`, `tcp_relay`, `backends`) and the
 admin server (`admin`, `server`, `workers`) are internal.
 
 Kept import-light: importing `lb` loads neither aiohttp nor the Docker SDK.

@@ -15,12 +15,8 @@ import socket
 import time
 from typing import Any
 
-import aiohttp
-from aiohttp import web
-
 from lb.backends import GroupRuntime, Resolver
-from lb.fast_proxy import CLIENT_IDLE, FastHttp, UpstreamPool
-from lb.http_proxy import HttpProxy
+from lb.http_engine import HttpEngine, UpstreamPool
 from lb.metrics import Metrics
 from lb.policy import POLICIES, Policy
 from lb.table import ACTIVE, DRAINING, Frontend, RoutingTable, lb_error, split_target
@@ -30,9 +26,6 @@ from upgrade_manager.errors import LBError
 __all__ = ["Balancer", "FrontendRuntime", "listen_socket"]
 
 log = logging.getLogger("dans.lb")
-# Shorter than the idle timeout of common backends (5 s and up), so the LB closes a pooled
-# connection before the backend does and seldom sends into a closing one.
-POOL_IDLE_SECONDS = 4.0
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
@@ -61,12 +54,10 @@ class FrontendRuntime:
         self.active = spec.active
         self.groups: dict[str, GroupRuntime] = {}
         self.policy: Policy = POLICIES[spec.policy]
-        self.client_timeout = aiohttp.ClientTimeout()
         self.port = spec.listen
         self.server: asyncio.AbstractServer | None = None
-        self.web_server: web.Server | None = None
         self.relay: TcpRelay | None = None
-        self.fast: FastHttp | None = None
+        self.http: HttpEngine | None = None
         self.metrics = metrics
         self.update(spec, resolver)
 
@@ -75,8 +66,6 @@ class FrontendRuntime:
         self.spec = spec
         self.active = spec.active
         self.policy = POLICIES[spec.policy]
-        self.client_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=spec.timeouts.connect, sock_read=spec.timeouts.read)
         groups: dict[str, GroupRuntime] = {}
         for name, gspec in spec.groups.items():
             group = self.groups.get(name)
@@ -90,8 +79,8 @@ class FrontendRuntime:
 
     def same_listener(self, spec: Frontend) -> bool:
         """True when `spec` can keep this frontend's listening socket."""
-        return (spec.listen, spec.host, spec.mode, spec.engine) == (
-            self.spec.listen, self.spec.host, self.spec.mode, self.spec.engine)
+        return (spec.listen, spec.host, spec.mode) == (
+            self.spec.listen, self.spec.host, self.spec.mode)
 
     def current_spec(self) -> Frontend:
         """The spec with the live active group and group states (for GET routes)."""
@@ -124,30 +113,13 @@ class Balancer:
         self.frontends: dict[str, FrontendRuntime] = {}
         self.closing = False
         self.started = time.time()
-        self._session: aiohttp.ClientSession | None = None
         self._lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
         self.pool = UpstreamPool()
-        self._sweeper: asyncio.Task[None] | None = None
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        """The shared client session (pooled keep-alive connections to backends)."""
-        if self._session is None:
-            raise LBError("the balancer is not started")
-        return self._session
 
     async def start(self, table: RoutingTable | None = None) -> None:
-        """Create the client session, start DNS refresh, and apply `table` if given."""
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=POOL_IDLE_SECONDS)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-        )
+        """Start DNS refresh, and apply `table` if given."""
         self.resolver.start()
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         if table is not None:
             await self.apply(table)
 
@@ -231,13 +203,10 @@ class Balancer:
         loop = asyncio.get_running_loop()
         sock = listen_socket(fe.spec.host, fe.spec.listen)
         fe.port = sock.getsockname()[1]
-        if fe.spec.mode == "http" and fe.spec.engine == "fast":
-            fe.fast = FastHttp(self, fe, self.pool)
-            fe.server = await loop.create_server(fe.fast, sock=sock)
-        elif fe.spec.mode == "http":
-            proxy = HttpProxy(self, fe)
-            fe.web_server = web.Server(proxy.handle, access_log=None)
-            fe.server = await loop.create_server(fe.web_server, sock=sock)
+        if fe.spec.mode == "http":
+            fe.http = HttpEngine(self, fe, self.pool)
+            fe.http.start()
+            fe.server = await loop.create_server(fe.http, sock=sock)
         else:
             fe.relay = TcpRelay(self, fe)
             fe.server = await asyncio.start_server(fe.relay.handle, sock=sock)
@@ -257,33 +226,22 @@ class Balancer:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _sweep(self) -> None:
-        # Idle keep-alive clients of the fast engine are closed after CLIENT_IDLE seconds.
-        while True:
-            await asyncio.sleep(5.0)
-            for fe in self.frontends.values():
-                if fe.fast is not None:
-                    fe.fast.close_idle(CLIENT_IDLE)
-
     async def shutdown(self, grace: float = 30.0) -> None:
         """Stop accepting everywhere, wait up to `grace` s for in-flight work, close all."""
         self.closing = True
         for fe in self.frontends.values():
             if fe.server is not None:
                 fe.server.close()
+            if fe.http is not None:
+                fe.http.close_idle()  # keep-alive clients go now; busy ones after answers
         total = sum(fe.in_flight() for fe in self.frontends.values())
         log.info("shutting down: %d in flight, grace %.0f s", total, grace)
         await _wait_idle(lambda: sum(fe.in_flight() for fe in self.frontends.values()), grace)
         await asyncio.gather(*(_close_connections(fe) for fe in self.frontends.values()))
         for task in list(self._background):
             task.cancel()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
         self.pool.close()
         await self.resolver.close()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
 
 async def _wait_idle(in_flight: Any, grace: float) -> None:
@@ -294,10 +252,9 @@ async def _wait_idle(in_flight: Any, grace: float) -> None:
 
 async def _close_connections(fe: FrontendRuntime) -> None:
     # Idle keep-alive connections are closed; whatever still runs after the grace is cut.
-    if fe.web_server is not None:
-        await fe.web_server.shutdown(1.0)
     if fe.relay is not None:
         fe.relay.abort_all()
-    if fe.fast is not None:
-        fe.fast.close_idle()
-        fe.fast.abort_all()
+    if fe.http is not None:
+        fe.http.close_idle()
+        fe.http.abort_all()
+        fe.http.stop()

@@ -36,6 +36,7 @@ __all__ = ["LocalController", "Settings", "load_table", "load_token", "run", "se
 log = logging.getLogger("dans.lb")
 DEFAULT_ADMIN_PORT = 9900
 DEFAULT_SECRET = "/run/secrets/dans_lb_token"
+ADMIN_IDLE = 15.0
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,8 @@ class LocalController:
 
 async def start_admin(app: web.Application, settings: Settings) -> web.AppRunner:
     """Serve the admin app on its TCP port, or on a Unix socket for a worker."""
-    runner = web.AppRunner(app, access_log=None)
+    # Idle keep-alive admin connections are closed after ADMIN_IDLE seconds.
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=ADMIN_IDLE)
     await runner.setup()
     site: web.BaseSite
     if settings.admin_unix:

@@ -8,16 +8,19 @@ process, its admin API and the upgrade manager's admin client. JSON shape:
          "groups": {
              "v1": {"backends": ["tasks.shop_front:80"], "state": "active"},
              "v2": {"backends": ["tasks.shop_front-next:80"], "state": "active"}},
-         "timeouts": {"connect": 2.0, "read": 60.0},
+         "timeouts": {"connect": 2.0, "read": 60.0, "header": 10.0, "body": 30.0,
+                      "keepalive": 60.0, "tunnel": 3600.0},
          "retries": 2,
-         "policy": "active",
-         "engine": "fast"}]}
+         "policy": "active"}]}
 
 A backend is "host:port"; a host that is not an IP literal (usually `tasks.SERVICE`) is
 resolved through DNS at most `refresh` seconds apart. `policy` names how a request picks a
 group; "active" (the only one today) sends every new request to the active group.
-`engine` picks the HTTP implementation: "fast" (raw asyncio protocols, `lb.fast_proxy`, the
-default) or "aiohttp" (aiohttp's server and client, `lb.http_proxy`); TCP frontends ignore it. A
+`timeouts` (seconds, all optional): `connect` and `read` for backends (read: between two reads
+of an answer), `header` for a whole request head, `body` between two reads of a request body
+(and for a client that stops reading its answer), `keepalive` for an idle client connection,
+`tunnel` for an idle WebSocket tunnel or TCP relay connection. There is one HTTP engine
+(`lb.http_engine`); the `engine` key of older tables is refused with a message that says so. A
 per-trace pinning policy (the version-consistency backend) plugs in by name without a
 change of this format: it reads the trace id and may pick a non-active, non-draining group.
 """
@@ -49,7 +52,6 @@ DRAINING = "draining"
 GROUP_STATES = (ACTIVE, DRAINING)
 MODES = ("http", "tcp")
 POLICIES = ("active",)
-ENGINES = ("fast", "aiohttp")
 
 
 def lb_error(message: str, http_status: int = 400) -> LBError:
@@ -78,22 +80,32 @@ def is_ip(host: str) -> bool:
     return True
 
 
+TIMEOUT_KEYS = ("connect", "read", "header", "body", "keepalive", "tunnel")
+
+
 @dataclass(frozen=True)
 class Timeouts:
-    """Seconds to wait for a backend: to connect, and between two reads of its answer."""
+    """Seconds the LB waits: for backends (connect, read) and for clients (header, body,
+    keepalive) and idle tunnels; every connection is timed, so none can hold a drain."""
 
     connect: float = 2.0
     read: float = 60.0
+    header: float = 10.0
+    body: float = 30.0
+    keepalive: float = 60.0
+    tunnel: float = 3600.0
 
     def to_dict(self) -> dict[str, float]:
         """The JSON form."""
-        return {"connect": self.connect, "read": self.read}
+        return {k: getattr(self, k) for k in TIMEOUT_KEYS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str) -> Timeouts:
         """Parse the JSON form; `where` names the frontend in errors."""
-        _only(data, {"connect", "read"}, where)
-        values = {k: data[k] for k in ("connect", "read") if k in data}
+        if not isinstance(data, dict):
+            raise LBError(f"{where}: timeouts must be an object")
+        _only(data, set(TIMEOUT_KEYS), where)
+        values = {k: data[k] for k in TIMEOUT_KEYS if k in data}
         for key, value in values.items():
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
                 raise LBError(f"{where}: timeouts.{key} must be a positive number")
@@ -144,7 +156,6 @@ class Frontend:
     timeouts: Timeouts = field(default_factory=Timeouts)
     retries: int = 2
     policy: str = "active"
-    engine: str = "fast"
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
@@ -158,7 +169,6 @@ class Frontend:
             "timeouts": self.timeouts.to_dict(),
             "retries": self.retries,
             "policy": self.policy,
-            "engine": self.engine,
         }
 
     @classmethod
@@ -170,8 +180,11 @@ class Frontend:
         if not isinstance(name, str) or not name:
             raise LBError("frontend: name must be a non-empty string")
         where = f"frontend {name}"
+        if "engine" in data:
+            raise LBError(f"{where}: the 'engine' key is gone: the LB has one HTTP engine now "
+                          f"(remove \"engine\": {json.dumps(data['engine'])} from the table)")
         _only(data, {"name", "listen", "host", "mode", "active", "groups", "timeouts",
-                     "retries", "policy", "engine"}, where)
+                     "retries", "policy"}, where)
         listen = data.get("listen")
         if not isinstance(listen, int) or isinstance(listen, bool) or not 0 <= listen < 65536:
             raise LBError(f"{where}: listen must be a port number")
@@ -181,9 +194,6 @@ class Frontend:
         policy = data.get("policy", "active")
         if policy not in POLICIES:
             raise LBError(f"{where}: policy must be one of {', '.join(POLICIES)}")
-        engine = data.get("engine", "fast")
-        if engine not in ENGINES:
-            raise LBError(f"{where}: engine must be one of {', '.join(ENGINES)}")
         raw_groups = data.get("groups")
         if not isinstance(raw_groups, dict) or not raw_groups:
             raise LBError(f"{where}: groups must be a non-empty object")
@@ -209,7 +219,6 @@ class Frontend:
             timeouts=Timeouts.from_dict(data.get("timeouts", {}), where),
             retries=retries,
             policy=policy,
-            engine=engine,
         )
 
 

@@ -4,7 +4,8 @@ This is the per-upgrade relay of DESIGN.md section 5: on a generation network it
 an unchanged service's name and forwards to the real service on the old network. Each
 connection picks its group and endpoint at accept time; a refused or timed-out connect is
 retried on another endpoint (nothing was sent yet). Half-closes are passed on, so protocols
-that shut down their write side (e.g. a client sending EOF) still work.
+that shut down their write side (e.g. a client sending EOF) still work. A connection with no
+bytes in either direction for `timeouts.tunnel` seconds is cut, so none is held forever.
 """
 
 from __future__ import annotations
@@ -24,10 +25,26 @@ log = logging.getLogger("dans.lb")
 CHUNK = 1 << 16
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+class _Idle:
+    """When either direction of one relayed connection last moved a byte."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.last = time.monotonic()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                idle: _Idle) -> None:
     try:
         while True:
-            data = await reader.read(CHUNK)
+            try:
+                data = await asyncio.wait_for(reader.read(CHUNK), idle.limit)
+            except TimeoutError:
+                if time.monotonic() - idle.last < idle.limit:
+                    continue  # the other direction is busy: the connection is not idle
+                writer.transport.abort()
+                return
+            idle.last = time.monotonic()
             if not data:
                 break
             writer.write(data)
@@ -68,7 +85,13 @@ class TcpRelay:
             ep, (up_reader, up_writer) = connected
             ep.in_flight += 1
             try:
-                await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+                idle = _Idle(fe.spec.timeouts.tunnel)
+                done = await asyncio.gather(_pipe(reader, up_writer, idle),
+                                            _pipe(up_reader, writer, idle),
+                                            return_exceptions=True)
+                if any(isinstance(d, BaseException) for d in done):
+                    up_writer.transport.abort()
+                    writer.transport.abort()
             finally:
                 ep.in_flight -= 1
                 up_writer.close()

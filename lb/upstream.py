@@ -1,61 +1,232 @@
-"""Backend connections of the fast HTTP engine and their keep-alive pool.
+"""Backend connections of the HTTP engine: the answer's parser, flow control, the pool.
 
-An `Upstream` belongs to one client connection while it carries that client's request and
-answer, then goes back to the pool. Idle connections are reused newest first and dropped
-after POOL_IDLE seconds, shorter than the idle timeout of common backends (5 s and up), so
-the LB seldom sends into a connection the backend is closing.
+An `Upstream` belongs to one request cycle (`lb.http_cycle.Cycle`) while it carries that
+request and its answer, then goes back to the pool. Its llhttp response parser drives the
+callbacks below; the answer is re-framed for the client (`lb.http_heads.response_head`) and
+everything one read produced goes out in one write. An answer is complete only when llhttp
+says so; bytes after it in the same read (an answer nobody asked for) make the connection
+unusable, so a backend can never answer the next client with a stale message.
+
+Idle connections are reused newest first and dropped after POOL_IDLE seconds, shorter than
+the idle timeout of common backends (5 s and up), so the LB seldom sends into a connection
+the backend is closing.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import logging
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+from lb.http_heads import BadMessage, ResponseHead, response_head
 
 if TYPE_CHECKING:
-    from lb.fast_proxy import ClientConn
+    from lb.http_cycle import Cycle
 
-__all__ = ["POOL_IDLE", "Upstream", "UpstreamPool"]
+__all__ = ["HIGH_WATER", "POOL_IDLE", "Upstream", "UpstreamPool"]
 
+log = logging.getLogger("dans.lb")
 POOL_IDLE = 4.0
+# Write buffer high-water mark of every transport: past it the other side stops reading.
+HIGH_WATER = 64 * 1024
+MAX_ANSWER_HEAD = 64 * 1024
+MAX_ANSWER_HEADERS = 200
 
 
 class Upstream(asyncio.Protocol):
-    """One connection to a backend endpoint; idle in the pool or serving one client."""
+    """One connection to a backend endpoint; idle in the pool or serving one cycle."""
 
     def __init__(self, pool: UpstreamPool, key: tuple[str, int]) -> None:
         self.pool = pool
         self.key = key
         self.transport: asyncio.Transport | None = None
-        self.owner: ClientConn | None = None
+        self.owner: Cycle | None = None
         self.closed = False
         self.idle_since = 0.0
+        self.parser = httptools.HttpResponseParser(self)
+        self.read_paused = False
+        self.write_paused = False
+        self.tunnel = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_size = 0
+        self.resp: ResponseHead | None = None
+        self.interim = False
+        self.complete = False  # the answer ended during the current read
+        self.dirty = False  # bytes beyond the answer: never reuse
+        self.ignoring = False  # the rest of this read follows a bodiless HEAD answer
+        # llhttp's keep-alive verdict, taken at the answer's end (it resets right after).
+        self.keep_alive = False
+        self.out: list[bytes] = []
+
+    # -- transport events -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(HIGH_WATER)
 
     def data_received(self, data: bytes) -> None:
-        if self.owner is not None:
-            self.owner.upstream_data(data)
-        elif self.transport is not None:
-            self.transport.close()  # bytes on an idle connection: not reusable
+        owner = self.owner
+        if owner is None:
+            self.close()  # bytes on an idle connection: not reusable
+            return
+        if self.tunnel:
+            owner.tunnel_to_client(data)
+            return
+        owner.backend_read()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._switched(owner, data[exc.args[0]:])
+            return
+        except httptools.HttpParserError as exc:
+            self._flush(owner)
+            why = exc.__context__ if isinstance(exc.__context__, BadMessage) else exc
+            owner.backend_broke(f"invalid answer: {why}")
+            return
+        finally:
+            if self.ignoring:
+                # The rest of a read after a HEAD answer is nobody's answer; a new parser
+                # starts clean for the next request on this connection.
+                self.ignoring = False
+                self.parser = httptools.HttpResponseParser(self)
+        self._flush(owner)
+        if self.complete:
+            reusable = not self.dirty and self.keep_alive
+            self._reset()
+            owner.answer_done(reusable)
+
+    def _flush(self, owner: Cycle) -> None:
+        out = self.out
+        if out:
+            owner.to_client(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+
+    def _switched(self, owner: Cycle, rest: bytes) -> None:
+        if self.resp is None:
+            self._flush(owner)
+            owner.backend_broke("the backend switched protocols unasked")
+            return
+        self.tunnel = True
+        self._flush(owner)
+        owner.tunnel_open(rest)
+
+    def eof_received(self) -> bool | None:
+        owner = self.owner
+        if owner is not None and self.tunnel:
+            return owner.tunnel_eof_from_backend()
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.owner is not None:
-            self.owner.upstream_lost(self)
+        owner = self.owner
+        if owner is None:
+            return
+        resp = self.resp
+        if resp is not None and resp.until_close and not self.tunnel:
+            self._flush(owner)
+            self._reset()
+            owner.answer_done(False)
+            return
+        owner.upstream_lost(self)
 
     def pause_writing(self) -> None:
+        self.write_paused = True
         if self.owner is not None:
-            self.owner.pause_client()
+            self.owner.conn.flow()
 
     def resume_writing(self) -> None:
+        self.write_paused = False
         if self.owner is not None:
-            self.owner.resume_client()
+            self.owner.conn.flow()
+
+    def pause_reading(self) -> None:
+        """Stop reading the answer (the client does not take it fast enough)."""
+        if not self.read_paused and self.transport is not None and not self.closed:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read the answer again."""
+        if self.read_paused and self.transport is not None and not self.closed:
+            self.read_paused = False
+            self.transport.resume_reading()
 
     def close(self) -> None:
+        """Close and forget the owner (its cycle handles the end itself)."""
         self.owner = None
         if self.transport is not None:
             self.transport.close()
+
+    # -- llhttp callbacks -------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.ignoring or self.complete:
+            self.dirty = True  # a second answer in one read: nobody asked for it
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+        self.head_size += len(reason)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.resp is not None:
+            return  # trailers: dropped (the LB re-chunks and ends with an empty trailer)
+        self.headers.append((name, value))
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > MAX_ANSWER_HEAD or len(self.headers) > MAX_ANSWER_HEADERS:
+            raise BadMessage(502, "answer head too large")
+
+    def on_headers_complete(self) -> None:
+        owner = self.owner
+        assert owner is not None
+        status = self.parser.get_status_code()
+        if status < 200 and status != 101:
+            self.interim = True  # 100 Continue, 103 Early Hints: not passed on
+            self.headers = []
+            self.reason = b""
+            return
+        head = owner.head
+        assert head is not None
+        if status == 101 and head.upgrade is None:
+            raise BadMessage(502, "the backend switched protocols unasked")
+        resp = response_head(status, self.reason, self.headers, head.method == b"HEAD",
+                             head.http11, owner.must_close(), status == 101)
+        self.resp = resp
+        owner.answer_started(status, self.headers)
+        self.out.append(resp.data)
+        if head.method == b"HEAD":
+            self.complete = True  # llhttp would wait for the body the headers announce
+            self.ignoring = True
+            self.keep_alive = self.parser.should_keep_alive()
+
+    def on_body(self, data: bytes) -> None:
+        if self.ignoring:
+            self.dirty = True
+            return
+        resp = self.resp
+        if resp is None or resp.bodiless:
+            return
+        if resp.chunked:
+            self.out += (b"%x\r\n" % len(data), data, b"\r\n")
+        else:
+            self.out.append(data)
+
+    def on_message_complete(self) -> None:
+        if self.ignoring:
+            return
+        if self.interim:
+            self.interim = False
+            return
+        resp = self.resp
+        if resp is not None and resp.chunked:
+            self.out.append(b"0\r\n\r\n")
+        self.complete = True
+        self.keep_alive = self.parser.should_keep_alive()
 
 
 class UpstreamPool:
@@ -78,9 +249,11 @@ class UpstreamPool:
         """Keep `up` for reuse; `now` is the monotonic time it became idle."""
         up.owner = None
         up.idle_since = now
+        up.resume_reading()  # an idle connection must see the backend's close
         self.idle.setdefault(up.key, []).append(up)
 
     def close(self) -> None:
+        """Close every idle connection."""
         for conns in self.idle.values():
             for up in conns:
                 up.close()

@@ -153,11 +153,7 @@ class LBProcess:
     """`python -m lb.cli` with a routing table, a token and a free admin port."""
 
     def __init__(self, table: dict[str, Any], *, workers: int = 1, grace: float = 20.0,
-                 token: str | None = TOKEN, engine: str | None = None) -> None:
-        if engine:
-            for fe in table["frontends"]:
-                if fe.get("mode", "http") == "http":
-                    fe.setdefault("engine", engine)
+                 token: str | None = TOKEN) -> None:
         self.admin_port = free_port()
         self.log = tempfile.TemporaryFile()
         env = dict(os.environ, DANS_LB_CONFIG=json.dumps(table), PYTHONPATH=str(ROOT))

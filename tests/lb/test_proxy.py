@@ -32,12 +32,6 @@ StartBackend = Callable[[str], Backend]
 StartLB = Callable[..., LBProcess]
 
 
-@pytest.fixture(params=["fast", "aiohttp"])
-def engine(request: pytest.FixtureRequest) -> str:
-    """Each HTTP test runs on both engines."""
-    return str(request.param)
-
-
 def two_groups(a: Backend, b: Backend, port: int, **extra: Any) -> dict[str, Any]:
     return {"frontends": [frontend("web", port, {"a": [a.addr], "b": [b.addr]}, "a",
                                    **extra)]}
@@ -45,11 +39,11 @@ def two_groups(a: Backend, b: Backend, port: int, **extra: Any) -> dict[str, Any
 
 @pytest.mark.parametrize("workers", [1, 2], ids=["one-worker", "two-workers"])
 def test_switch_under_steady_load_loses_no_request(
-    loops: LoopThread, backend: StartBackend, lb_process: StartLB, workers: int, engine: str,
+    loops: LoopThread, backend: StartBackend, lb_process: StartLB, workers: int,
 ) -> None:
     a, b = backend("A"), backend("B")
     port = free_port()
-    lb = lb_process(two_groups(a, b, port), workers=workers, engine=engine)
+    lb = lb_process(two_groups(a, b, port), workers=workers)
     url = f"http://127.0.0.1:{port}/"
     done = threading.Event()
     fut = asyncio.run_coroutine_threadsafe(load(url, count=50_000, seconds=4, concurrency=8),
@@ -71,11 +65,11 @@ def test_switch_under_steady_load_loses_no_request(
 
 
 def test_drain_finishes_when_in_flight_requests_end(
-    loops: LoopThread, backend: StartBackend, lb_process: StartLB, engine: str,
+    loops: LoopThread, backend: StartBackend, lb_process: StartLB,
 ) -> None:
     a, b = backend("A"), backend("B")
     port = free_port()
-    lb = lb_process(two_groups(a, b, port), engine=engine)
+    lb = lb_process(two_groups(a, b, port))
     held: list[tuple[int, str]] = []
     threads = [threading.Thread(target=lambda: held.append(get(f"http://127.0.0.1:{port}/hold")))
                for _ in range(3)]
@@ -101,12 +95,11 @@ def test_drain_finishes_when_in_flight_requests_end(
 
 
 def test_backend_that_disappears_is_retried_elsewhere(
-    loops: LoopThread, backend: StartBackend, lb_process: StartLB, engine: str,
+    loops: LoopThread, backend: StartBackend, lb_process: StartLB,
 ) -> None:
     a1, a2 = backend("A1"), backend("A2")
     port = free_port()
-    lb = lb_process({"frontends": [frontend("web", port, {"a": [a1.addr, a2.addr]}, "a")]},
-                    engine=engine)
+    lb = lb_process({"frontends": [frontend("web", port, {"a": [a1.addr, a2.addr]}, "a")]})
     url = f"http://127.0.0.1:{port}/"
     warm = loops.run(load(url, count=50, seconds=10, concurrency=4))
     assert set(warm.bodies) == {"A1", "A2"}
@@ -121,13 +114,13 @@ def test_backend_that_disappears_is_retried_elsewhere(
 
 
 def test_post_body_is_not_resent_but_connect_failures_are(
-    backend: StartBackend, lb_process: StartLB, engine: str,
+    backend: StartBackend, lb_process: StartLB,
 ) -> None:
     a = backend("A")
     dead = free_port()
     port = free_port()
     lb_process({"frontends": [frontend("web", port,
-                                       {"a": [f"127.0.0.1:{dead}", a.addr]}, "a")]}, engine=engine)
+                                       {"a": [f"127.0.0.1:{dead}", a.addr]}, "a")]})
     for _ in range(6):  # round-robin hits the dead endpoint: retried, never an error
         status, body = get(f"http://127.0.0.1:{port}/echo", data=b"x" * 5000, method="POST")
         assert status == 200 and json.loads(body)["length"] == 5000
@@ -139,18 +132,18 @@ def test_post_body_is_not_resent_but_connect_failures_are(
     ids=["refused", "unresolvable"],
 )
 def test_no_reachable_backend(lb_process: StartLB, groups: dict[str, list[str]],
-                              status: int, engine: str) -> None:
+                              status: int) -> None:
     port = free_port()
-    lb_process({"frontends": [frontend("web", port, groups, "a")]}, engine=engine)
+    lb_process({"frontends": [frontend("web", port, groups, "a")]})
     assert get(f"http://127.0.0.1:{port}/")[0] == status
 
 
 def test_hanging_backend_hits_the_read_timeout(backend: StartBackend,
-                                              lb_process: StartLB, engine: str) -> None:
+                                              lb_process: StartLB) -> None:
     a = backend("A")
     port = free_port()
     lb_process({"frontends": [frontend("web", port, {"a": [a.addr]}, "a",
-                                       timeouts={"connect": 1, "read": 0.5})]}, engine=engine)
+                                       timeouts={"connect": 1, "read": 0.5})]})
     started = time.monotonic()
     assert get(f"http://127.0.0.1:{port}/sleep?s=5")[0] == 504
     assert time.monotonic() - started < 3
@@ -165,10 +158,10 @@ def test_hanging_backend_hits_the_read_timeout(backend: StartBackend,
     b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
 ], ids=["garbage", "version", "length", "header", "two-lengths"])
 def test_malformed_requests_get_400(backend: StartBackend, lb_process: StartLB,
-                                    data: bytes, engine: str) -> None:
+                                    data: bytes) -> None:
     a = backend("A")
     port = free_port()
-    lb = lb_process({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]}, engine=engine)
+    lb = lb_process({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]})
     answer = raw_request(port, data)
     assert answer.split(b"\r\n", 1)[0].split(b" ")[1] in (b"400", b"505"), answer
     assert a.hits == 0
@@ -176,11 +169,10 @@ def test_malformed_requests_get_400(backend: StartBackend, lb_process: StartLB,
     assert lb.proc.poll() is None
 
 
-def test_headers_and_streamed_bodies(backend: StartBackend, lb_process: StartLB,
-                                     engine: str) -> None:
+def test_headers_and_streamed_bodies(backend: StartBackend, lb_process: StartLB) -> None:
     a = backend("A")
     port = free_port()
-    lb_process({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]}, engine=engine)
+    lb_process({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]})
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("PUT", "/echo?q=1", body=b"y" * 3_000_000,
                  headers={"Connection": "keep-alive, X-Secret", "X-Secret": "no",
@@ -209,10 +201,10 @@ def test_tcp_relay_forwards_connections(backend: StartBackend, lb_process: Start
 
 
 def test_sigterm_finishes_in_flight_then_exits(backend: StartBackend,
-                                               lb_process: StartLB, engine: str) -> None:
+                                               lb_process: StartLB) -> None:
     a = backend("A")
     port = free_port()
-    lb = lb_process({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]}, engine=engine)
+    lb = lb_process({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]})
     held: list[tuple[int, str]] = []
     threads = [threading.Thread(target=lambda: held.append(get(f"http://127.0.0.1:{port}/hold")))
                for _ in range(2)]
@@ -294,11 +286,11 @@ def test_admin_commands_and_errors(backend: StartBackend, lb_process: StartLB) -
 
 
 def test_keep_alive_head_pipelining_and_chunked_bodies(
-    backend: StartBackend, lb_process: StartLB, engine: str
+    backend: StartBackend, lb_process: StartLB
 ) -> None:
     a = backend("A")
     port = free_port()
-    lb_process({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]}, engine=engine)
+    lb_process({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]})
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("HEAD", "/")
     head = conn.getresponse()
@@ -319,12 +311,11 @@ def test_keep_alive_head_pipelining_and_chunked_bodies(
 
 
 def test_a_client_that_goes_away_frees_its_request(
-    backend: StartBackend, lb_process: StartLB, engine: str
+    backend: StartBackend, lb_process: StartLB
 ) -> None:
     a = backend("A")
     port = free_port()
-    lb = lb_process({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]},
-                    engine=engine)
+    lb = lb_process({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]})
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
     s.sendall(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
     wait_until(lambda: lb.admin.status()["in_flight"] == 1, timeout=10, what="1 in flight")

@@ -15,12 +15,14 @@ FULL = {"frontends": [
      "groups": {"v1": {"backends": ["tasks.shop_front:80"], "state": "draining"},
                 "v2": {"backends": ["tasks.shop_front-next:80", "10.0.0.7:80"],
                        "state": "active"}},
-     "timeouts": {"connect": 1.5, "read": 30.0}, "retries": 3, "policy": "active",
-     "engine": "aiohttp"},
+     "timeouts": {"connect": 1.5, "read": 30.0, "header": 5.0, "body": 20.0, "keepalive": 30.0,
+                  "tunnel": 600.0},
+     "retries": 3, "policy": "active"},
     {"name": "db", "listen": 5432, "host": "0.0.0.0", "mode": "tcp", "active": "old",
      "groups": {"old": {"backends": ["tasks.shop_db:5432"], "state": "active"}},
-     "timeouts": {"connect": 2.0, "read": 60.0}, "retries": 2, "policy": "active",
-     "engine": "fast"},
+     "timeouts": {"connect": 2.0, "read": 60.0, "header": 10.0, "body": 30.0,
+                  "keepalive": 60.0, "tunnel": 3600.0},
+     "retries": 2, "policy": "active"},
 ]}
 
 
@@ -35,8 +37,10 @@ def test_defaults() -> None:
     table = RoutingTable.from_dict({"frontends": [
         {"name": "w", "listen": 80, "active": "a", "groups": {"a": {"backends": ["h:1"]}}}]})
     fe = table.frontend("w")
-    assert (fe.mode, fe.retries, fe.timeouts.connect, fe.groups["a"].state, fe.engine) == \
-        ("http", 2, 2.0, "active", "fast")
+    t = fe.timeouts
+    assert (fe.mode, fe.retries, fe.groups["a"].state) == ("http", 2, "active")
+    assert (t.connect, t.read, t.header, t.body, t.keepalive, t.tunnel) == \
+        (2.0, 60.0, 10.0, 30.0, 60.0, 3600.0)
 
 
 def _fe(**over: Any) -> dict[str, Any]:
@@ -59,11 +63,13 @@ def _fe(**over: Any) -> dict[str, Any]:
     (_fe(timeouts={"read": -1}), "timeouts.read must be a positive"),
     (_fe(retries=99), "retries must be"),
     (_fe(policy="trace"), "policy must be one of"),
-    (_fe(engine="nginx"), "engine must be one of"),
+    (_fe(engine="fast"), "the 'engine' key is gone: the LB has one HTTP engine"),
+    (_fe(timeouts={"header": 0}), "timeouts.header must be a positive"),
     (_fe(colour="red"), "unknown key"),
     ({"frontends": [_fe()["frontends"][0], _fe()["frontends"][0]]}, "two frontends named"),
 ], ids=["not-object", "typo", "port", "mode", "active", "no-groups", "target", "draining-active",
-        "state", "timeout", "retries", "policy", "engine", "unknown", "duplicate"])
+        "state", "timeout", "retries", "policy", "engine-key-gone", "header-timeout", "unknown",
+        "duplicate"])
 def test_invalid_tables(data: Any, message: str) -> None:
     with pytest.raises(LBError, match=message):
         RoutingTable.from_dict(data)

@@ -1,0 +1,339 @@
+"""HTTP/1.1 message heads for the LB's engine: framing decisions and the heads it forwards.
+
+llhttp (through `httptools`) tokenises the bytes strictly; this module decides what a parsed
+head means and what goes on the wire next, following RFC 9112 section 6 and RFC 9110 7.6.1:
+
+- a request with Transfer-Encoding and Content-Length, differing or malformed Content-Length
+  values, a Transfer-Encoding whose final coding is not `chunked` (or any in HTTP/1.0), more
+  than one Host, or a Host that is no authority is refused (`BadMessage`, answered and closed);
+- hop-by-hop headers are dropped, and so are the headers a Connection header nominates,
+  except the ones that carry framing or routing (Content-Length, Transfer-Encoding, Host):
+  a client must never be able to make the LB forward a body without its framing;
+- every forwarded message is re-framed: the client's framing headers never reach the
+  backend; the LB writes its own Content-Length or `Transfer-Encoding: chunked` for the body
+  it will send (and re-chunks a chunked body itself), so both hops agree on where a message
+  ends whatever the client sent.
+"""
+
+from __future__ import annotations
+
+import re
+
+import httptools
+
+__all__ = ["BadMessage", "RequestHead", "ResponseHead", "connection_options",
+           "request_head", "response_head"]
+
+# Request headers the LB acts on; every other header passes unchanged.
+_HOST, _LENGTH, _CODING, _CONNECTION, _UPGRADE, _XFF, _EXPECT, _DROP = range(8)
+_REQUEST_KINDS = {
+    b"host": _HOST, b"content-length": _LENGTH, b"transfer-encoding": _CODING,
+    b"connection": _CONNECTION, b"upgrade": _UPGRADE, b"x-forwarded-for": _XFF,
+    b"expect": _EXPECT,
+    # Hop-by-hop (RFC 9110 7.6.1) and the X-Forwarded-* the LB sets itself.
+    b"keep-alive": _DROP, b"proxy-connection": _DROP, b"proxy-authenticate": _DROP,
+    b"proxy-authorization": _DROP, b"te": _DROP, b"trailer": _DROP,
+    b"x-forwarded-proto": _DROP, b"x-forwarded-port": _DROP, b"x-forwarded-host": _DROP,
+}
+_RESPONSE_DROP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
+    b"proxy-authorization", b"te", b"trailer", b"transfer-encoding", b"upgrade",
+    b"content-length",
+})
+# A Connection header may not nominate these away (they frame or route the message).
+PROTECTED = frozenset({b"content-length", b"transfer-encoding", b"host", b"x-forwarded-for",
+                       b"x-forwarded-proto", b"x-forwarded-port", b"x-forwarded-host"})
+_PLAIN = frozenset({b"close", b"keep-alive", b"upgrade", b""})
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+# RFC 3986 authority: reg-name or IP literal, optional port.
+_AUTHORITY = re.compile(rb"(?:[A-Za-z0-9\-._~%!$&'()*+,;=]*|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
+MAX_LENGTH_DIGITS = 18  # Content-Length values that fit in 63 bits
+
+
+class BadMessage(Exception):
+    """A request the LB refuses; `status` is the answer (400, 414, 431, 501, 505)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def connection_options(values: list[bytes]) -> frozenset[bytes]:
+    """The options of the Connection header lines, lower-case."""
+    if len(values) == 1:
+        single = values[0].strip(b" \t").lower()
+        if single in _PLAIN:
+            return frozenset((single,))
+    return frozenset(t.strip(b" \t").lower() for v in values for t in v.split(b","))
+
+
+def _length(values: list[bytes]) -> int:
+    """The one Content-Length these header lines state; BadMessage when they do not."""
+    found: int | None = None
+    for value in values:
+        for part in value.split(b","):
+            part = part.strip(b" \t")
+            if not part.isdigit() or len(part) > MAX_LENGTH_DIGITS:
+                raise BadMessage(400, "invalid Content-Length")
+            n = int(part)
+            if found is not None and n != found:
+                raise BadMessage(400, "conflicting Content-Length values")
+            found = n
+    assert found is not None
+    return found
+
+
+def _chunked_request(values: list[bytes], http11: bool) -> None:
+    """Accept only `Transfer-Encoding: chunked` (RFC 9112 6.1); BadMessage otherwise."""
+    if not http11:
+        raise BadMessage(400, "Transfer-Encoding in an HTTP/1.0 request")
+    codings = [c.strip(b" \t").lower() for v in values for c in v.split(b",")]
+    if codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
+        raise BadMessage(400, "the final transfer coding must be chunked")
+    if len(codings) != 1:
+        raise BadMessage(501, "transfer codings other than chunked are not supported")
+
+
+class RequestHead:
+    """A client's request as the LB forwards it: the backend's head and the framing."""
+
+    __slots__ = ("method", "data", "length", "chunked", "keep_alive", "upgrade",
+                 "expect_continue", "headers", "http11")
+
+    def __init__(self) -> None:
+        self.method = b""
+        self.data = b""  # the head for the backend, final CRLF included
+        self.length: int | None = None
+        self.chunked = False
+        self.keep_alive = True
+        self.upgrade: bytes | None = None
+        self.expect_continue = False
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.http11 = True
+
+    @property
+    def idempotent(self) -> bool:
+        """True for methods a client may send twice with the same effect (RFC 9110 9.2.2)."""
+        return self.method in _IDEMPOTENT
+
+    @property
+    def has_body(self) -> bool:
+        """True when a body follows the head."""
+        return self.chunked or bool(self.length)
+
+    def header_map(self) -> dict[str, str]:
+        """The client's headers as {lower-case name: value} (for routing policies)."""
+        return {n.decode("latin-1").lower(): v.decode("latin-1") for n, v in self.headers}
+
+
+def _origin(method: bytes, target: bytes) -> tuple[bytes, bytes | None]:
+    """(origin-form target, authority from an absolute-form target or None)."""
+    if target[:1] == b"/":
+        return target, None
+    if target == b"*" and method == b"OPTIONS":
+        return target, None
+    lower = target[:8].lower()
+    if lower.startswith(b"http://") or lower.startswith(b"https://"):
+        # RFC 9112 3.2.2: the authority of an absolute-form target replaces Host.
+        try:
+            url = httptools.parse_url(target)
+        except httptools.HttpParserInvalidURLError:
+            raise BadMessage(400, "invalid request target") from None
+        if not url.host or url.userinfo:
+            raise BadMessage(400, "invalid request target")
+        authority = url.host if url.port is None else b"%s:%d" % (url.host, url.port)
+        path = url.path or b"/"
+        return (path + b"?" + url.query if url.query else path), authority
+    raise BadMessage(400, "invalid request target")
+
+
+def request_head(method: bytes, target: bytes, version: str,
+                 headers: list[tuple[bytes, bytes]], peer: bytes, port: bytes) -> RequestHead:
+    """Decide a request's framing and build the head to send to a backend (HTTP/1.1)."""
+    if version != "1.1" and version != "1.0":
+        raise BadMessage(505, "HTTP version not supported")
+    if method == b"CONNECT":
+        raise BadMessage(405, "CONNECT is not supported")
+    http11 = version == "1.1"
+    target, authority = _origin(method, target)
+    host: bytes | None = None
+    lengths: list[bytes] = []
+    codings: list[bytes] = []
+    connection: list[bytes] = []
+    upgrade = forwarded = None
+    expect = False
+    lines = [method, b" ", target, b" HTTP/1.1\r\n"]
+    add = lines.append
+    kinds = _REQUEST_KINDS
+    for name, value in headers:
+        kind = kinds.get(name.lower())
+        if kind is None:
+            add(name)
+            add(b": ")
+            add(value)
+            add(b"\r\n")
+        elif kind == _HOST:
+            if host is not None:
+                raise BadMessage(400, "more than one Host header")
+            host = value
+        elif kind == _LENGTH:
+            lengths.append(value)
+        elif kind == _CODING:
+            codings.append(value)
+        elif kind == _CONNECTION:
+            connection.append(value)
+        elif kind == _UPGRADE:
+            if upgrade is None:
+                upgrade = value
+        elif kind == _XFF:
+            forwarded = value if forwarded is None else forwarded + b", " + value
+        elif kind == _EXPECT:
+            if value.lower() != b"100-continue":
+                raise BadMessage(417, "unsupported expectation")
+            expect = True
+    if host is None:
+        if http11 and authority is None:
+            raise BadMessage(400, "no Host header")
+        host = b""
+    elif not _AUTHORITY.fullmatch(host):
+        raise BadMessage(400, "invalid Host header")
+    if authority is not None:
+        host = authority
+    req = RequestHead()
+    req.method = method
+    req.headers = headers
+    req.http11 = http11
+    if codings:
+        if lengths:
+            raise BadMessage(400, "both Content-Length and Transfer-Encoding")
+        _chunked_request(codings, http11)
+        req.chunked = True
+    elif lengths:
+        req.length = _length(lengths)
+    options = connection_options(connection) if connection else _PLAIN
+    if connection:
+        req.keep_alive = b"close" not in options if http11 else b"keep-alive" in options
+        extra = options - _PLAIN - PROTECTED
+        if extra:
+            lines = _without(lines, extra, 4)
+            add = lines.append
+    elif not http11:
+        req.keep_alive = False
+    if upgrade is not None and b"upgrade" in options and http11:
+        if req.has_body:
+            # The body would be taken for the new protocol's bytes if the backend switched.
+            raise BadMessage(400, "an Upgrade request cannot have a body")
+        req.upgrade = upgrade
+    xff = forwarded + b", " + peer if forwarded else peer
+    lines += (b"Host: ", host, b"\r\nX-Forwarded-For: ", xff,
+              b"\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: ", port, b"\r\n")
+    if host:
+        lines += (b"X-Forwarded-Host: ", host, b"\r\n")
+    if req.chunked:
+        add(b"Transfer-Encoding: chunked\r\n")
+    elif req.length is not None:
+        add(b"Content-Length: %d\r\n" % req.length)
+    if req.upgrade is not None:
+        lines += (b"Connection: upgrade\r\nUpgrade: ", req.upgrade, b"\r\n")
+    add(b"\r\n")
+    req.expect_continue = expect and http11
+    req.data = b"".join(lines)
+    return req
+
+
+def _without(parts: list[bytes], names: frozenset[bytes], start: int) -> list[bytes]:
+    """The head parts (`start` parts of the first line, then name, ": ", value, CRLF per
+    header) without the headers `names` (lower-case)."""
+    kept = parts[:start]
+    for i in range(start, len(parts), 4):
+        if parts[i].lower() not in names:
+            kept += parts[i:i + 4]
+    return kept
+
+
+# Status lines built so far, by (status, reason): bounded by what backends send.
+_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
+
+
+class ResponseHead:
+    """A backend's answer as the LB forwards it: the client's head and the framing."""
+
+    __slots__ = ("data", "length", "chunked", "until_close", "bodiless")
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.length: int | None = None
+        self.chunked = False  # the client gets the body re-chunked by the LB
+        self.until_close = False  # the body ends when the backend closes
+        self.bodiless = False
+
+
+def response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
+                  head_request: bool, client_http11: bool, close: bool,
+                  switching: bool = False) -> ResponseHead:
+    """Decide an answer's framing (RFC 9112 6.3) and build the head for the client."""
+    key = (status, reason)
+    line = _STATUS_LINES.get(key)
+    if line is None:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+        if len(_STATUS_LINES) < 4096:
+            _STATUS_LINES[key] = line
+    parts = [line]
+    add = parts.append
+    drop = _RESPONSE_DROP
+    length: bytes | None = None
+    chunked = False
+    connection: list[bytes] | None = None
+    upgrade = None
+    for name, value in headers:
+        lname = name.lower()
+        if lname not in drop:
+            add(name)
+            add(b": ")
+            add(value)
+            add(b"\r\n")
+        elif lname == b"content-length":
+            length = value
+        elif lname == b"transfer-encoding":
+            chunked = True  # llhttp accepted it: chunked is the final coding
+        elif lname == b"connection":
+            connection = [value] if connection is None else connection + [value]
+        elif lname == b"upgrade":
+            upgrade = value
+    if connection is not None:
+        extra = connection_options(connection) - _PLAIN - PROTECTED
+        if extra:
+            parts = _without(parts, extra, 1)
+            add = parts.append
+    resp = ResponseHead()
+    if switching:
+        add(b"Connection: upgrade\r\n")
+        if upgrade is not None:
+            parts += (b"Upgrade: ", upgrade, b"\r\n")
+        add(b"\r\n")
+        resp.data = b"".join(parts)
+        resp.bodiless = True
+        return resp
+    if head_request or status < 200 or status == 204 or status == 304:
+        resp.bodiless = True
+        if length is not None and status != 204 and status >= 200:
+            parts += (b"Content-Length: ", length.strip(b" \t"), b"\r\n")
+    elif chunked:
+        if client_http11:
+            resp.chunked = True
+            add(b"Transfer-Encoding: chunked\r\n")
+        else:
+            resp.until_close = True  # an HTTP/1.0 client gets the decoded body, then EOF
+    elif length is not None:
+        resp.length = _length([length])
+        add(b"Content-Length: %d\r\n" % resp.length)
+    else:
+        resp.until_close = True
+    if close or resp.until_close:
+        add(b"Connection: close\r\n")
+    elif not client_http11:
+        add(b"Connection: keep-alive\r\n")
+    add(b"\r\n")
+    resp.data = b"".join(parts)
+    return resp
