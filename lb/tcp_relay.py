@@ -19,13 +19,13 @@ if TYPE_CHECKING:
     from lb.backends import Endpoint, GroupRuntime
     from lb.balancer import Balancer, FrontendRuntime
 
-__all__ = ["TcpRelay"]
+__all__ = ["IdleClock", "TcpRelay", "pipe"]
 
 log = logging.getLogger("dans.lb")
 CHUNK = 1 << 16
 
 
-class _Idle:
+class IdleClock:
     """When either direction of one relayed connection last moved a byte."""
 
     def __init__(self, limit: float) -> None:
@@ -33,8 +33,8 @@ class _Idle:
         self.last = time.monotonic()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                idle: _Idle) -> None:
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                idle: IdleClock) -> None:
     try:
         while True:
             try:
@@ -85,9 +85,9 @@ class TcpRelay:
             ep, (up_reader, up_writer) = connected
             ep.in_flight += 1
             try:
-                idle = _Idle(fe.spec.timeouts.tunnel)
-                done = await asyncio.gather(_pipe(reader, up_writer, idle),
-                                            _pipe(up_reader, writer, idle),
+                idle = IdleClock(fe.spec.timeouts.tunnel)
+                done = await asyncio.gather(pipe(reader, up_writer, idle),
+                                            pipe(up_reader, writer, idle),
                                             return_exceptions=True)
                 if any(isinstance(d, BaseException) for d in done):
                     up_writer.transport.abort()

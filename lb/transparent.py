@@ -29,12 +29,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lb.tcp_relay import IdleClock, pipe
+
 __all__ = ["RelaySettings", "original_port", "redirect_rule", "run_relay"]
 
 log = logging.getLogger("dans.relay")
 
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h; the socket module does not name it
-CHUNK = 1 << 16
+CHUNK = 1 << 16  # the stream buffer per direction: back-pressure keeps it bounded
 DEFAULT_LISTEN = 15001
 READY_FILE = Path("/tmp/dans-relay-ready")
 
@@ -100,22 +102,6 @@ class _Resolver:
         return list(self._addrs)
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                idle: float) -> None:
-    # Back-pressure through drain(): at most one chunk is buffered per direction.
-    try:
-        while True:
-            data = await asyncio.wait_for(reader.read(CHUNK), idle)
-            if not data:
-                break
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-    except (ConnectionError, OSError, TimeoutError):
-        writer.transport.abort()
-
-
 class TransparentRelay:
     """Accepts redirected connections and forwards each to the dialled port of the target."""
 
@@ -137,9 +123,9 @@ class TransparentRelay:
             return
         up_reader, up_writer = upstream
         self.open.add(writer)
-        idle = self.settings.idle_timeout
+        idle = IdleClock(self.settings.idle_timeout)
         try:
-            await asyncio.gather(_pipe(reader, up_writer, idle), _pipe(up_reader, writer, idle))
+            await asyncio.gather(pipe(reader, up_writer, idle), pipe(up_reader, writer, idle))
         finally:
             self.open.discard(writer)
             up_writer.close()
