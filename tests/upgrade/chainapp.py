@@ -160,6 +160,14 @@ class Load:
         with self.lock:
             return sum(1 for _, k in self.records if k == kind)
 
+    def summary(self) -> str:
+        """Counts of each kind so far and the errors, for a failure message."""
+        with self.lock:
+            kinds = [k for _, k in self.records]
+            errors = dict(self.errors)
+        counts = {k: kinds.count(k) for k in ("ok-old", "ok-new", "mixed", "failed")}
+        return f"{counts}, errors {errors}"
+
     def finish(self) -> dict[str, Any]:
         """Stop the threads and sum up."""
         self.stop.set()

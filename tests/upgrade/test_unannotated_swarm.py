@@ -67,11 +67,13 @@ def test_upgrade_without_annotations(gateway: Gateway, names: Names, lb_image: s
     try:
         wait_until(lambda: load.count("ok-old") >= 20, timeout=30, what="steady load")
         upgraded = dans("upgrade", "-f", str(v2), "--stack", stack)
-        wait_until(lambda: load.count("ok-new") >= 20, timeout=30, what="auth v2 answers")
+        assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+        # The upgrade has returned: every request from now on is answered by auth v2.
+        wait_until(lambda: load.count("ok-new") >= 20, timeout=60, what="auth v2 answers",
+                   describe=lambda: f"answers so far: {load.summary()}")
     finally:
         stats = load.finish()
     print(f"\nunannotated ({'db declared' if db_declared else 'no keys'}): {stats}")
-    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
     assert stats["failed"] == 0, stats["errors"]
     assert stats["mixed"] == 0
     assert stats["ok"] > stats["new"] > 0
