@@ -21,96 +21,41 @@ Simplifications: one node; an update replaces every task at once (no parallelism
 from __future__ import annotations
 
 import base64
-import binascii
 import copy
 import itertools
-import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
 
+from tests.fakeswarm import (
+    FakeClock,
+    Killed,
+    Labels,
+    Object,
+    Service,
+    Spec,
+    Task,
+    check_base64,
+    json_body,
+    labelled,
+    network_ids,
+    network_view,
+    object_view,
+    references,
+    retained,
+    service_view,
+    task_key,
+    task_view,
+)
 from upgrade_manager.errors import Conflict, ConvergeTimeout, EngineError, NotFound
-from upgrade_manager.gateway import LIVE_TASK_STATES, STACK_LABEL, Gateway, ServiceState
+from upgrade_manager.gateway import Gateway, ServiceState
 
 __all__ = ["FakeClock", "FakeGateway", "Killed"]
 
-Spec = dict[str, Any]
-Labels = dict[str, str]
 Hook = Callable[[str, bool], None]  # (method name, mutating)
 
 _BAD_UPDATE_STATES = {"paused", "rollback_started", "rollback_paused", "rollback_completed"}
-_HISTORY = 5  # the swarm's default TaskHistoryRetentionLimit
 _PREDEFINED = {"ingress": "swarm", "bridge": "local", "host": "local", "none": "local"}
-
-
-class Killed(BaseException):
-    """The dans process dies here (like SIGKILL): nothing in dans may catch it."""
-
-
-class FakeClock:
-    """Monotonic seconds that pass only when someone sleeps (or a test advances them)."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def monotonic(self) -> float:
-        """The current fake time."""
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        """Let `seconds` pass at once (at least a millisecond, so loops always progress)."""
-        self.now += max(seconds, 0.001)
-
-
-@dataclass
-class _Task:
-    id: str
-    service_id: str
-    slot: int | None
-    spec: Spec
-    version: int  # the service's template version the task was made from
-    created: float
-    state: str = "starting"
-    desired: str = "running"
-    err: str = ""
-    stop_at: float | None = None
-    replaces: str | None = None  # start-first: the old task that stops when this one runs
-    updated: int = 0  # sequence of the last change, for "newest first"
-
-    @property
-    def image(self) -> str:
-        return str(self.spec.get("ContainerSpec", {}).get("Image", ""))
-
-    @property
-    def live(self) -> bool:
-        return self.state in LIVE_TASK_STATES
-
-
-@dataclass
-class _Service:
-    id: str
-    spec: Spec
-    version: int
-    created: int
-    updated: int
-    template: int = 0  # the version at which the task template last changed
-    previous: Spec | None = None
-    update_status: dict[str, str] | None = None
-    tasks: list[_Task] = field(default_factory=list)
-
-
-@dataclass
-class _Object:
-    """A network, config or secret."""
-
-    id: str
-    name: str
-    spec: Spec
-    version: int
-    created: int
-    updated: int
 
 
 class FakeGateway(Gateway):
@@ -131,13 +76,13 @@ class FakeGateway(Gateway):
         self._in_hook = False
         self._seq = itertools.count(1)
         self._ids = itertools.count(1)
-        self._services: dict[str, _Service] = {}  # by name
-        self._gone: list[_Task] = []  # tasks of removed services, until they stop
-        self._networks: dict[str, _Object] = {}
-        self._configs: dict[str, _Object] = {}
-        self._secrets: dict[str, _Object] = {}
+        self._services: dict[str, Service] = {}  # by name
+        self._gone: list[Task] = []  # tasks of removed services, until they stop
+        self._networks: dict[str, Object] = {}
+        self._configs: dict[str, Object] = {}
+        self._secrets: dict[str, Object] = {}
         for name, scope in _PREDEFINED.items():
-            self._networks[name] = _Object(self._new_id(), name, {
+            self._networks[name] = Object(self._new_id(), name, {
                 "Name": name, "Driver": "overlay" if scope == "swarm" else name,
                 "Scope": scope, "Labels": {}}, 0, 0, 0)
 
@@ -179,25 +124,25 @@ class FakeGateway(Gateway):
     def services(self, stack: str | None = None, labels: Labels | None = None) -> list[Spec]:
         """Every service, or those of `stack`, filtered by labels."""
         with self._call("services"):
-            return [self._service_view(s) for s in self._services.values()
-                    if _labelled(s.spec.get("Labels"), stack, labels)]
+            return [service_view(s) for s in self._services.values()
+                    if labelled(s.spec.get("Labels"), stack, labels)]
 
     def inspect_service(self, name: str) -> Spec:
         """The service by name or ID, as the Engine's inspect shows it."""
         with self._call("inspect_service"):
-            return self._service_view(self._service(name, f"service {name}"))
+            return service_view(self._service(name, f"service {name}"))
 
     def create_service(self, spec: Spec) -> str:
         """Create a service; Conflict for a taken name, NotFound for an unknown network."""
         what = f"creating service {spec.get('Name')}"
         with self._call("create_service", mutating=True):
-            body = self._checked_spec(_json(spec), what)
+            body = self._checked_spec(json_body(spec), what)
             name = body["Name"]
             if name in self._services:
                 raise Conflict(f"{what}: rpc error: code = AlreadyExists desc = name conflicts "
                                f"with an existing object: service {name} already exists")
             seq = self._tick()
-            svc = _Service(self._new_id(), body, seq, seq, seq, template=seq)
+            svc = Service(self._new_id(), body, seq, seq, seq, template=seq)
             self._services[name] = svc
             self._scale(svc)
             return svc.id
@@ -212,7 +157,7 @@ class FakeGateway(Gateway):
                 version = svc.version
             if version != svc.version:
                 raise Conflict(f"{what}: rpc error: code = Unknown desc = update out of sequence")
-            body = self._checked_spec(_json(spec), what, svc)
+            body = self._checked_spec(json_body(spec), what, svc)
             if body["Name"] != svc.spec["Name"]:
                 raise EngineError(f"{what}: rpc error: code = Unimplemented desc = renaming "
                                   "services is not supported")
@@ -224,7 +169,7 @@ class FakeGateway(Gateway):
             svc.previous, svc.spec = old, body
             svc.version = svc.updated = self._tick()
             svc.update_status = None  # swarmkit resets it on every update
-            if _task_key(old) != _task_key(body):
+            if task_key(old) != task_key(body):
                 svc.template = svc.version
                 self._replace_tasks(svc)
             self._scale(svc)
@@ -252,7 +197,7 @@ class FakeGateway(Gateway):
             svc = self._service(service, f"listing tasks of {service}")
             found = [t for t in svc.tasks if not desired_running or t.desired == "running"]
             found.sort(key=lambda t: t.updated, reverse=True)
-            return [self._task_view(t) for t in found]
+            return [task_view(t) for t in found]
 
     def live_tasks(self, service_id: str) -> int:
         """How many tasks of a service (also a removed one) may still run."""
@@ -284,7 +229,7 @@ class FakeGateway(Gateway):
 
     # -- the task model ---------------------------------------------------------------------
 
-    def _scale(self, svc: _Service) -> None:
+    def _scale(self, svc: Service) -> None:
         """Make or stop tasks so that the wanted slots are there."""
         mode = svc.spec.get("Mode") or {}
         slots = ([None] if "Global" in mode
@@ -299,11 +244,11 @@ class FakeGateway(Gateway):
             if slot not in have:
                 self._start(svc, slot)
 
-    def _replace_tasks(self, svc: _Service) -> None:
+    def _replace_tasks(self, svc: Service) -> None:
         """A new task spec: every running slot gets a new task, stop-first or start-first."""
         order = (svc.spec.get("UpdateConfig") or {}).get("Order", "stop-first")
         svc.update_status = {"State": "updating", "Message": "update in progress"}
-        slots: dict[int | None, list[_Task]] = {}
+        slots: dict[int | None, list[Task]] = {}
         for task in svc.tasks:
             if task.desired == "running":
                 slots.setdefault(task.slot, []).append(task)
@@ -316,13 +261,13 @@ class FakeGateway(Gateway):
                 else:
                     self._stop(task, "shutdown")
 
-    def _start(self, svc: _Service, slot: int | None) -> _Task:
-        task = _Task(self._new_id(), svc.id, slot, copy.deepcopy(svc.spec["TaskTemplate"]),
+    def _start(self, svc: Service, slot: int | None) -> Task:
+        task = Task(self._new_id(), svc.id, slot, copy.deepcopy(svc.spec["TaskTemplate"]),
                      svc.template, self.clock.monotonic(), updated=self._tick())
         svc.tasks.append(task)
         return task
 
-    def _stop(self, task: _Task, desired: str) -> None:
+    def _stop(self, task: Task, desired: str) -> None:
         task.desired = desired
         task.stop_at = self.clock.monotonic() + self.stop_delay
         task.updated = self._tick()
@@ -334,13 +279,13 @@ class FakeGateway(Gateway):
             for task in list(svc.tasks):
                 self._advance_task(svc, task, now)
             self._finish_update(svc)
-            svc.tasks = _retained(svc.tasks)
+            svc.tasks = retained(svc.tasks)
         for task in self._gone:
             if task.live and task.stop_at is not None and now >= task.stop_at:
                 task.state, task.updated = "shutdown", self._tick()
         self._gone = [t for t in self._gone if t.live]
 
-    def _advance_task(self, svc: _Service, task: _Task, now: float) -> None:
+    def _advance_task(self, svc: Service, task: Task, now: float) -> None:
         if task.desired != "running":
             if task.live and task.stop_at is not None and now >= task.stop_at:
                 task.state, task.updated = "shutdown", self._tick()
@@ -368,7 +313,7 @@ class FakeGateway(Gateway):
                 replacement = self._start(svc, task.slot)
                 replacement.replaces = task.replaces
 
-    def _finish_update(self, svc: _Service) -> None:
+    def _finish_update(self, svc: Service) -> None:
         if (svc.update_status or {}).get("State") != "updating":
             return
         wanted = [t for t in svc.tasks if t.desired == "running"]
@@ -381,8 +326,8 @@ class FakeGateway(Gateway):
     def networks(self, stack: str | None = None, labels: Labels | None = None) -> list[Spec]:
         """Networks of `stack` or with given labels."""
         with self._call("networks"):
-            return [self._network_view(n) for n in self._networks.values()
-                    if _labelled(n.spec.get("Labels"), stack, labels)]
+            return [network_view(n) for n in self._networks.values()
+                    if labelled(n.spec.get("Labels"), stack, labels)]
 
     def network_names(self) -> dict[str, str]:
         """Every network's ID mapped to its name."""
@@ -392,7 +337,7 @@ class FakeGateway(Gateway):
     def inspect_network(self, name: str) -> Spec:
         """The network by name or ID."""
         with self._call("inspect_network"):
-            return self._network_view(self._network(name, f"network {name}"))
+            return network_view(self._network(name, f"network {name}"))
 
     def create_network(self, spec: Spec) -> str:
         """Create a network; a taken name is a Conflict (CheckDuplicate)."""
@@ -402,9 +347,9 @@ class FakeGateway(Gateway):
                 raise Conflict(f"creating network {name}: network with name {name} already "
                                "exists")
             seq = self._tick()
-            body = _json(spec)
+            body = json_body(spec)
             body.setdefault("Scope", "swarm")
-            net = _Object(self._new_id(), str(name), body, seq, seq, seq)
+            net = Object(self._new_id(), str(name), body, seq, seq, seq)
             self._networks[net.name] = net
             return net.id
 
@@ -419,11 +364,11 @@ class FakeGateway(Gateway):
                     return
                 raise
             for svc in self._services.values():
-                if net.id in _network_ids(svc.spec["TaskTemplate"]):
+                if net.id in network_ids(svc.spec["TaskTemplate"]):
                     raise EngineError(f"{what}: rpc error: code = FailedPrecondition desc = "
                                       f"network {net.id} is in use by service {svc.id}")
             tasks = [t for s in self._services.values() for t in s.tasks] + self._gone
-            if any(t.live and net.id in _network_ids(t.spec) for t in tasks):
+            if any(t.live and net.id in network_ids(t.spec) for t in tasks):
                 raise EngineError(f"{what}: error while removing network: network {net.name} "
                                   f"id {net.id} has active endpoints")
             del self._networks[net.name]
@@ -433,24 +378,24 @@ class FakeGateway(Gateway):
     def configs(self, stack: str | None = None, labels: Labels | None = None) -> list[Spec]:
         """Configs of `stack` or with given labels (data included)."""
         with self._call("configs"):
-            return [self._object_view(c, True) for c in self._configs.values()
-                    if _labelled(c.spec.get("Labels"), stack, labels)]
+            return [object_view(c, True) for c in self._configs.values()
+                    if labelled(c.spec.get("Labels"), stack, labels)]
 
     def secrets(self, stack: str | None = None, labels: Labels | None = None) -> list[Spec]:
         """Secrets of `stack` or with given labels (never their data)."""
         with self._call("secrets"):
-            return [self._object_view(s, False) for s in self._secrets.values()
-                    if _labelled(s.spec.get("Labels"), stack, labels)]
+            return [object_view(s, False) for s in self._secrets.values()
+                    if labelled(s.spec.get("Labels"), stack, labels)]
 
     def inspect_config(self, name: str) -> Spec:
         """The config (Spec.Data is base64)."""
         with self._call("inspect_config"):
-            return self._object_view(self._object(self._configs, "config", name), True)
+            return object_view(self._object(self._configs, "config", name), True)
 
     def inspect_secret(self, name: str) -> Spec:
         """The secret, without its data."""
         with self._call("inspect_secret"):
-            return self._object_view(self._object(self._secrets, "secret", name), False)
+            return object_view(self._object(self._secrets, "secret", name), False)
 
     def create_config(self, spec: Spec) -> str:
         """Create a config; a taken name is a Conflict (the lock the upgrade state uses)."""
@@ -476,31 +421,31 @@ class FakeGateway(Gateway):
         """Remove a secret; Conflict while a service uses it."""
         self._drop_object(self._secrets, "secret", name, missing_ok)
 
-    def _make_object(self, store: dict[str, _Object], kind: str, spec: Spec) -> str:
+    def _make_object(self, store: dict[str, Object], kind: str, spec: Spec) -> str:
         name = str(spec.get("Name"))
         what = f"creating {kind} {name}"
         with self._call(f"create_{kind}", mutating=True):
             body = dict(spec)
             if isinstance(body.get("Data"), bytes):
                 body["Data"] = base64.b64encode(body["Data"]).decode("ascii")
-            body = _json(body)
-            _check_base64(body.get("Data"), what)
+            body = json_body(body)
+            check_base64(body.get("Data"), what)
             if name in store:
                 raise Conflict(f"{what}: rpc error: code = AlreadyExists desc = {kind} {name} "
                                "already exists")
             seq = self._tick()
-            obj = _Object(self._new_id(), name, body, seq, seq, seq)
+            obj = Object(self._new_id(), name, body, seq, seq, seq)
             store[name] = obj
             return obj.id
 
-    def _relabel_object(self, store: dict[str, _Object], kind: str, name: str, spec: Spec,
+    def _relabel_object(self, store: dict[str, Object], kind: str, name: str, spec: Spec,
                        version: int | None) -> None:
         what = f"updating {kind} {name}"
         with self._call(f"update_{kind}_labels", mutating=True):
             obj = self._object(store, kind, name, what)
             if version is not None and version != obj.version:
                 raise Conflict(f"{what}: rpc error: code = Unknown desc = update out of sequence")
-            body = _json(spec)
+            body = json_body(spec)
             same = {k: v for k, v in body.items() if k != "Labels"} \
                 == {k: v for k, v in obj.spec.items() if k != "Labels"}
             if not same and body.get("Data", obj.spec.get("Data")) != obj.spec.get("Data"):
@@ -509,7 +454,7 @@ class FakeGateway(Gateway):
             obj.spec = {**obj.spec, "Labels": dict(body.get("Labels") or {})}
             obj.version = obj.updated = self._tick()
 
-    def _drop_object(self, store: dict[str, _Object], kind: str, name: str,
+    def _drop_object(self, store: dict[str, Object], kind: str, name: str,
                        missing_ok: bool) -> None:
         what = f"removing {kind} {name}"
         with self._call(f"remove_{kind}", mutating=True):
@@ -520,7 +465,7 @@ class FakeGateway(Gateway):
                     return
                 raise
             users = sorted(s.spec["Name"] for s in self._services.values()
-                           if obj.id in _references(s.spec, kind))
+                           if obj.id in references(s.spec, kind))
             if users:
                 raise Conflict(f"{what}: rpc error: code = InvalidArgument desc = {kind} "
                                f"'{obj.name}' is in use by the following service: "
@@ -558,28 +503,28 @@ class FakeGateway(Gateway):
 
     # -- lookups and views ----------------------------------------------------------------
 
-    def _service(self, ref: str, what: str) -> _Service:
+    def _service(self, ref: str, what: str) -> Service:
         svc = self._services.get(ref) or next(
             (s for s in self._services.values() if s.id == ref), None)
         if svc is None:
             raise NotFound(f"{what}: not found (service {ref} not found)")
         return svc
 
-    def _network(self, ref: str, what: str) -> _Object:
+    def _network(self, ref: str, what: str) -> Object:
         net = self._networks.get(ref) or next(
             (n for n in self._networks.values() if n.id == ref), None)
         if net is None:
             raise NotFound(f"{what}: not found (network {ref} not found)")
         return net
 
-    def _object(self, store: dict[str, _Object], kind: str, ref: str,
-                what: str | None = None) -> _Object:
+    def _object(self, store: dict[str, Object], kind: str, ref: str,
+                what: str | None = None) -> Object:
         obj = store.get(ref) or next((o for o in store.values() if o.id == ref), None)
         if obj is None:
             raise NotFound(f"{what or kind + ' ' + ref}: not found ({kind} {ref} not found)")
         return obj
 
-    def _checked_spec(self, spec: Spec, what: str, current: _Service | None = None) -> Spec:
+    def _checked_spec(self, spec: Spec, what: str, current: Service | None = None) -> Spec:
         """The spec as the Engine stores it, or the Engine's refusal."""
         task = spec.setdefault("TaskTemplate", {})
         task.setdefault("ForceUpdate", 0)
@@ -602,7 +547,7 @@ class FakeGateway(Gateway):
                                   f"'{owner}'")
         return spec
 
-    def _port_owner(self, port: int, current: _Service | None) -> str | None:
+    def _port_owner(self, port: int, current: Service | None) -> str | None:
         for svc in self._services.values():
             if port and svc is not current and port in {
                     int(p.get("PublishedPort") or 0)
@@ -610,96 +555,3 @@ class FakeGateway(Gateway):
                 return str(svc.spec["Name"])
         return None
 
-    def _service_view(self, svc: _Service) -> Spec:
-        view: Spec = {
-            "ID": svc.id, "Version": {"Index": svc.version},
-            "CreatedAt": _stamp(svc.created), "UpdatedAt": _stamp(svc.updated),
-            "Spec": copy.deepcopy(svc.spec),
-            "Endpoint": {"Spec": copy.deepcopy(svc.spec.get("EndpointSpec") or {}),
-                         "Ports": copy.deepcopy(
-                             (svc.spec.get("EndpointSpec") or {}).get("Ports") or [])},
-        }
-        if svc.previous is not None:
-            view["PreviousSpec"] = copy.deepcopy(svc.previous)
-        if svc.update_status is not None:
-            view["UpdateStatus"] = dict(svc.update_status)
-        return view
-
-    def _task_view(self, task: _Task) -> Spec:
-        status: Spec = {"State": task.state, "Message": task.state,
-                        "Timestamp": _stamp(task.updated)}
-        if task.err:
-            status["Err"] = task.err
-        view: Spec = {"ID": task.id, "ServiceID": task.service_id, "NodeID": "node-1",
-                      "DesiredState": task.desired, "Status": status,
-                      "Spec": copy.deepcopy(task.spec), "UpdatedAt": _stamp(task.updated),
-                      "Version": {"Index": task.updated}}
-        if task.slot is not None:
-            view["Slot"] = task.slot
-        return view
-
-    def _network_view(self, net: _Object) -> Spec:
-        return {"Id": net.id, "Name": net.name, "Created": _stamp(net.created),
-                "Scope": net.spec.get("Scope", "swarm"), "Driver": net.spec.get("Driver"),
-                "Attachable": bool(net.spec.get("Attachable")),
-                "Labels": dict(net.spec.get("Labels") or {})}
-
-    def _object_view(self, obj: _Object, with_data: bool) -> Spec:
-        spec = copy.deepcopy(obj.spec)
-        if not with_data:
-            spec.pop("Data", None)
-        return {"ID": obj.id, "Version": {"Index": obj.version},
-                "CreatedAt": _stamp(obj.created), "UpdatedAt": _stamp(obj.updated),
-                "Spec": spec}
-
-
-def _json(spec: Spec) -> Spec:
-    """What the Engine receives: the JSON body (bytes or sets in a spec fail here, as there)."""
-    return dict(json.loads(json.dumps(spec)))
-
-
-def _check_base64(data: Any, what: str) -> None:
-    if data is None:
-        return
-    try:
-        base64.b64decode(data, validate=True)
-    except (binascii.Error, TypeError, ValueError):
-        raise EngineError(f"{what}: invalid JSON: illegal base64 data") from None
-
-
-def _labelled(have: Labels | None, stack: str | None, labels: Labels | None) -> bool:
-    wanted = {**({STACK_LABEL: stack} if stack else {}), **(labels or {})}
-    return all((have or {}).get(k) == v for k, v in wanted.items())
-
-
-def _task_key(spec: Spec) -> str:
-    """What makes the Engine replace a service's tasks when it changes."""
-    return json.dumps([spec.get("TaskTemplate"), spec.get("EndpointSpec")], sort_keys=True)
-
-
-def _network_ids(task_spec: Spec) -> set[str]:
-    return {n["Target"] for n in task_spec.get("Networks") or []}
-
-
-def _references(spec: Spec, kind: str) -> set[str]:
-    container = spec["TaskTemplate"]["ContainerSpec"]
-    ids = {r.get(f"{kind.title()}ID") for r in container.get(f"{kind.title()}s") or []}
-    cred = (container.get("Privileges") or {}).get("CredentialSpec") or {}
-    if kind == "config" and cred.get("Config"):
-        ids.add(cred["Config"])
-    return {i for i in ids if i}
-
-
-def _retained(tasks: list[_Task]) -> list[_Task]:
-    """Keep every live task and the newest few dead ones per slot (the swarm's history)."""
-    dead: dict[int | None, list[_Task]] = {}
-    for t in sorted(tasks, key=lambda t: t.updated, reverse=True):
-        if not t.live:
-            dead.setdefault(t.slot, []).append(t)
-    keep = {id(t) for ts in dead.values() for t in ts[:_HISTORY]}
-    return [t for t in tasks if t.live or id(t) in keep]
-
-
-def _stamp(seq: int) -> str:
-    # Sortable like the Engine's RFC 3339 timestamps.
-    return f"2024-01-01T00:00:00.{seq:09d}Z"

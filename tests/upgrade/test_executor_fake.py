@@ -218,3 +218,17 @@ def test_removing_the_generation_network_waits_for_the_tasks_to_stop() -> None:
     assert "st_dans-gen-g1" not in [n["Name"] for n in gw.networks(STACK)]
     fresh = deployed(doc(front=V2_FRONT, api=V2_API))
     assert snapshot(gw, lb) == snapshot(fresh, FakeLB(fresh, STACK))
+
+
+@pytest.mark.parametrize("stop", [1, 7, 11], ids=["after-network", "after-converge",
+                                                   "before-network-removal"])
+def test_an_unfinished_run_is_told_apart_from_the_end_state(stop: int) -> None:
+    # The end-state comparison is not vacuous: what a partial run leaves differs from it.
+    gw = deployed(BASE)
+    lb = FakeLB(gw, STACK)
+    plan = plan_of(gw, lb, doc(front=V2_FRONT, api=V2_API))
+    run(gw, lb, plan.steps[:stop])
+    fresh = deployed(doc(front=V2_FRONT, api=V2_API))
+    got, want = snapshot(gw, lb), snapshot(fresh, FakeLB(fresh, STACK))
+    assert got != want
+    assert "st_dans-gen-g1" in got["networks"]
