@@ -48,17 +48,26 @@ class Timeouts:
     remove: float = 90.0
 
 
+class Clock(Protocol):
+    """Where the executor's waits read the time and sleep (the `time` module by default)."""
+
+    def monotonic(self) -> float: ...
+    def sleep(self, seconds: float, /) -> None: ...
+
+
 class Executor:
     """Runs steps against the engine and the LB, reporting each through `report`."""
 
     def __init__(self, gw: Gateway, lb: Callable[[], LBAdmin],
                  report: Callable[[str, Step, float, str], None],
-                 timeouts: Timeouts | None = None) -> None:
+                 timeouts: Timeouts | None = None, *, clock: Clock | None = None) -> None:
         self.gw = gw
         self._lb_factory = lb
         self._lb: LBAdmin | None = None
         self.report = report
         self.timeouts = timeouts or Timeouts()
+        # A seam for tests with an in-memory engine: their waits cost no wall time.
+        self.clock: Clock = clock or time
 
     @property
     def lb(self) -> LBAdmin:
@@ -113,16 +122,16 @@ class Executor:
             create(spec)
 
     def _do_remove_network(self, step: Step) -> None:
-        deadline = time.monotonic() + self.timeouts.remove
+        deadline = self.clock.monotonic() + self.timeouts.remove
         while True:
             try:
                 self.gw.remove_network(step.target, missing_ok=True)
                 return
             except DansError:
                 # Swarm frees a network a moment after the last task on it is gone.
-                if time.monotonic() > deadline:
+                if self.clock.monotonic() > deadline:
                     raise
-                time.sleep(0.3)
+                self.clock.sleep(0.3)
 
     def _do_remove_unused(self, step: Step) -> None:
         for kind, remove in (("configs", self.gw.remove_config),
@@ -178,12 +187,12 @@ class Executor:
         # A service with no task left takes its new spec directly: the engine starts all its
         # tasks at once, so the `via` round (all at once, then the exact spec) is not needed.
         stopped = {n for n in todo if self._scale_to_zero(n)}
-        deadline = time.monotonic() + self.timeouts.remove
+        deadline = self.clock.monotonic() + self.timeouts.remove
         while not all(self._stopped(n) for n in todo):
-            if time.monotonic() > deadline:
+            if self.clock.monotonic() > deadline:
                 raise UpgradeError("the old chain did not stop within "
                                    f"{self.timeouts.remove:.0f} s: {', '.join(todo)}")
-            time.sleep(0.3)
+            self.clock.sleep(0.3)
         for level in levels:
             self._update_all({n: services[n] for n in level if n in services},
                              step.args.get("via"), direct=stopped)
@@ -255,12 +264,12 @@ class Executor:
                 continue
             self.gw.remove_service(name, missing_ok=True)
         # Wait until their tasks have stopped (on every node), so their networks can go.
-        deadline = time.monotonic() + self.timeouts.remove
+        deadline = self.clock.monotonic() + self.timeouts.remove
         while any(self.gw.live_tasks(i) for i in ids):
-            if time.monotonic() > deadline:
+            if self.clock.monotonic() > deadline:
                 raise UpgradeError("removed services still have running tasks after "
                                    f"{self.timeouts.remove:.0f} s: {', '.join(names)}")
-            time.sleep(0.3)
+            self.clock.sleep(0.3)
 
     # -- the LB ----------------------------------------------------------------------------
 

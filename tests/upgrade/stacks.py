@@ -38,7 +38,7 @@ BASE: dict[str, Any] = {
 }
 
 
-def doc(**changes: dict[str, Any]) -> dict[str, Any]:
+def doc(**changes: dict[str, Any] | None) -> dict[str, Any]:
     """BASE with per-service changes merged in (a value of None removes the service)."""
     out = copy.deepcopy(BASE)
     for name, change in changes.items():

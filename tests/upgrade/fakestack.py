@@ -1,0 +1,106 @@
+"""Stacks on the fake gateway: deploy a Compose document, plan, and read the end state."""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+import yaml
+
+from tests.fakegateway import FakeClock, FakeGateway
+from tests.fakelb import FakeLB
+from upgrade_manager.diff import normalize
+from upgrade_manager.errors import NotFound
+from upgrade_manager.executor import Timeouts
+from upgrade_manager.managed import lb_service_name
+from upgrade_manager.plan import Plan, make_plan
+from upgrade_manager.state import state_name
+from upgrade_manager.upgrade import (
+    Options,
+    deploy,
+    desired_stack,
+    lb_settings,
+    read_running,
+)
+
+__all__ = ["STACK", "options", "deployed", "plan_of", "snapshot", "images", "replicas"]
+
+STACK = "st"
+_TOKEN = re.compile(r"DANS_LB_TOKEN=\S+")
+
+
+def options(document: dict[str, Any], **kw: Any) -> Options:
+    """The command-line choices for a Compose document given on stdin."""
+    return Options(files=("-",), stack=STACK, environ={}, stdin_text=yaml.safe_dump(document),
+                   lb_image="dans-lb:test", timeouts=Timeouts(healthy=60, drain=30, remove=30),
+                   **kw)
+
+
+def deployed(document: dict[str, Any], *, stop_delay: float = 0.5) -> FakeGateway:
+    """A fake swarm on which `dans deploy --wait` of `document` has run."""
+    gw = FakeGateway(FakeClock(), stop_delay=stop_delay)
+    deploy(gw, options(document), wait=True)
+    return gw
+
+
+def plan_of(gw: FakeGateway, lb: FakeLB, document: dict[str, Any], **kw: Any) -> Plan:
+    """The plan `dans upgrade` would make from the running stack to `document`."""
+    opts = options(document)
+    running = read_running(gw, STACK)
+    desired = desired_stack(opts, lb_settings(running, opts))
+    return make_plan(running, desired, generation="g1", old_table=lb.routes().to_dict(), **kw)
+
+
+def snapshot(gw: FakeGateway, lb: FakeLB | None = None) -> dict[str, Any]:
+    """Everything that makes the stack what it is, free of IDs, versions and the LB token.
+
+    Services: normalized spec (network IDs read as names) and the image and state of every
+    task meant to run; networks, configs and secrets by name (the upgrade state excluded);
+    and the LB's routing table.
+    """
+    names = gw.network_names()
+    services = {}
+    for svc in gw.services(STACK):
+        name = svc["Spec"]["Name"]
+        spec = normalize(svc["Spec"], names)
+        if name == lb_service_name(STACK):
+            spec = _masked(spec)
+        tasks = sorted((t["Spec"]["ContainerSpec"]["Image"], t["Status"]["State"])
+                       for t in gw.tasks(name, desired_running=True))
+        services[name] = {"spec": spec, "tasks": tasks}
+    return {
+        "services": services,
+        "networks": sorted(n["Name"] for n in gw.networks(STACK)),
+        "configs": sorted(c["Spec"]["Name"] for c in gw.configs(STACK)
+                          if c["Spec"]["Name"] != state_name(STACK)),
+        "secrets": sorted(s["Spec"]["Name"] for s in gw.secrets(STACK)),
+        "routes": lb.routes().to_dict() if lb else None,
+    }
+
+
+def _masked(spec: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(spec)
+    env = out["TaskTemplate"]["ContainerSpec"].get("Env") or []
+    out["TaskTemplate"]["ContainerSpec"]["Env"] = [_TOKEN.sub("DANS_LB_TOKEN=*", e) for e in env]
+    return out
+
+
+def images(gw: FakeGateway) -> dict[str, list[str]]:
+    """Each service's short name with the images of its running tasks."""
+    out = {}
+    for svc in gw.services(STACK):
+        name = svc["Spec"]["Name"]
+        out[name.removeprefix(STACK + "_")] = sorted(
+            t["Spec"]["ContainerSpec"]["Image"] for t in gw.tasks(name, desired_running=True)
+            if t["Status"]["State"] == "running")
+    return out
+
+
+def replicas(gw: FakeGateway, name: str) -> int:
+    """The replicas in a service's spec (0 when it does not exist)."""
+    try:
+        spec = gw.inspect_service(f"{STACK}_{name}")["Spec"]
+    except NotFound:
+        return 0
+    return int(spec["Mode"]["Replicated"]["Replicas"])
