@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from compose_translator._convert_service import ConvertError, scope, stack_labels
+from compose_translator._values import shown
 
 __all__ = ["convert_mounts", "convert_service_networks", "convert_file_refs",
            "convert_credential_spec", "is_user_defined"]
@@ -46,7 +47,7 @@ def convert_mount(stack: str, vol: Mapping[str, Any],
         if not vol.get("source"):
             return out
         if vol["source"] not in volumes:
-            raise ConvertError(("source",), f"undefined volume {vol['source']!r}")
+            raise ConvertError(("source",), f"undefined volume {shown(vol['source'])}")
         top = volumes[vol["source"]]
         out["Source"] = top.get("name") or scope(stack, vol["source"])
         options: Spec = {}
@@ -82,7 +83,7 @@ def convert_mount(stack: str, vol: Mapping[str, Any],
                 tmpfs["SizeBytes"] = vol["tmpfs"]["size"]
             out["TmpfsOptions"] = tmpfs
     else:
-        raise ConvertError(("type",), f"volume type {kind!r} is not supported by Swarm")
+        raise ConvertError(("type",), f"volume type {shown(kind)} is not supported by Swarm")
     return out
 
 
@@ -106,7 +107,7 @@ def convert_service_networks(stack: str, service: str,
     result = []
     for name, cfg in attached.items():
         if name not in networks and name != "default":
-            raise ConvertError(("networks", name), f"undefined network {name!r}")
+            raise ConvertError(("networks", name), f"undefined network {shown(name)}")
         target = (networks.get(name) or {}).get("name") or scope(stack, name)
         aliases = [str(a) for a in (cfg or {}).get("aliases") or []]
         if is_user_defined(target):
@@ -130,7 +131,7 @@ def convert_file_refs(stack: str, kind: str, refs: list[Mapping[str, Any]] | Non
     for i, ref in enumerate(refs or []):
         source = ref["source"]
         if source not in objects:
-            raise ConvertError((kind, i), f"undefined {kind[:-1]} {source!r}")
+            raise ConvertError((kind, i), f"undefined {kind[:-1]} {shown(source)}")
         target = ref.get("target") or source
         if target in targets:
             raise ConvertError((kind, i), f"duplicate {kind[:-1]} target for {source} "
@@ -161,7 +162,7 @@ def convert_credential_spec(stack: str, cred: Mapping[str, Any] | None,
         return {given[0].title(): cred[given[0]]}, None
     source = cred["config"]
     if source not in configs:
-        raise ConvertError(("credential_spec", "config"), f"undefined config {source!r}")
+        raise ConvertError(("credential_spec", "config"), f"undefined config {shown(source)}")
     name = configs[source].get("name") or scope(stack, source)
     # The engine wants the config's ID here; the deployer swaps the name for it.
     return {"Config": name}, {"Runtime": {}, "ConfigName": name}

@@ -11,6 +11,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from compose_translator._values import shown
+
 __all__ = ["ConvertError", "tagged_image", "scope", "stack_labels", "STACK_LABEL",
            "IMAGE_LABEL"]
 
@@ -39,7 +41,7 @@ def stack_labels(stack: str, labels: Mapping[str, str | None] | None) -> dict[st
     return result
 
 
-_DOMAIN = re.compile(r"^(?:localhost|[^/]*[.:][^/]*)$")
+_DOMAIN = re.compile(r"^(?:localhost|[^/]*[.:][^/]*)\Z")
 
 
 def tagged_image(ref: str) -> str:
@@ -108,7 +110,7 @@ def convert_update_config(cfg: Mapping[str, Any] | None) -> Spec | None:
     return out
 
 
-_RESTART = re.compile(r"^(no|always|unless-stopped|on-failure)(?::(-?\d+))?$")
+_RESTART = re.compile(r"^(no|always|unless-stopped|on-failure)(?::(-?[0-9]{1,19}))?\Z")
 
 
 def convert_restart_policy(restart: str | None, policy: Mapping[str, Any] | None) -> Spec | None:
@@ -128,7 +130,7 @@ def convert_restart_policy(restart: str | None, policy: Mapping[str, Any] | None
         return None
     match = _RESTART.match(restart)
     if not match:
-        raise ConvertError(("restart",), f"invalid restart policy: unknown policy {restart!r}")
+        raise ConvertError(("restart",), f"invalid restart policy: unknown policy {shown(restart)}")
     name, count = match.group(1), int(match.group(2) or 0)
     if count < 0:
         raise ConvertError(("restart",), "invalid restart policy: maximum retry count cannot "

@@ -12,6 +12,9 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from compose_translator._files import read_text
+from compose_translator._values import shown
+
 __all__ = ["InterpolationError", "interpolate", "read_dotenv"]
 
 _PATTERN = re.compile(
@@ -19,6 +22,9 @@ _PATTERN = re.compile(
     r"|\{(?P<braced>[_a-z][_a-z0-9]*(?::?[-?][^}]*)?)\}|(?P<invalid>))",
     re.IGNORECASE,
 )
+
+
+_NAME = re.compile(r"[_a-z][_a-z0-9]*", re.IGNORECASE)
 
 
 class InterpolationError(ValueError):
@@ -35,19 +41,21 @@ def substitute(text: str, lookup: Mapping[str, str], missing: set[str]) -> str:
             return "$"
         name = match.group("named") or match.group("braced")
         if name is None:
-            raise InterpolationError(f"invalid interpolation format in {text!r}")
-        for sep in (":?", "?", ":-", "-"):
-            if sep in name:
-                var, arg = name.split(sep, 1)
-                value = lookup.get(var)
-                empty = value is None or (sep.startswith(":") and value == "")
-                if sep.endswith("?"):
-                    if empty:
-                        raise InterpolationError(
-                            f"required variable {var} is missing a value"
-                            + (f": {arg}" if arg else ""))
-                    return str(value)
-                return arg if empty else str(value)
+            raise InterpolationError(f"invalid interpolation format in {shown(text)}")
+        var = _NAME.match(name).group()  # type: ignore[union-attr]  # the pattern has one
+        rest = name[len(var):]
+        if rest:
+            sep = rest[:2] if rest.startswith(":") else rest[:1]
+            arg = rest[len(sep):]
+            value = lookup.get(var)
+            empty = value is None or (sep.startswith(":") and value == "")
+            if sep.endswith("?"):
+                if empty:
+                    raise InterpolationError(
+                        f"required variable {var} is missing a value"
+                        + (f": {arg}" if arg else ""))
+                return str(value)
+            return arg if empty else str(value)
         value = lookup.get(name)
         if value is None:
             missing.add(name)
@@ -79,23 +87,24 @@ def interpolate(
 
 
 def read_dotenv(path: str) -> dict[str, str]:
-    """Read a `.env` file: `KEY=VALUE` lines, `#` comments, optional `export` and quotes."""
+    """Read a `.env` file: `KEY=VALUE` lines, `#` comments, optional `export` and quotes.
+
+    No file is no variables; a file that cannot be read raises ValueError."""
     result: dict[str, str] = {}
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         return result
-    with open(path, encoding="utf-8-sig") as fh:
-        for raw in fh:
-            line = raw.strip()
-            if not line or line.startswith("#") or "=" not in line:
-                continue
-            key, value = line.split("=", 1)
-            key = key.strip()
-            if key.startswith("export "):
-                key = key[len("export "):].strip()
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-                value = value[1:-1]
-            elif " #" in value:
-                value = value.split(" #", 1)[0].rstrip()
-            result[key] = value
+    for raw in read_text(path).splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        key = key.strip()
+        if key.startswith("export "):
+            key = key[len("export "):].strip()
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        result[key] = value
     return result

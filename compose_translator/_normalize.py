@@ -12,11 +12,36 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from compose_translator import _values as v
+from compose_translator._files import read_bytes, read_text
 from compose_translator._report import Reporter
+from compose_translator._values import shown
 
 __all__ = ["normalize_file"]
 
 Path = tuple[str | int, ...]
+
+# The Engine refuses secret data over 500 KiB and config data over 500 or 1000 KiB (by
+# version); a `file:` larger than the highest of these limits is refused before it is read.
+MAX_OBJECT_BYTES = 1000 * 1024
+
+
+def _duration(value: Any) -> int:
+    # The Engine refuses negative delays, windows, monitors and health intervals.
+    nanos = v.parse_duration(value)
+    if nanos < 0:
+        raise ValueError(f"invalid duration {v.shown(value)}: must not be negative")
+    return nanos
+
+
+def _uint32(value: Any) -> int:
+    return v.to_uint(value, 32)
+
+
+def _ratio(value: Any) -> float:
+    ratio = v.to_float(value)
+    if not 0 <= ratio <= 1:
+        raise ValueError(f"{ratio} is out of range: must be between 0 and 1")
+    return ratio
 
 
 class _Norm:
@@ -58,7 +83,7 @@ class _Norm:
     def durations(self, path: Path, data: dict[str, Any], keys: tuple[str, ...]) -> None:
         for key in keys:
             if data.get(key) is not None:
-                data[key] = self.conv((*path, key), v.parse_duration, data[key])
+                data[key] = self.conv((*path, key), _duration, data[key])
 
     # -- services -----------------------------------------------------------------------
 
@@ -94,7 +119,7 @@ class _Norm:
         if "deploy" in svc:
             svc["deploy"] = self.deploy((*path, "deploy"), svc["deploy"] or {})
         if "stop_grace_period" in svc:
-            svc["stop_grace_period"] = self.conv((*path, "stop_grace_period"), v.parse_duration,
+            svc["stop_grace_period"] = self.conv((*path, "stop_grace_period"), _duration,
                                                  svc["stop_grace_period"])
         for key in ("tty", "stdin_open", "read_only", "init"):
             if key in svc:
@@ -139,10 +164,9 @@ class _Norm:
 
     def env_file(self, path: Path, filename: str) -> dict[str, str | None]:
         try:
-            with open(filename, encoding="utf-8-sig") as fh:
-                text = fh.read()
-        except OSError as exc:
-            self.rep.error(path, f"cannot read env_file {filename}: {exc.strerror}")
+            text = read_text(filename)
+        except ValueError as exc:
+            self.rep.error(path, f"cannot read env_file {filename}: {exc}")
             return {}
         result: dict[str, str | None] = {}
         for raw in text.splitlines():
@@ -152,7 +176,7 @@ class _Norm:
             key, sep, value = line.partition("=")
             key = key.lstrip()
             if not key or any(c.isspace() for c in key):
-                self.rep.error(path, f"{filename}: bad variable name in line {raw!r}")
+                self.rep.error(path, f"{filename}: bad variable name in line {shown(raw)}")
                 continue
             if sep:
                 result[key] = value
@@ -165,11 +189,11 @@ class _Norm:
         for i, item in enumerate(ports):
             where = (*path, "ports", i)
             if isinstance(item, dict):
-                port = {"target": self.conv((*where, "target"), v.to_int, item.get("target")),
+                port = {"target": self.conv((*where, "target"), v.to_port, item.get("target")),
                         "published": None, "protocol": item.get("protocol"),
                         "mode": item.get("mode")}
                 if item.get("published") not in (None, ""):
-                    port["published"] = self.conv((*where, "published"), v.to_int,
+                    port["published"] = self.conv((*where, "published"), v.to_port,
                                                   item["published"])
                 if item.get("host_ip"):
                     port["_host_ip"] = item["host_ip"]
@@ -201,7 +225,7 @@ class _Norm:
     def file_ref(self, path: Path, item: Any) -> dict[str, Any]:
         ref = {"source": item} if isinstance(item, str) else dict(item)
         if ref.get("mode") is not None:
-            ref["mode"] = self.conv((*path, "mode"), v.to_int, ref["mode"])
+            ref["mode"] = self.conv((*path, "mode"), _uint32, ref["mode"])
         for key in ("uid", "gid"):
             if ref.get(key) is not None:
                 ref[key] = v.go_str(ref[key])
@@ -216,7 +240,7 @@ class _Norm:
             hc["test"] = self.strings(hc["test"])
         self.durations(path, hc, ("interval", "timeout", "start_period", "start_interval"))
         if hc.get("retries") is not None:
-            hc["retries"] = self.conv((*path, "retries"), v.to_int, hc["retries"])
+            hc["retries"] = self.conv((*path, "retries"), v.to_uint, hc["retries"])
         if "disable" in hc:
             hc["disable"] = self.conv((*path, "disable"), v.to_bool, hc["disable"])
         return hc
@@ -224,7 +248,7 @@ class _Norm:
     def deploy(self, path: Path, raw: dict[str, Any]) -> dict[str, Any]:
         dep = dict(raw)
         if dep.get("replicas") is not None:
-            dep["replicas"] = self.conv((*path, "replicas"), v.to_int, dep["replicas"])
+            dep["replicas"] = self.conv((*path, "replicas"), v.to_uint, dep["replicas"])
         if "labels" in dep:
             dep["labels"] = self.mapping(dep["labels"], nil=False)
         for key in ("update_config", "rollback_config"):
@@ -232,17 +256,17 @@ class _Norm:
                 cfg = dep[key] = dict(dep[key])
                 self.durations((*path, key), cfg, ("delay", "monitor"))
                 if cfg.get("parallelism") is not None:
-                    cfg["parallelism"] = self.conv((*path, key, "parallelism"), v.to_int,
+                    cfg["parallelism"] = self.conv((*path, key, "parallelism"), v.to_uint,
                                                    cfg["parallelism"])
                 if cfg.get("max_failure_ratio") is not None:
                     cfg["max_failure_ratio"] = self.conv(
-                        (*path, key, "max_failure_ratio"), v.to_float, cfg["max_failure_ratio"])
+                        (*path, key, "max_failure_ratio"), _ratio, cfg["max_failure_ratio"])
         if dep.get("restart_policy") is not None:
             pol = dep["restart_policy"] = dict(dep["restart_policy"])
             self.durations((*path, "restart_policy"), pol, ("delay", "window"))
             if pol.get("max_attempts") is not None:
                 pol["max_attempts"] = self.conv((*path, "restart_policy", "max_attempts"),
-                                                v.to_int, pol["max_attempts"])
+                                                v.to_uint, pol["max_attempts"])
         res = dep.get("resources")
         if res:
             dep["resources"] = res = {k: dict(x) if x is not None else None
@@ -269,7 +293,7 @@ class _Norm:
         if placement and placement.get("max_replicas_per_node") is not None:
             dep["placement"] = dict(placement)
             dep["placement"]["max_replicas_per_node"] = self.conv(
-                (*path, "placement", "max_replicas_per_node"), v.to_int,
+                (*path, "placement", "max_replicas_per_node"), v.to_uint,
                 placement["max_replicas_per_node"])
         return dep
 
@@ -329,10 +353,9 @@ class _Norm:
             return None
         filename = self.abspath(str(obj["file"]))
         try:
-            with open(filename, "rb") as fh:
-                return fh.read()
-        except OSError as exc:
-            self.rep.error((*path, "file"), f"cannot read {filename}: {exc.strerror}")
+            return read_bytes(filename, MAX_OBJECT_BYTES)
+        except ValueError as exc:
+            self.rep.error((*path, "file"), f"cannot read {filename}: {exc}")
             return None
 
 

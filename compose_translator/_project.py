@@ -7,11 +7,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from compose_translator._files import MAX_COMPOSE_BYTES, decode_text, read_text
 from compose_translator._interpolate import interpolate, read_dotenv
 from compose_translator._merge import merge_files
 from compose_translator._normalize import normalize_file
 from compose_translator._report import Reporter, Source
 from compose_translator._schema import forbidden, validate
+from compose_translator._values import shown
 from compose_translator._yaml import parse_yaml
 from upgrade_manager.errors import ComposeError
 
@@ -44,16 +46,25 @@ class ComposeProject:
         return dict(getattr(self, kind))
 
 
-def _read(name: str, stdin_text: str | None) -> str:
+def _read(name: str, stdin_text: str | bytes | None) -> str:
     if name == "-":
         if stdin_text is None:
             raise ComposeError("'-' given as a file but no standard input text was provided")
-        return stdin_text
+        if isinstance(stdin_text, str):
+            return stdin_text
+        data = stdin_text
+        if len(data) > MAX_COMPOSE_BYTES:
+            raise ComposeError("cannot read the Compose file from standard input: more than "
+                               f"the limit of {MAX_COMPOSE_BYTES} bytes")
+        try:
+            return decode_text(data, utf16=True)
+        except ValueError as exc:
+            raise ComposeError(f"cannot read the Compose file from standard input: {exc}"
+                               ) from None
     try:
-        with open(name, encoding="utf-8-sig") as fh:
-            return fh.read()
-    except OSError as exc:
-        raise ComposeError(f"{name}: cannot read the Compose file: {exc.strerror}") from None
+        return read_text(name, utf16=True)
+    except ValueError as exc:
+        raise ComposeError(f"cannot read the Compose file {name}: {exc}") from None
 
 
 def _check_version(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
@@ -63,6 +74,22 @@ def _check_version(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], st
         return [(("version",), f"Compose file format {version} is not supported by "
                                "docker stack deploy; use 3.x or leave 'version' out")]
     return []
+
+
+def _nul_strings(data: Any, path: tuple[str | int, ...] = ()
+                 ) -> list[tuple[tuple[str | int, ...], str]]:
+    # A NUL cannot be in a process argument or environment variable (exec refuses it), so
+    # the task would fail on every node; dans refuses it everywhere, labels included.
+    if isinstance(data, str):
+        return [(path, "contains a NUL character")] if "\0" in data else []
+    items: Any = data.items() if isinstance(data, dict) else \
+        enumerate(data) if isinstance(data, list) else ()
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    for key, value in items:
+        if isinstance(key, str) and "\0" in key:
+            found.append(((*path, key), "the key contains a NUL character"))
+        found += _nul_strings(value, (*path, key))
+    return found
 
 
 def _is_a(value: Any, kind: type) -> bool:
@@ -85,14 +112,14 @@ def _check_x_dans(rep: Reporter, services: dict[str, dict[str, Any]]
             value: Any = item
             want = _X_DANS_KEYS.get(key)
             if want is None:
-                rep.error((*path, key), f"unknown x-dans key {key!r} "
+                rep.error((*path, key), f"unknown x-dans key {shown(key)} "
                                         f"(known: {', '.join(sorted(_X_DANS_KEYS))})")
             elif not _is_a(value, want):
                 rep.error((*path, key), f"x-dans.{key} must be a {want.__name__}")
             elif key == "calls":
                 for i, target in enumerate(value):
                     if not isinstance(target, str) or target not in services:
-                        rep.error((*path, key, i), f"x-dans.calls names {target!r}, "
+                        rep.error((*path, key, i), f"x-dans.calls names {shown(target)}, "
                                                    "which is not a service of this project")
             elif key == "ports" and not all(
                 isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in value
@@ -108,12 +135,13 @@ def load_project(
     files: Sequence[str],
     *,
     environ: Mapping[str, str] | None = None,
-    stdin_text: str | None = None,
+    stdin_text: str | bytes | None = None,
 ) -> ComposeProject:
     """Load Compose files into one project: merged left to right, variables substituted from
     `environ` (default os.environ) over a `.env` file beside the first file, validated against
     the Compose 3.x / Compose Specification schema, short forms expanded; '-' reads
-    `stdin_text`. Raises ComposeError listing every problem with file, line, service and key.
+    `stdin_text` (bytes are decoded like a file). Raises ComposeError listing every problem
+    with file, line, service and key.
     """
     if not files:
         raise ComposeError("no Compose file given")
@@ -124,10 +152,14 @@ def load_project(
 
 
 def _load(files: Sequence[str], environ: Mapping[str, str] | None,
-          stdin_text: str | None) -> ComposeProject:
+          stdin_text: str | bytes | None) -> ComposeProject:
     first = files[0]
     workdir = os.path.abspath(os.getcwd() if first == "-" else os.path.dirname(first) or ".")
-    lookup = dict(read_dotenv(os.path.join(workdir, ".env")))
+    try:
+        lookup = dict(read_dotenv(os.path.join(workdir, ".env")))
+    except ValueError as exc:
+        raise ComposeError(f"cannot read the .env file {os.path.join(workdir, '.env')}: "
+                           f"{exc}") from None
     lookup.update(os.environ if environ is None else environ)
     rep = Reporter()
     missing: set[str] = set()
@@ -141,7 +173,7 @@ def _load(files: Sequence[str], environ: Mapping[str, str] | None,
             continue
         data = {k: interpolate(v, lookup, missing, rep.error, (k,)) if k in _SECTIONS else v
                 for k, v in data.items()}
-        problems = _check_version(data) + forbidden(data) + validate(data)
+        problems = _check_version(data) + _nul_strings(data) + forbidden(data) + validate(data)
         for path, message in problems:
             rep.error(path, message)
         if problems:

@@ -8,9 +8,18 @@ from dataclasses import dataclass, field
 from compose_translator._yaml import Lines
 from upgrade_manager.errors import ComposeError
 
-__all__ = ["Reporter", "Source", "format_key"]
+__all__ = ["Reporter", "Source", "format_key", "printable"]
 
 Path = tuple[str | int, ...]
+
+
+def printable(text: str) -> str:
+    """`text` with control characters (NUL, newline, escape...) written as `\\xNN` escapes,
+    so a hostile value cannot break or forge lines of a message."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
 
 
 @dataclass(frozen=True)
@@ -63,8 +72,8 @@ class Reporter:
         return f"{where}: key {format_key(path)!r}" if path else where
 
     def error(self, path: Path, message: str) -> None:
-        """Record one problem at `path`."""
-        self.errors.append(f"{self.describe(path)}: {message}")
+        """Record one problem at `path`; control characters in it are shown escaped."""
+        self.errors.append(printable(f"{self.describe(path)}: {message}"))
 
     def raise_if_any(self) -> None:
         """Raise one ComposeError listing every problem recorded so far."""

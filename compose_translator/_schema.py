@@ -13,6 +13,8 @@ from typing import Any
 
 import jsonschema
 
+from compose_translator._values import shown
+
 __all__ = ["FORBIDDEN", "IGNORED_SERVICE_KEYS", "validate", "forbidden"]
 
 FORBIDDEN = {
@@ -68,8 +70,11 @@ def _obj(props: dict[str, Any], required: list[str] | None = None, ext: bool = T
     return schema
 
 
-_UPDATE = _obj({"parallelism": _INT, "delay": _STR_OR_NUM, "failure_action": _STR,
-                "monitor": _STR_OR_NUM, "max_failure_ratio": _NUM, "order": _STR})
+# Enumerations the CLI's schema or the Engine check (the Engine names no file or key).
+_UPDATE = _obj({"parallelism": _INT, "delay": _STR_OR_NUM,
+                "failure_action": {"enum": ["continue", "pause", "rollback"]},
+                "monitor": _STR_OR_NUM, "max_failure_ratio": _NUM,
+                "order": {"enum": ["start-first", "stop-first"]}})
 _RESOURCE = _obj({"cpus": _STR_OR_NUM, "memory": _STR_OR_NUM, "pids": _INT,
                   "generic_resources": {"type": "array", "items": _obj({
                       "discrete_resource_spec": _obj({"kind": _STR, "value": _INT})})},
@@ -78,11 +83,12 @@ _DEPLOY = _obj({
     "mode": _STR,
     "replicas": _INT,
     "labels": _MAP_OR_LIST,
-    "endpoint_mode": _STR,
+    "endpoint_mode": {"enum": ["vip", "dnsrr"]},
     "update_config": _UPDATE,
     "rollback_config": _UPDATE,
     "resources": _obj({"limits": _RESOURCE, "reservations": _RESOURCE}),
-    "restart_policy": _obj({"condition": _STR, "delay": _STR_OR_NUM, "max_attempts": _INT,
+    "restart_policy": _obj({"condition": {"enum": ["none", "on-failure", "any"]},
+                            "delay": _STR_OR_NUM, "max_attempts": _INT,
                             "window": _STR_OR_NUM}),
     "placement": _obj({
         "constraints": _LIST_STR,
@@ -95,7 +101,9 @@ _PORT_LONG = _obj({"mode": _STR, "host_ip": _STR, "target": _INT, "published": _
 _VOLUME_LONG = _obj({
     "type": {"enum": ["bind", "volume", "tmpfs", "npipe", "cluster"]},
     "source": _STR, "target": _STR, "read_only": _BOOL, "consistency": _STR,
-    "bind": _obj({"propagation": _STR, "create_host_path": _BOOL, "selinux": _STR}),
+    "bind": _obj({"propagation": {"enum": ["rprivate", "private", "rshared", "shared",
+                                           "rslave", "slave"]},
+                  "create_host_path": _BOOL, "selinux": _STR}),
     "volume": _obj({"nocopy": _BOOL, "subpath": _STR}),
     "tmpfs": _obj({"size": _STR_OR_NUM, "mode": _INT}),
 }, required=["type"])
@@ -181,7 +189,7 @@ SCHEMA: dict[str, Any] = _obj({
     "version": {"type": ["string", "number"]},
     "name": _STR,
     "services": {"type": ["object", "null"], "patternProperties": {
-        "^[a-zA-Z0-9._-]+$": _obj(_SERVICE_PROPS, null=True)}, "additionalProperties": False},
+        "^[a-zA-Z0-9._-]+\\Z": _obj(_SERVICE_PROPS, null=True)}, "additionalProperties": False},
     "networks": {"type": ["object", "null"], "additionalProperties": _obj({
         "name": _STR, "driver": _STR, "driver_opts": _STR_MAP, "external": _EXTERNAL,
         "internal": _BOOL, "attachable": _BOOL, "labels": _MAP_OR_LIST, "enable_ipv6": _BOOL,
@@ -263,6 +271,11 @@ def validate(data: Any) -> list[tuple[tuple[str | int, ...], str]]:
     return found
 
 
+_KIND_NAMES = {"object": "a mapping", "array": "a list", "string": "a string",
+               "integer": "an integer", "number": "a number", "boolean": "a boolean",
+               "null": "nothing (null)"}
+
+
 def _describe(error: jsonschema.ValidationError) -> tuple[tuple[str | int, ...], str]:
     # A failed oneOf hides the useful message in its context: pick the deepest sub-error.
     best = error
@@ -274,10 +287,19 @@ def _describe(error: jsonschema.ValidationError) -> tuple[tuple[str | int, ...],
         instance: Any = best.instance
         extra = [k for k in instance if k not in schema.get("properties", {})
                  and not str(k).startswith("x-")]
+        if path == ("services",) and extra:
+            return ("services", extra[0]), (f"invalid service name {shown(extra[0])}: use letters, "
+                                            "digits, '.', '_' and '-' only")
         message = f"unsupported key {', '.join(map(repr, extra))}"
         return ((*path, extra[0]) if extra else path), message
     if best.validator in ("type", "enum"):
-        return path, f"{best.instance!r} is not valid here: {best.message.split(' is ', 1)[-1]}"
+        wanted: Any = best.validator_value
+        if best.validator == "enum":
+            expected = "one of " + ", ".join(map(repr, wanted))
+        else:
+            kinds = [wanted] if isinstance(wanted, str) else list(wanted)
+            expected = " or ".join(_KIND_NAMES.get(k, k) for k in kinds)
+        return path, f"{shown(best.instance)} is not valid here: expected {expected}"
     if best.validator == "required":
         return path, best.message
     return path, best.message
@@ -290,6 +312,6 @@ def forbidden(data: Any) -> list[tuple[tuple[str | int, ...], str]]:
     for name, svc in (services or {}).items() if isinstance(services, dict) else ():
         for key in svc or {} if isinstance(svc, dict) else ():
             if key in FORBIDDEN:
-                found.append((("services", name, key), f"{key!r} is not allowed: "
+                found.append((("services", name, key), f"{shown(key)} is not allowed: "
                                                        f"{FORBIDDEN[key]}"))
     return found

@@ -15,6 +15,7 @@ from compose_translator._convert_stack import (
     service_networks,
 )
 from compose_translator._deps import Dependency, find_dependencies
+from compose_translator._limits import stack_problems
 from compose_translator._project import ComposeProject
 from compose_translator._report import Reporter
 from compose_translator._schema import IGNORED_SERVICE_KEYS
@@ -22,7 +23,7 @@ from upgrade_manager.errors import ComposeError
 
 __all__ = ["StackSpecs", "translate", "ignored_keys"]
 
-_STACK_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+_STACK_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,8 @@ def translate(project: ComposeProject, stack: str) -> StackSpecs:
         short[spec["Name"]] = name
     networks, external = convert_networks(stack, project.networks,
                                           service_networks(project.services))
+    for path, message in stack_problems(stack, project):
+        rep.error(path, message)
     rep.raise_if_any()
     warnings = list(project.warnings)
     ignored = ignored_keys(project)

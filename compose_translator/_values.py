@@ -15,8 +15,23 @@ from typing import Any
 
 __all__ = [
     "go_str", "parse_duration", "parse_size", "parse_cpus", "parse_ports", "parse_volume",
-    "shell_split", "to_int", "to_bool", "to_float",
+    "shell_split", "shown", "to_int", "to_uint", "to_port", "to_bool", "to_float",
+    "INT64_MAX",
 ]
+
+INT64_MAX = 2**63 - 1
+_UINT_BITS_MAX = {32: 2**32 - 1, 64: 2**64 - 1}
+_DECIMAL_INT = re.compile(r"[-+]?[0-9]+")
+_SHOWN = 60
+
+
+def shown(value: Any) -> str:
+    """A value for a message: its repr, cut to a readable length."""
+    text = repr(value)
+    if len(text) <= _SHOWN:
+        return text
+    size = len(value) if isinstance(value, str) else len(text)
+    return f"{text[:_SHOWN - 5]}...{text[-4:]} ({size} characters)"
 
 _UNITS_NS = {"ns": 1, "us": 1000, "µs": 1000, "μs": 1000, "ms": 10**6, "s": 10**9,
              "m": 60 * 10**9, "h": 3600 * 10**9}
@@ -43,10 +58,12 @@ def go_str(value: Any) -> str:
 
 
 def parse_duration(value: Any) -> int:
-    """A Go duration string (`1m30s`, `500ms`) in nanoseconds."""
+    """A Go duration string (`1m30s`, `500ms`) in nanoseconds, within int64 as in Go."""
     if isinstance(value, bool) or not isinstance(value, str):
-        raise ValueError(f"invalid duration {value!r}: write it as a string like '10s'")
+        raise ValueError(f"invalid duration {shown(value)}: write it as a string like '10s'")
     text = value.strip()
+    if len(text) > 100:
+        raise ValueError(f"invalid duration {shown(value)}: too long")
     sign = -1 if text.startswith("-") else 1
     text = text.lstrip("+-")
     if text == "0":
@@ -55,62 +72,105 @@ def parse_duration(value: Any) -> int:
     while pos < len(text):
         match = _DURATION_PART.match(text, pos)
         if not match or match.group(1) in ("", "."):
-            raise ValueError(f"invalid duration {value!r}")
+            raise ValueError(f"invalid duration {shown(value)}")
         total += Fraction(match.group(1)) * _UNITS_NS[match.group(2)]
         pos = match.end()
     if not text:
-        raise ValueError(f"invalid duration {value!r}")
+        raise ValueError(f"invalid duration {shown(value)}")
+    if total > INT64_MAX:
+        raise ValueError(f"invalid duration {shown(value)}: more than about 292 years "
+                         "(the largest duration is 2562047h47m16.854775807s)")
     return sign * int(total)
 
 
-_SIZE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
+_SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?) ?([kKmMgGtTpP])?[iI]?[bB]?\Z")
 
 
 def parse_size(value: Any) -> int:
-    """A memory size (`512M`, `1g`, or a number of bytes) in bytes, binary multipliers."""
+    """A memory size (`512M`, `1g`, or a number of bytes) in bytes, binary multipliers; not
+    negative and within int64, as the Engine stores it."""
     if isinstance(value, bool):
-        raise ValueError(f"invalid size {value!r}")
+        raise ValueError(f"invalid size {shown(value)}")
     if isinstance(value, int | float):
-        return int(value)
-    match = _SIZE.match(str(value))
-    if not match:
-        raise ValueError(f"invalid size {value!r}")
-    number = float(match.group(1))
-    unit = (match.group(2) or "").lower()
-    return int(number * 1024 ** " kmgtp".index(unit or " "))
+        number, multiplier = value, 1
+    else:
+        text = str(value)
+        match = _SIZE.match(text) if len(text) <= 100 else None
+        if not match:
+            raise ValueError(f"invalid size {shown(value)}")
+        number = float(match.group(1))
+        multiplier = 1024 ** " kmgtp".index((match.group(2) or " ").lower())
+    if number != number or not 0 <= number * multiplier <= INT64_MAX:
+        raise ValueError(f"invalid size {shown(value)}: must be between 0 and {INT64_MAX} bytes")
+    return int(number * multiplier)
 
 
 def parse_cpus(value: Any) -> int:
-    """A CPU count (`0.5`, `2`) in nano-CPUs; more than nine decimals is an error."""
+    """A CPU count (`0.5`, `2`) in nano-CPUs; more than nine decimals is an error.
+
+    The magnitude is checked on the decimal exponent before any exact arithmetic, so
+    `1e999999999` is refused at once instead of computing a billion-digit fraction.
+    """
+    text = go_str(value) if not isinstance(value, str) else value.strip()
     try:
-        nano = Fraction(str(value)) * 10**9
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"failed to parse {value!r} as a rational number") from None
+        if isinstance(value, bool) or len(text) > 100:
+            raise ValueError
+        decimal = Decimal(text)
+        if not decimal.is_finite() or decimal < 0:
+            raise ValueError
+    except (ValueError, ArithmeticError):
+        raise ValueError(f"invalid CPU count {shown(value)}: write a number like 0.5 or 2"
+                         ) from None
+    if decimal.adjusted() > 9:
+        raise ValueError(f"invalid CPU count {shown(value)}: more CPUs than any machine has")
+    if decimal.adjusted() < -10:
+        raise ValueError(f"value {shown(value)} is too precise")
+    nano = Fraction(decimal) * 10**9
     if nano.denominator != 1:
-        raise ValueError(f"value {value!r} is too precise")
+        raise ValueError(f"value {shown(value)} is too precise")
     return int(nano)
 
 
-def to_int(value: Any) -> int:
-    """An integer that interpolation may have turned into a string."""
+def to_int(value: Any, low: int = -INT64_MAX - 1, high: int = INT64_MAX) -> int:
+    """An integer that interpolation may have turned into a string, in `low..high` (int64
+    by default, like the Go fields the CLI decodes into)."""
     if isinstance(value, bool):
-        raise ValueError(f"expected a number, got {value!r}")
+        raise ValueError(f"expected a number, got {shown(value)}")
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    try:
-        return int(str(value).strip(), 10)
-    except ValueError:
-        raise ValueError(f"expected a number, got {value!r}") from None
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and len(value) <= 40 and _DECIMAL_INT.fullmatch(value.strip()):
+        number = int(value.strip(), 10)
+    else:
+        raise ValueError(f"expected a number (a whole one), got {shown(value)}")
+    if not low <= number <= high:
+        limits = f"at least {low}" if high >= INT64_MAX else f"between {low} and {high}"
+        raise ValueError(f"{number} is out of range: must be {limits}")
+    return number
+
+
+def to_uint(value: Any, bits: int = 64) -> int:
+    """An unsigned integer (Go uint64 or uint32): negative values are refused."""
+    return to_int(value, 0, _UINT_BITS_MAX[bits])
+
+
+def to_port(value: Any, low: int = 0) -> int:
+    """A port number, 0-65535 (`low` 1 for a target port)."""
+    return to_int(value, low, 65535)
 
 
 def to_float(value: Any) -> float:
     """A float that interpolation may have turned into a string."""
     try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"expected a number, got {value!r}") from None
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"expected a number, got {shown(value)}") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError(f"expected a finite number, got {shown(value)}")
+    return number
 
 
 def to_bool(value: Any) -> bool:
@@ -122,7 +182,7 @@ def to_bool(value: Any) -> bool:
         return True
     if text in ("0", "f", "F", "FALSE", "false", "False"):
         return False
-    raise ValueError(f"expected true or false, got {value!r}")
+    raise ValueError(f"expected true or false, got {shown(value)}")
 
 
 def shell_split(value: Any) -> list[str]:
@@ -132,19 +192,21 @@ def shell_split(value: Any) -> list[str]:
     try:
         return shlex.split(str(value))
     except ValueError as exc:
-        raise ValueError(f"cannot split command {value!r}: {exc}") from None
+        raise ValueError(f"cannot split command {shown(value)}: {exc}") from None
+
+
+_PORT_DIGITS = re.compile(r"[0-9]{1,5}")
 
 
 def _port_range(text: str) -> tuple[int, int]:
     if not text:
         raise ValueError("empty port")
     start, _, end = text.partition("-")
-    try:
-        low, high = int(start), int(end or start)
-    except ValueError:
-        raise ValueError(f"invalid port {text!r}") from None
+    if not _PORT_DIGITS.fullmatch(start) or not _PORT_DIGITS.fullmatch(end or start):
+        raise ValueError(f"invalid port {shown(text)}")
+    low, high = int(start), int(end or start)
     if not (0 <= low <= 65535 and 0 <= high <= 65535) or high < low:
-        raise ValueError(f"invalid port range {text!r}")
+        raise ValueError(f"invalid port range {shown(text)}")
     return low, high
 
 
@@ -162,12 +224,12 @@ def parse_ports(spec: Any) -> list[dict[str, Any]]:
     if host_port:
         hlow, hhigh = _port_range(host_port)
         if hhigh - hlow != high - low:
-            raise ValueError(f"invalid port specification {text!r}: ranges differ in size")
+            raise ValueError(f"invalid port specification {shown(text)}: ranges differ in size")
     else:
         hlow = None
     proto = (proto or "tcp").lower()
     if proto not in ("tcp", "udp", "sctp"):
-        raise ValueError(f"invalid protocol {proto!r} in port {text!r}")
+        raise ValueError(f"invalid protocol {shown(proto)} in port {shown(text)}")
     result = []
     for i in range(high - low + 1):
         published = hlow + i if hlow is not None else None
@@ -202,7 +264,7 @@ def parse_volume(spec: str) -> dict[str, Any]:
             buffer += char
         elif char in (":", "\0"):
             if not buffer:
-                raise ValueError(f"invalid spec {spec!r}: empty section between colons")
+                raise ValueError(f"invalid spec {shown(spec)}: empty section between colons")
             if "source" not in volume and char == "\0":
                 volume["target"] = buffer
             elif "source" not in volume:
@@ -210,7 +272,7 @@ def parse_volume(spec: str) -> dict[str, Any]:
             elif "target" not in volume:
                 volume["target"] = buffer
             elif char == ":":
-                raise ValueError(f"invalid spec {spec!r}: too many colons")
+                raise ValueError(f"invalid spec {shown(spec)}: too many colons")
             else:
                 for option in buffer.split(","):
                     if option == "ro":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -16,6 +15,7 @@ import click
 from upgrade_manager._cli_stack import (
     compose_files_option,
     docker_deploy_options,
+    read_stdin,
     stack_name,
     stack_name_options,
     warn_resolve_image,
@@ -59,7 +59,7 @@ def specs_to_dict(specs: StackSpecs) -> dict[str, Any]:
 def _load(files: tuple[str, ...], stack_arg: str | None, stack_option: str | None) -> StackSpecs:
     from compose_translator import load_project, translate
 
-    stdin_text = sys.stdin.read() if "-" in files else None
+    stdin_text = read_stdin() if "-" in files else None
     project = load_project(list(files), stdin_text=stdin_text)
     name = stack_name(stack_arg, stack_option, project.name, default_hint=_NAME_HINT)
     specs = translate(project, name)
@@ -123,7 +123,7 @@ def deploy_cmd(files: tuple[str, ...], stack_arg: str | None, stack_option: str 
     from upgrade_manager.gateway import Gateway
     from upgrade_manager.upgrade import Options, deploy
 
-    stdin_text = sys.stdin.read() if "-" in files else None
+    stdin_text = read_stdin() if "-" in files else None
     default = None
     if not (stack_arg or stack_option):
         default = load_project(list(files), stdin_text=stdin_text).name

@@ -7,6 +7,7 @@ positional STACK (docker) or `-s/--stack` (dans). This module imports only click
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -14,8 +15,8 @@ import click
 
 from upgrade_manager.errors import DansError
 
-__all__ = ["StackNameError", "compose_files_option", "stack_name_options", "stack_name",
-           "docker_deploy_options", "RESOLVE_IMAGE_NOTE"]
+__all__ = ["StackNameError", "read_stdin", "compose_files_option", "stack_name_options",
+           "stack_name", "docker_deploy_options", "RESOLVE_IMAGE_NOTE"]
 
 FILES_HELP = "Compose file (as docker stack deploy -c); repeat to merge, later files " \
              "override; '-' reads standard input."
@@ -29,6 +30,13 @@ class StackNameError(DansError):
     """The stack name is missing, or given twice with different values."""
 
     exit_code = 2
+
+
+def read_stdin() -> bytes:
+    """Standard input as bytes for a '-' Compose file, one byte over the translator's limit
+    at most (so a larger input is refused, not read to the end); decoding is the loader's."""
+    from compose_translator._files import MAX_COMPOSE_BYTES  # lazy: the package is heavy
+    return sys.stdin.buffer.read(MAX_COMPOSE_BYTES + 1)
 
 
 def compose_files_option(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -7,7 +7,6 @@ load inside the commands, so `dans --help` and `dans upgrade --help` do not pay 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ import click
 from upgrade_manager._cli_stack import (
     compose_files_option,
     docker_deploy_options,
+    read_stdin,
     stack_name,
     stack_name_options,
     warn_resolve_image,
@@ -49,7 +49,7 @@ def _gateway(registry_auth: bool = False) -> Iterator[Gateway]:
 def _options(files: tuple[str, ...], stack: str, **kw: Any) -> um.Options:
     from upgrade_manager import upgrade as um
 
-    stdin_text = sys.stdin.read() if "-" in files else None
+    stdin_text = read_stdin() if "-" in files else None
     return um.Options(files=files, stack=stack, stdin_text=stdin_text, **kw)
 
 

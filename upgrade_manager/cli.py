@@ -1,7 +1,8 @@
 """The `dans` command line: a thin click group; commands parse, call the library, format.
 
 Every `DansError` becomes `Error: <message>` on stderr and the error's exit code; anything
-else reaching the user would be a bug, so it is reported as such with a hint, not a traceback.
+else reaching the user would be a bug, so it is reported as such in one line, with a pointer
+to `--debug` for the traceback, and exit status 70.
 
 Subcommands load lazily (click's documented lazy group): the group knows each command by
 "module:attribute" and imports it only when it is run or its help is shown. The command
@@ -12,6 +13,7 @@ jsonschema and yaml inside the command bodies, so `dans --help` stays fast.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Any
 
@@ -73,17 +75,47 @@ class DansGroup(click.Group):
         try:
             return super().invoke(ctx)
         except DansError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {_printable_lines(str(exc))}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("Error: interrupted", err=True)
             sys.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the one place a bug meets the user
+            if _debug(ctx):
+                raise
+            name = type(exc).__name__
+            click.echo(f"Error: internal error in dans ({name}: "
+                       f"{_printable_lines(str(exc))[:300]}). This is a bug; run the same "
+                       "command with --debug (or DANS_DEBUG=1) to see the traceback, and "
+                       "report it.", err=True)
+            sys.exit(EXIT_INTERNAL)
+
+
+EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE
+
+
+def _debug(ctx: click.Context) -> bool:
+    root = ctx.find_root()
+    return bool(root.params.get("debug")) or os.environ.get("DANS_DEBUG", "") not in ("", "0")
+
+
+def _printable_lines(text: str) -> str:
+    # Messages may quote hostile input: keep their own line breaks, escape every other
+    # control character so no value can forge or hide a line.
+    return "\n".join("".join(c if c.isprintable() or c == "\t" else
+                              c.encode("unicode_escape").decode("ascii") for c in line)
+                      for line in text.split("\n"))
 
 
 @click.group(cls=DansGroup, help=HELP, lazy_subcommands=COMMANDS,
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dans")
-def main() -> None:
+@click.option("--debug", is_flag=True, envvar="DANS_DEBUG",
+              help="Show the Python traceback of an internal error (a bug) instead of a "
+                   "one-line message.")
+def main(debug: bool) -> None:
     """Entry point of the `dans` console script."""
 
 

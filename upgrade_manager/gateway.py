@@ -60,7 +60,10 @@ def _translated(what: str) -> Iterator[None]:
         if status == 503 and "swarm" in text.lower():
             raise EngineUnavailable(f"{what}: {text}") from exc
         raise EngineError(f"{what}: {text}") from exc
-    except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
+    except requests.exceptions.JSONDecodeError as exc:
+        raise EngineError(f"{what}: the engine's answer is not JSON; is DOCKER_HOST "
+                          "(or the socket) really a Docker engine?") from exc
+    except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
         raise EngineUnavailable(f"{what}: cannot reach the Docker engine ({exc})") from exc
 
 
@@ -155,7 +158,12 @@ class Gateway:
         """Connect like the docker CLI does (DOCKER_HOST, TLS variables, or the local socket)."""
         _check_unix_socket()
         with _translated("connecting to the Docker engine"):
-            api = docker.from_env(timeout=timeout).api
+            try:
+                api = docker.from_env(timeout=timeout).api
+            except ValueError as exc:  # the SDK's parse of DOCKER_HOST (port, IPv6 bracket)
+                host = os.environ.get("DOCKER_HOST", "")
+                raise EngineUnavailable(f"connecting to the Docker engine: DOCKER_HOST={host!r} "
+                                        f"is not a valid engine address ({exc})") from None
             try:
                 api.ping()
             except BaseException:

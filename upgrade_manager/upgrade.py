@@ -72,7 +72,7 @@ class Options:
     files: tuple[str, ...]
     stack: str
     environ: Mapping[str, str] | None = None
-    stdin_text: str | None = None
+    stdin_text: str | bytes | None = None
     lb_image: str | None = None
     lb_admin_port: int | None = None
     lb_url: str | None = None
