@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from compose_translator._errors import ComposeError
 from compose_translator._files import MAX_COMPOSE_BYTES, decode_text, read_text
 from compose_translator._interpolate import interpolate, read_dotenv
 from compose_translator._merge import merge_files
@@ -15,7 +16,6 @@ from compose_translator._report import Reporter, Source
 from compose_translator._schema import forbidden, validate
 from compose_translator._values import shown
 from compose_translator._yaml import parse_yaml
-from upgrade_manager.errors import ComposeError
 
 __all__ = ["ComposeProject", "load_project"]
 

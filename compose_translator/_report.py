@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from compose_translator._errors import ComposeError
 from compose_translator._yaml import Lines
-from upgrade_manager.errors import ComposeError
 
 __all__ = ["Reporter", "Source", "format_key", "printable"]
 

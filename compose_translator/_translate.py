@@ -15,11 +15,11 @@ from compose_translator._convert_stack import (
     service_networks,
 )
 from compose_translator._deps import Dependency, find_dependencies
+from compose_translator._errors import ComposeError
 from compose_translator._limits import stack_problems
 from compose_translator._project import ComposeProject
 from compose_translator._report import Reporter
 from compose_translator._schema import IGNORED_SERVICE_KEYS
-from upgrade_manager.errors import ComposeError
 
 __all__ = ["StackSpecs", "translate", "ignored_keys"]
 

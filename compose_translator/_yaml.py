@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
+from compose_translator._errors import ComposeError
 from compose_translator._values import go_str
-from upgrade_manager.errors import ComposeError
 
 __all__ = ["Lines", "parse_yaml"]
 

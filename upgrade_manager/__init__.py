@@ -1,7 +1,6 @@
 """dans upgrade manager: plans and executes zero-downtime upgrades of Swarm stacks.
 
-Kept import-light on purpose: `compose_translator` and `lb` import `upgrade_manager.errors`,
-so nothing heavy may run at package import.
+Kept import-light on purpose (`dans --help` imports it): nothing heavy runs at package import.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from upgrade_manager._cli_stack import (
     stack_name_options,
     warn_resolve_image,
 )
+from upgrade_manager._compose import compose_input
 
 if TYPE_CHECKING:
     from compose_translator import StackSpecs
@@ -60,9 +61,11 @@ def _load(files: tuple[str, ...], stack_arg: str | None, stack_option: str | Non
     from compose_translator import load_project, translate
 
     stdin_text = read_stdin() if "-" in files else None
-    project = load_project(list(files), stdin_text=stdin_text)
+    with compose_input():
+        project = load_project(list(files), stdin_text=stdin_text)
     name = stack_name(stack_arg, stack_option, project.name, default_hint=_NAME_HINT)
-    specs = translate(project, name)
+    with compose_input():
+        specs = translate(project, name)
     for warning in specs.warnings:
         click.echo(f"Warning: {warning}", err=True)
     return specs
@@ -126,7 +129,8 @@ def deploy_cmd(files: tuple[str, ...], stack_arg: str | None, stack_option: str 
     stdin_text = read_stdin() if "-" in files else None
     default = None
     if not (stack_arg or stack_option):
-        default = load_project(list(files), stdin_text=stdin_text).name
+        with compose_input():
+            default = load_project(list(files), stdin_text=stdin_text).name
     name = stack_name(stack_arg, stack_option, default, default_hint=_NAME_HINT)
     warn_resolve_image(resolve_image)
     opts = Options(files=files, stack=name, stdin_text=stdin_text, lb_image=lb_image,

@@ -16,8 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from compose_translator import StackSpecs
-from compose_translator._convert_service import IMAGE_LABEL
+from compose_translator import IMAGE_LABEL, StackSpecs
 from upgrade_manager.errors import Conflict, EngineError, NotFound
 from upgrade_manager.gateway import Gateway
 

@@ -1,7 +1,7 @@
 """The one exception tree of dans; every message is written for the user.
 
     DansError                      root; the CLI prints "Error: <message>" and exits non-zero
-    ├── ComposeError               bad Compose input (file, line, service, key in the message)
+    ├── ComposeError               bad Compose input (the translator's error, mapped in _compose)
     ├── EngineError                the Docker engine refused or failed a request
     │   ├── EngineUnavailable      no engine, or not a swarm manager
     │   ├── NotFound               the object does not exist

@@ -17,6 +17,7 @@ from typing import Any
 from compose_translator import ComposeProject, StackSpecs, load_project, translate
 from lb.client import AdminClient
 from lb.image import ensure_lb_image, source_tag
+from upgrade_manager._compose import compose_input
 from upgrade_manager.deploy import DeployResult, deploy_stack
 from upgrade_manager.errors import (
     Conflict,
@@ -121,12 +122,19 @@ def desired_stack(opts: Options, settings: LBSettings,
     stack behind its edge LB."""
     if project is None:
         project = load(opts)
-    return manage(translate(project, opts.stack), settings)
+    return manage(specs_of(project, opts.stack), settings)
 
 
 def load(opts: Options) -> ComposeProject:
     """Read, interpolate and validate the Compose files named in `opts`."""
-    return load_project(list(opts.files), environ=opts.environ, stdin_text=opts.stdin_text)
+    with compose_input():
+        return load_project(list(opts.files), environ=opts.environ, stdin_text=opts.stdin_text)
+
+
+def specs_of(project: ComposeProject, stack: str) -> StackSpecs:
+    """The specs `docker stack deploy` would create for `project` as `stack`."""
+    with compose_input():
+        return translate(project, stack)
 
 
 def lb_admin(gw: Gateway, stack: str, url: str | None = None) -> AdminClient:
@@ -308,7 +316,7 @@ def deploy(gw: Gateway, opts: Options, *, lb: bool = True, wait: bool = False,
     LB image is built when missing and the stack is rewritten by `managed.manage`. Refuses
     while an upgrade of the stack is unfinished.
     """
-    specs = translate(load(opts), opts.stack)
+    specs = specs_of(load(opts), opts.stack)
     if lb:
         state = StateStore(gw, opts.stack).load()
         if state is not None:

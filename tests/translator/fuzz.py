@@ -234,8 +234,7 @@ def _engine_ready(value: Any, where: str = "") -> str | None:
 
 def run_case(case: Case, workdir: Path) -> str:
     """'error' (a clean ComposeError), 'ok' (Engine-ready specs) or 'BUG: ...'."""
-    from compose_translator import load_project, translate
-    from upgrade_manager.errors import ComposeError
+    from compose_translator import ComposeError, load_project, translate
 
     for name, data in case.files.items():
         if data == b"<fifo>":

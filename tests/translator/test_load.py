@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from compose_translator import StackSpecs, load_project, translate
-from upgrade_manager.errors import ComposeError
+from compose_translator import ComposeError, StackSpecs, load_project, translate
 
 
 def write(tmp: Path, name: str, text: str) -> str:

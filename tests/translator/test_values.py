@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from compose_translator import ComposeError
 from compose_translator import _values as v
 from compose_translator._yaml import parse_yaml
-from upgrade_manager.errors import ComposeError
 
 
 @pytest.mark.parametrize(("text", "ns"), [
