@@ -20,7 +20,7 @@ from compose_translator._yaml import parse_yaml
 __all__ = ["ComposeProject", "load_project"]
 
 _SECTIONS = ("services", "networks", "volumes", "configs", "secrets", "name")
-_X_DANS_KEYS = {"compatible": bool, "calls": list, "entry": bool, "ports": list,
+_X_DANS_KEYS = {"compatible": bool, "calls": list, "ports": list,
                 "protocol": str}
 
 
@@ -40,10 +40,6 @@ class ComposeProject:
     service_extensions: dict[str, dict[str, Any]]  # service -> its `x-dans` mapping
     warnings: list[str] = field(default_factory=list)
     sources: list[Source] = field(default_factory=list)
-
-    def section(self, kind: str) -> dict[str, dict[str, Any]]:
-        """One of the canonical sections by name ('services', 'networks', ...)."""
-        return dict(getattr(self, kind))
 
 
 def _read(name: str, stdin_text: str | bytes | None) -> str:
@@ -111,7 +107,10 @@ def _check_x_dans(rep: Reporter, services: dict[str, dict[str, Any]]
         for key, item in ext.items():
             value: Any = item
             want = _X_DANS_KEYS.get(key)
-            if want is None:
+            if key == "entry":  # once planned, never used: entry services publish ports
+                rep.warnings.append(f"services.{name}.x-dans.entry has no effect (the services "
+                                    "that publish ports are the entries); remove it")
+            elif want is None:
                 rep.error((*path, key), f"unknown x-dans key {shown(key)} "
                                         f"(known: {', '.join(sorted(_X_DANS_KEYS))})")
             elif not _is_a(value, want):
@@ -184,7 +183,7 @@ def _load(files: Sequence[str], environ: Mapping[str, str] | None,
     extensions = _check_x_dans(rep, merged["services"])
     rep.raise_if_any()
     warnings = [f"The {var} variable is not set. Defaulting to a blank string."
-                for var in sorted(missing)]
+                for var in sorted(missing)] + rep.warnings
     return ComposeProject(
         files=list(files), working_dir=workdir, name=merged.get("name"),
         services=merged["services"], networks=merged["networks"], volumes=merged["volumes"],

@@ -147,8 +147,8 @@ class FakeGateway(Gateway):
             self._scale(svc)
             return svc.id
 
-    def update_service(self, name: str, spec: Spec, *, version: int | None = None,
-                       rollback: bool = False) -> list[str]:
+    def update_service(self, name: str, spec: Spec, *, version: int | None = None
+                       ) -> list[str]:
         """Replace a service's spec at `version`; a stale version is the Engine's Conflict."""
         what = f"updating service {name}"
         with self._call("update_service", mutating=True):
@@ -161,10 +161,6 @@ class FakeGateway(Gateway):
             if body["Name"] != svc.spec["Name"]:
                 raise EngineError(f"{what}: rpc error: code = Unimplemented desc = renaming "
                                   "services is not supported")
-            if rollback:
-                if svc.previous is None:
-                    raise EngineError(f"{what}: service {name} does not have a previous spec")
-                body = copy.deepcopy(svc.previous)
             old = svc.spec
             svc.previous, svc.spec = old, body
             svc.version = svc.updated = self._tick()

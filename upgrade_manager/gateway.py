@@ -37,7 +37,6 @@ Spec = dict[str, Any]
 Labels = dict[str, str]
 
 # Task states after which a task will never run again.
-_FINAL_STATES = {"complete", "failed", "shutdown", "rejected", "orphaned", "remove"}
 _BAD_UPDATE_STATES = {"paused", "rollback_started", "rollback_paused", "rollback_completed"}
 
 
@@ -227,21 +226,16 @@ class Gateway:
         spec: Spec,
         *,
         version: int | None = None,
-        rollback: bool = False,
     ) -> list[str]:
         """Replace a service's spec; returns the engine's warnings.
 
         Without `version` the Version.Index comes from a fresh inspect made here; pass the
         index of the inspect the new spec was derived from to detect concurrent writers.
-        `rollback=True` asks the engine to go back to the previous spec (spec is then ignored
-        by the engine but must still be sent).
         """
         with _translated(f"updating service {name}"):
             if version is None:
                 version = int(self.api.inspect_service(name)["Version"]["Index"])
             params: dict[str, Any] = {"version": version}
-            if rollback:
-                params["rollback"] = "previous"
             url = self.api._url("/services/{0}/update", name)
             resp = self.api._post_json(url, data=spec, params=params,
                                        headers=self._auth_headers(spec))

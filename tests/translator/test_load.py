@@ -123,6 +123,7 @@ def test_anchors_merge_keys_and_extensions(tmp_path: Path) -> None:
                                 "other": {}}
     project = load_project([str(tmp_path / "docker-compose.yml")], environ={})
     assert project.extensions == {"x-base": {"image": "img", "environment": {"A": "1"}}}
+    assert "services.app.x-dans.entry has no effect" in " ".join(project.warnings)
     assert project.services["other"]["x-custom"] == "kept"
 
 
