@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from compose_translator._convert_service import ConvertError, scope, stack_labels
+from compose_translator._convert_service import ConvertError, Spec, scope, stack_labels
 from compose_translator._values import shown
 
 __all__ = ["convert_mounts", "convert_service_networks", "convert_file_refs",
            "convert_credential_spec", "is_user_defined"]
 
-Spec = dict[str, Any]
 
 
 def is_user_defined(network: str) -> bool:

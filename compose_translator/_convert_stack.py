@@ -8,11 +8,10 @@ from typing import Any
 
 from compose_translator import _convert_attach as att
 from compose_translator import _convert_service as cs
-from compose_translator._convert_service import ConvertError, scope, stack_labels
+from compose_translator._convert_service import ConvertError, Spec, scope, stack_labels
 
 __all__ = ["convert_service", "convert_networks", "convert_objects", "service_networks"]
 
-Spec = dict[str, Any]
 
 
 def service_networks(services: Mapping[str, Mapping[str, Any]]) -> set[str]:

@@ -14,15 +14,14 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from compose_translator import IMAGE_LABEL, StackSpecs
 from upgrade_manager.errors import Conflict, EngineError, NotFound
 from upgrade_manager.gateway import Gateway
+from upgrade_manager.model import Spec
 
 __all__ = ["DeployResult", "deploy_stack", "resolve_references"]
 
-Spec = dict[str, Any]
 Progress = Callable[[str], None]
 
 

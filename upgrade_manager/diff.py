@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from upgrade_manager.model import Spec
+
 __all__ = ["FieldDiff", "normalize", "diff_specs", "replaces_tasks", "TASK_FIELDS"]
 
-Spec = dict[str, Any]
 
 # Fields whose change makes Swarm replace a service's tasks (swarmkit compares the task spec
 # and the endpoint spec); anything else (replicas, update config, labels) changes in place.

@@ -21,11 +21,11 @@ from upgrade_manager.deploy import resolve_references
 from upgrade_manager.diff import diff_specs, normalize
 from upgrade_manager.errors import Conflict, ConvergeTimeout, DansError, NotFound, UpgradeError
 from upgrade_manager.gateway import LIVE_TASK_STATES, Gateway
+from upgrade_manager.model import Spec
 from upgrade_manager.plan import FAST_UPDATE, Plan, Step
 
 __all__ = ["Executor", "Timeouts", "rollback_steps", "NO_RETURN_STEP"]
 
-Spec = dict[str, Any]
 
 # Once new requests go to the converged canonical services, the old version is gone from
 # them: undoing would mean another upgrade, so rollback stops being offered here.

@@ -29,11 +29,11 @@ from upgrade_manager.errors import (
     EngineUnavailable,
     NotFound,
 )
+from upgrade_manager.model import Spec
 
 __all__ = ["Gateway", "ServiceState", "STACK_LABEL", "task_summary"]
 
 STACK_LABEL = "com.docker.stack.namespace"
-Spec = dict[str, Any]
 Labels = dict[str, str]
 
 # Task states after which a task will never run again.

@@ -26,6 +26,7 @@ from compose_translator import StackSpecs
 from lb.table import Frontend, Group, RoutingTable
 from upgrade_manager.errors import PlanError
 from upgrade_manager.gateway import STACK_LABEL
+from upgrade_manager.model import Spec
 
 __all__ = [
     "LBSettings",
@@ -47,7 +48,6 @@ LOGICAL_NAME_LABEL = "io.dans.logical-name"
 CONTENT_DIGEST_LEN = 10
 ADMIN_PORT_LABEL = "io.dans.lb.admin-port"
 MAIN_GROUP = "main"
-Spec = dict[str, Any]
 
 
 def lb_service_name(stack: str) -> str:
