@@ -20,8 +20,9 @@ unit: venv
 	$(PY) -m pytest -q -m 'not swarm' $(PYTEST_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check compose_translator upgrade_manager lb tests
-	$(VENV)/bin/mypy compose_translator upgrade_manager lb
+	$(VENV)/bin/ruff check compose_translator upgrade_manager lb tests scripts examples
+	$(VENV)/bin/mypy --strict compose_translator upgrade_manager lb
+	$(VENV)/bin/mypy tests scripts
 
 images: venv harness
 	bash examples/voting-app/build.sh

@@ -8,8 +8,13 @@ from typing import Any
 from compose_translator._convert_service import ConvertError, Spec, scope, stack_labels
 from compose_translator._values import shown
 
-__all__ = ["convert_mounts", "convert_service_networks", "convert_file_refs",
-           "convert_credential_spec", "is_user_defined"]
+__all__ = [
+    "convert_credential_spec",
+    "convert_file_refs",
+    "convert_mounts",
+    "convert_service_networks",
+    "is_user_defined",
+]
 
 
 
@@ -32,58 +37,60 @@ def _mount(vol: Mapping[str, Any]) -> Spec:
     return out
 
 
+_INCOMPATIBLE = {"volume": ("bind", "tmpfs"), "bind": ("volume", "tmpfs"),
+                 "npipe": ("volume", "tmpfs"), "tmpfs": ("volume", "bind")}
+
+
 def convert_mount(stack: str, vol: Mapping[str, Any],
                   volumes: Mapping[str, Mapping[str, Any]]) -> Spec:
     """One service volume -> Mount; named volumes get the stack's name and labels."""
     kind = vol["type"]
     out = _mount(vol)
-    others = {"volume": ("bind", "tmpfs"), "bind": ("volume", "tmpfs"),
-              "npipe": ("volume", "tmpfs"), "tmpfs": ("volume", "bind")}.get(kind, ())
-    for other in others:
+    for other in _INCOMPATIBLE.get(kind, ()):
         if vol.get(other) is not None:
             raise ConvertError((), f"{other} options are incompatible with type {kind}")
     if kind == "volume":
-        if not vol.get("source"):
-            return out
-        if vol["source"] not in volumes:
-            raise ConvertError(("source",), f"undefined volume {shown(vol['source'])}")
-        top = volumes[vol["source"]]
-        out["Source"] = top.get("name") or scope(stack, vol["source"])
-        options: Spec = {}
-        if vol.get("volume") is not None:
-            if vol["volume"].get("nocopy"):
-                options["NoCopy"] = True
-            if vol["volume"].get("subpath"):
-                options["Subpath"] = vol["volume"]["subpath"]
-        if not top.get("external"):
-            options["Labels"] = stack_labels(stack, top.get("labels"))
-            if top.get("driver") or top.get("driver_opts") is not None:
-                driver: Spec = {}
-                if top.get("driver"):
-                    driver["Name"] = top["driver"]
-                if top.get("driver_opts"):
-                    driver["Options"] = dict(top["driver_opts"])
-                options["DriverConfig"] = driver
-        out["VolumeOptions"] = options
+        if vol.get("source"):
+            out["Source"], out["VolumeOptions"] = _volume_options(stack, vol, volumes)
     elif kind in ("bind", "npipe"):
         if not vol.get("source"):
             raise ConvertError((), f"invalid {kind} source, source cannot be empty")
         if vol.get("bind") is not None:
-            bind: Spec = {}
-            if vol["bind"].get("propagation"):
-                bind["Propagation"] = vol["bind"]["propagation"]
-            out["BindOptions"] = bind
+            propagation = vol["bind"].get("propagation")
+            out["BindOptions"] = {"Propagation": propagation} if propagation else {}
     elif kind == "tmpfs":
         if vol.get("source"):
             raise ConvertError(("source",), "invalid tmpfs source, source must be empty")
         if vol.get("tmpfs") is not None:
-            tmpfs: Spec = {}
-            if vol["tmpfs"].get("size"):
-                tmpfs["SizeBytes"] = vol["tmpfs"]["size"]
-            out["TmpfsOptions"] = tmpfs
+            size = vol["tmpfs"].get("size")
+            out["TmpfsOptions"] = {"SizeBytes": size} if size else {}
     else:
         raise ConvertError(("type",), f"volume type {shown(kind)} is not supported by Swarm")
     return out
+
+
+def _volume_options(stack: str, vol: Mapping[str, Any],
+                    volumes: Mapping[str, Mapping[str, Any]]) -> tuple[str, Spec]:
+    # A named volume: its engine name and the VolumeOptions the CLI sends with it.
+    if vol["source"] not in volumes:
+        raise ConvertError(("source",), f"undefined volume {shown(vol['source'])}")
+    top = volumes[vol["source"]]
+    options: Spec = {}
+    if vol.get("volume") is not None:
+        if vol["volume"].get("nocopy"):
+            options["NoCopy"] = True
+        if vol["volume"].get("subpath"):
+            options["Subpath"] = vol["volume"]["subpath"]
+    if not top.get("external"):
+        options["Labels"] = stack_labels(stack, top.get("labels"))
+        if top.get("driver") or top.get("driver_opts") is not None:
+            driver: Spec = {}
+            if top.get("driver"):
+                driver["Name"] = top["driver"]
+            if top.get("driver_opts"):
+                driver["Options"] = dict(top["driver_opts"])
+            options["DriverConfig"] = driver
+    return top.get("name") or scope(stack, vol["source"]), options
 
 
 def convert_mounts(stack: str, vols: list[Mapping[str, Any]] | None,

@@ -13,8 +13,14 @@ from typing import Any
 
 from compose_translator._values import shown
 
-__all__ = ["ConvertError", "tagged_image", "scope", "stack_labels", "STACK_LABEL",
-           "IMAGE_LABEL"]
+__all__ = [
+    "IMAGE_LABEL",
+    "STACK_LABEL",
+    "ConvertError",
+    "scope",
+    "stack_labels",
+    "tagged_image",
+]
 
 STACK_LABEL = "com.docker.stack.namespace"
 IMAGE_LABEL = "com.docker.stack.image"

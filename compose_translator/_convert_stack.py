@@ -10,7 +10,7 @@ from compose_translator import _convert_attach as att
 from compose_translator import _convert_service as cs
 from compose_translator._convert_service import ConvertError, Spec, scope, stack_labels
 
-__all__ = ["convert_service", "convert_networks", "convert_objects", "service_networks"]
+__all__ = ["convert_networks", "convert_objects", "convert_service", "service_networks"]
 
 
 
@@ -73,23 +73,23 @@ def convert_objects(stack: str, objects: Mapping[str, Mapping[str, Any]]) -> dic
     return result
 
 
+# ContainerSpec fields copied as they are when set, in the order the CLI's struct has them.
+_PROCESS = (("Hostname", "hostname"), ("Env", None), ("Dir", "working_dir"), ("User", "user"))
+_FLAGS = (("TTY", "tty"), ("OpenStdin", "stdin_open"), ("ReadOnly", "read_only"))
+
+
 def _container_spec(stack: str, name: str, svc: Mapping[str, Any],
                     project: Mapping[str, Any]) -> Spec:
-    image = svc.get("image") or ""
-    c: Spec = {"Image": cs.tagged_image(image), "Labels": stack_labels(stack, svc.get("labels"))}
+    c: Spec = {"Image": cs.tagged_image(svc.get("image") or ""),
+               "Labels": stack_labels(stack, svc.get("labels"))}
     if svc.get("entrypoint"):
         c["Command"] = list(svc["entrypoint"])
     if svc.get("command"):
         c["Args"] = list(svc["command"])
-    if svc.get("hostname"):
-        c["Hostname"] = svc["hostname"]
-    env = cs.convert_environment(svc.get("environment"))
-    if env:
-        c["Env"] = env
-    if svc.get("working_dir"):
-        c["Dir"] = svc["working_dir"]
-    if svc.get("user"):
-        c["User"] = svc["user"]
+    for key, src in _PROCESS:
+        value = cs.convert_environment(svc.get("environment")) if src is None else svc.get(src)
+        if value:
+            c[key] = value
     cred, runtime_config = att.convert_credential_spec(stack, svc.get("credential_spec"),
                                                        project["configs"])
     c["Privileges"] = {"CredentialSpec": cred, "SELinuxContext": None}
@@ -97,9 +97,15 @@ def _container_spec(stack: str, name: str, svc: Mapping[str, Any],
         c["Init"] = svc["init"]
     if svc.get("stop_signal"):
         c["StopSignal"] = svc["stop_signal"]
-    for key, src in (("TTY", "tty"), ("OpenStdin", "stdin_open"), ("ReadOnly", "read_only")):
-        if svc.get(src):
-            c[key] = True
+    c.update((key, True) for key, src in _FLAGS if svc.get(src))
+    _attachments(c, stack, svc, project, runtime_config)
+    _limits(c, svc)
+    return c
+
+
+def _attachments(c: Spec, stack: str, svc: Mapping[str, Any], project: Mapping[str, Any],
+                 runtime_config: Spec | None) -> None:
+    # Mounts, health, hosts, DNS, secrets and configs, in the CLI's field order.
     mounts = att.convert_mounts(stack, svc.get("volumes"), project["volumes"])
     if mounts:
         c["Mounts"] = mounts
@@ -108,12 +114,9 @@ def _container_spec(stack: str, name: str, svc: Mapping[str, Any],
     health = cs.convert_healthcheck(svc.get("healthcheck"))
     if health is not None:
         c["Healthcheck"] = health
-    hosts = cs.convert_extra_hosts(svc.get("extra_hosts"))
-    if hosts:
-        c["Hosts"] = hosts
-    dns = cs.convert_dns(svc.get("dns"), svc.get("dns_search"))
-    if dns:
-        c["DNSConfig"] = dns
+    found = (("Hosts", cs.convert_extra_hosts(svc.get("extra_hosts"))),
+             ("DNSConfig", cs.convert_dns(svc.get("dns"), svc.get("dns_search"))))
+    c.update((key, value) for key, value in found if value)
     secrets = att.convert_file_refs(stack, "secrets", svc.get("secrets"), project["secrets"])
     if secrets:
         # The CLI sorts by name after walking a Go map, so two references to one secret come
@@ -125,21 +128,19 @@ def _container_spec(stack: str, name: str, svc: Mapping[str, Any],
     if configs:
         c["Configs"] = sorted(configs, key=lambda r: (r["ConfigName"],
                                                       (r.get("File") or {}).get("Name", "")))
+
+
+def _limits(c: Spec, svc: Mapping[str, Any]) -> None:
+    # Isolation, sysctls, capabilities, ulimits and the OOM score, in the CLI's field order.
     if svc.get("isolation"):
         c["Isolation"] = svc["isolation"]
     if svc.get("sysctls"):
         c["Sysctls"] = dict(svc["sysctls"])
     cap_add, cap_drop = cs.convert_capabilities(svc.get("cap_add"), svc.get("cap_drop"))
-    if cap_add:
-        c["CapabilityAdd"] = cap_add
-    if cap_drop:
-        c["CapabilityDrop"] = cap_drop
-    ulimits = cs.convert_ulimits(svc.get("ulimits"))
-    if ulimits:
-        c["Ulimits"] = ulimits
-    if svc.get("oom_score_adj"):
-        c["OomScoreAdj"] = svc["oom_score_adj"]
-    return c
+    found = (("CapabilityAdd", cap_add), ("CapabilityDrop", cap_drop),
+             ("Ulimits", cs.convert_ulimits(svc.get("ulimits"))),
+             ("OomScoreAdj", svc.get("oom_score_adj")))
+    c.update((key, value) for key, value in found if value)
 
 
 def convert_service(stack: str, name: str, svc: Mapping[str, Any],

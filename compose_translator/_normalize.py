@@ -44,11 +44,19 @@ def _ratio(value: Any) -> float:
     return ratio
 
 
+_UPDATE_FIELDS = {"delay": _duration, "monitor": _duration, "parallelism": v.to_uint,
+                  "max_failure_ratio": _ratio}
+_RESTART_FIELDS = {"delay": _duration, "window": _duration, "max_attempts": v.to_uint}
+_PLACEMENT_FIELDS = {"max_replicas_per_node": v.to_uint}
+_RESOURCE_FIELDS = {"cpus": v.parse_cpus, "memory": v.parse_size, "pids": v.to_int}
+
+
 class _Norm:
     def __init__(self, rep: Reporter, workdir: str, environ: Mapping[str, str]) -> None:
         self.rep = rep
         self.workdir = workdir
         self.environ = environ
+        self.service_keys = self._service_keys()
 
     def conv(self, path: Path, fn: Callable[[Any], Any], value: Any) -> Any:
         try:
@@ -95,46 +103,9 @@ class _Norm:
                 svc[key] = self.conv((*path, key), v.shell_split, svc[key])
         svc["environment"] = self.environment(path, svc)
         svc.pop("env_file", None)
-        for key in ("labels", "sysctls"):
+        for key, convert in self.service_keys.items():
             if key in svc:
-                svc[key] = self.mapping(svc[key], nil=False)
-        for key in ("dns", "dns_search", "cap_add", "cap_drop", "links"):
-            if key in svc:
-                svc[key] = self.strings(svc[key])
-        if "extra_hosts" in svc:
-            hosts = svc["extra_hosts"]
-            svc["extra_hosts"] = ([f"{h}:{ip}" for h, ip in hosts.items()]
-                                  if isinstance(hosts, dict) else self.strings(hosts))
-        if "ports" in svc:
-            svc["ports"] = self.ports(path, svc["ports"])
-        if "volumes" in svc:
-            svc["volumes"] = [self.volume((*path, "volumes", i), item)
-                              for i, item in enumerate(svc["volumes"])]
-        for key in ("configs", "secrets"):
-            if key in svc:
-                svc[key] = [self.file_ref((*path, key, i), item)
-                            for i, item in enumerate(svc[key])]
-        if svc.get("healthcheck") is not None:
-            svc["healthcheck"] = self.healthcheck((*path, "healthcheck"), svc["healthcheck"])
-        if "deploy" in svc:
-            svc["deploy"] = self.deploy((*path, "deploy"), svc["deploy"] or {})
-        if "stop_grace_period" in svc:
-            svc["stop_grace_period"] = self.conv((*path, "stop_grace_period"), _duration,
-                                                 svc["stop_grace_period"])
-        for key in ("tty", "stdin_open", "read_only", "init"):
-            if key in svc:
-                svc[key] = self.conv((*path, key), v.to_bool, svc[key])
-        if "oom_score_adj" in svc:
-            svc["oom_score_adj"] = self.conv((*path, "oom_score_adj"), v.to_int,
-                                             svc["oom_score_adj"])
-        if "user" in svc:
-            svc["user"] = v.go_str(svc["user"])
-        if "ulimits" in svc:
-            svc["ulimits"] = self.ulimits((*path, "ulimits"), svc["ulimits"])
-        if "networks" in svc:
-            nets = svc["networks"]
-            svc["networks"] = ({n: None for n in nets} if isinstance(nets, list)
-                               else {n: dict(c) if c else None for n, c in nets.items()})
+                svc[key] = convert((*path, key), svc[key])
         if isinstance(svc.get("depends_on"), list):
             svc["depends_on"] = {str(d): {"condition": "service_started"}
                                  for d in svc["depends_on"]}
@@ -142,6 +113,39 @@ class _Norm:
             svc["logging"] = dict(svc["logging"])
             svc["logging"]["options"] = self.mapping(svc["logging"]["options"], nil=False)
         return svc
+
+    def _service_keys(self) -> dict[str, Callable[[Path, Any], Any]]:
+        """Service key -> its canonical form from (path of the key, value), in file order."""
+        def strings(_: Path, value: Any) -> list[str]:
+            return self.strings(value)
+
+        def items(convert: Callable[[Path, Any], Any]) -> Callable[[Path, Any], Any]:
+            return lambda path, value: [convert((*path, i), x) for i, x in enumerate(value)]
+
+        def conv(fn: Callable[[Any], Any]) -> Callable[[Path, Any], Any]:
+            return lambda path, value: self.conv(path, fn, value)
+
+        return {
+            "labels": lambda _, value: self.mapping(value, nil=False),
+            "sysctls": lambda _, value: self.mapping(value, nil=False),
+            **dict.fromkeys(("dns", "dns_search", "cap_add", "cap_drop", "links"), strings),
+            "extra_hosts": lambda _, hosts: ([f"{h}:{ip}" for h, ip in hosts.items()]
+                                             if isinstance(hosts, dict) else self.strings(hosts)),
+            "ports": lambda path, ports: self.ports(path[:-1], ports),
+            "volumes": items(self.volume),
+            "configs": items(self.file_ref),
+            "secrets": items(self.file_ref),
+            "healthcheck": lambda path, hc: None if hc is None else self.healthcheck(path, hc),
+            "deploy": lambda path, dep: self.deploy(path, dep or {}),
+            "stop_grace_period": conv(_duration),
+            **dict.fromkeys(("tty", "stdin_open", "read_only", "init"), conv(v.to_bool)),
+            "oom_score_adj": conv(v.to_int),
+            "user": lambda _, user: v.go_str(user),
+            "ulimits": self.ulimits,
+            "networks": lambda _, nets: ({n: None for n in nets} if isinstance(nets, list)
+                                         else {n: dict(c) if c else None
+                                               for n, c in nets.items()}),
+        }
 
     def environment(self, path: Path, svc: dict[str, Any]) -> dict[str, str | None] | None:
         if "environment" not in svc and "env_file" not in svc:
@@ -245,57 +249,42 @@ class _Norm:
             hc["disable"] = self.conv((*path, "disable"), v.to_bool, hc["disable"])
         return hc
 
+    def fields(self, path: Path, data: dict[str, Any],
+               converters: Mapping[str, Callable[[Any], Any]]) -> None:
+        """Convert each key of `data` that `converters` names and that is set, in place."""
+        for key, fn in converters.items():
+            if data.get(key) is not None:
+                data[key] = self.conv((*path, key), fn, data[key])
+
     def deploy(self, path: Path, raw: dict[str, Any]) -> dict[str, Any]:
         dep = dict(raw)
-        if dep.get("replicas") is not None:
-            dep["replicas"] = self.conv((*path, "replicas"), v.to_uint, dep["replicas"])
+        self.fields(path, dep, {"replicas": v.to_uint})
         if "labels" in dep:
             dep["labels"] = self.mapping(dep["labels"], nil=False)
-        for key in ("update_config", "rollback_config"):
+        for key, converters in (("update_config", _UPDATE_FIELDS),
+                                ("rollback_config", _UPDATE_FIELDS),
+                                ("restart_policy", _RESTART_FIELDS),
+                                ("placement", _PLACEMENT_FIELDS)):
             if dep.get(key) is not None:
-                cfg = dep[key] = dict(dep[key])
-                self.durations((*path, key), cfg, ("delay", "monitor"))
-                if cfg.get("parallelism") is not None:
-                    cfg["parallelism"] = self.conv((*path, key, "parallelism"), v.to_uint,
-                                                   cfg["parallelism"])
-                if cfg.get("max_failure_ratio") is not None:
-                    cfg["max_failure_ratio"] = self.conv(
-                        (*path, key, "max_failure_ratio"), _ratio, cfg["max_failure_ratio"])
-        if dep.get("restart_policy") is not None:
-            pol = dep["restart_policy"] = dict(dep["restart_policy"])
-            self.durations((*path, "restart_policy"), pol, ("delay", "window"))
-            if pol.get("max_attempts") is not None:
-                pol["max_attempts"] = self.conv((*path, "restart_policy", "max_attempts"),
-                                                v.to_uint, pol["max_attempts"])
-        res = dep.get("resources")
-        if res:
-            dep["resources"] = res = {k: dict(x) if x is not None else None
-                                      for k, x in res.items()}
-            for kind in ("limits", "reservations"):
-                if not res.get(kind):
-                    continue
-                where = (*path, "resources", kind)
-                if res[kind].get("cpus") is not None:
-                    res[kind]["cpus"] = self.conv((*where, "cpus"), v.parse_cpus,
-                                                  res[kind]["cpus"])
-                if res[kind].get("memory") is not None:
-                    res[kind]["memory"] = self.conv((*where, "memory"), v.parse_size,
-                                                    res[kind]["memory"])
-                for i, item in enumerate(res[kind].get("generic_resources") or []):
-                    spec = (item or {}).get("discrete_resource_spec")
-                    if spec and spec.get("value") is not None:
-                        spec["value"] = self.conv(
-                            (*where, "generic_resources", i, "discrete_resource_spec", "value"),
-                            v.to_int, spec["value"])
-                if res[kind].get("pids") is not None:
-                    res[kind]["pids"] = self.conv((*where, "pids"), v.to_int, res[kind]["pids"])
-        placement = dep.get("placement")
-        if placement and placement.get("max_replicas_per_node") is not None:
-            dep["placement"] = dict(placement)
-            dep["placement"]["max_replicas_per_node"] = self.conv(
-                (*path, "placement", "max_replicas_per_node"), v.to_uint,
-                placement["max_replicas_per_node"])
+                dep[key] = dict(dep[key])
+                self.fields((*path, key), dep[key], converters)
+        if dep.get("resources"):
+            dep["resources"] = self.resources((*path, "resources"), dep["resources"])
         return dep
+
+    def resources(self, path: Path, raw: dict[str, Any]) -> dict[str, Any]:
+        res = {k: dict(x) if x is not None else None for k, x in raw.items()}
+        for kind in ("limits", "reservations"):
+            section = res.get(kind)
+            if not section:
+                continue
+            self.fields((*path, kind), section, _RESOURCE_FIELDS)
+            for i, item in enumerate(section.get("generic_resources") or []):
+                spec = (item or {}).get("discrete_resource_spec")
+                if spec:
+                    self.fields((*path, kind, "generic_resources", i, "discrete_resource_spec"),
+                                spec, {"value": v.to_int})
+        return res
 
     def ulimits(self, path: Path, raw: dict[str, Any]) -> dict[str, dict[str, int]]:
         result: dict[str, dict[str, int]] = {}

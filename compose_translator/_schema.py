@@ -15,7 +15,7 @@ import jsonschema
 
 from compose_translator._values import shown
 
-__all__ = ["FORBIDDEN", "IGNORED_SERVICE_KEYS", "validate", "forbidden"]
+__all__ = ["FORBIDDEN", "IGNORED_SERVICE_KEYS", "forbidden", "validate"]
 
 FORBIDDEN = {
     "extends": "'extends' is not supported by docker stack deploy",

@@ -21,7 +21,7 @@ from compose_translator._project import ComposeProject
 from compose_translator._report import Reporter
 from compose_translator._schema import IGNORED_SERVICE_KEYS
 
-__all__ = ["StackSpecs", "translate", "ignored_keys"]
+__all__ = ["StackSpecs", "ignored_keys", "translate"]
 
 _STACK_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
 

@@ -14,9 +14,20 @@ from fractions import Fraction
 from typing import Any
 
 __all__ = [
-    "go_str", "parse_duration", "parse_size", "parse_cpus", "parse_ports", "parse_volume",
-    "shell_split", "shown", "to_int", "to_uint", "to_port", "to_bool", "to_float",
     "INT64_MAX",
+    "go_str",
+    "parse_cpus",
+    "parse_duration",
+    "parse_ports",
+    "parse_size",
+    "parse_volume",
+    "shell_split",
+    "shown",
+    "to_bool",
+    "to_float",
+    "to_int",
+    "to_port",
+    "to_uint",
 ]
 
 INT64_MAX = 2**63 - 1
@@ -247,6 +258,17 @@ def _is_windows_drive(buffer: str, char: str) -> bool:
     return char == ":" and len(buffer) == 1 and buffer.isalpha()
 
 
+def _volume_option(volume: dict[str, Any], option: str) -> None:
+    if option in ("ro", "rw"):
+        volume["read_only"] = option == "ro"
+    elif option == "nocopy":
+        volume["volume"] = {"nocopy": True}
+    elif option in _PROPAGATIONS:
+        volume["bind"] = {"propagation": option}
+    elif option in ("z", "Z"):
+        volume["_selinux"] = option
+
+
 def parse_volume(spec: str) -> dict[str, Any]:
     """A short-syntax volume (`data:/data:ro`, `./src:/app`, `/cache`) as long form.
 
@@ -275,16 +297,7 @@ def parse_volume(spec: str) -> dict[str, Any]:
                 raise ValueError(f"invalid spec {shown(spec)}: too many colons")
             else:
                 for option in buffer.split(","):
-                    if option == "ro":
-                        volume["read_only"] = True
-                    elif option == "rw":
-                        volume["read_only"] = False
-                    elif option == "nocopy":
-                        volume["volume"] = {"nocopy": True}
-                    elif option in _PROPAGATIONS:
-                        volume["bind"] = {"propagation": option}
-                    elif option in ("z", "Z"):
-                        volume["_selinux"] = option
+                    _volume_option(volume, option)
             buffer = ""
         else:
             buffer += char

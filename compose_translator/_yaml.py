@@ -40,7 +40,7 @@ _FLOAT_RE = re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE]
 _NUMERIC_START = set("-+.0123456789")
 
 
-class _Loader(_Base):  # type: ignore[misc, valid-type]
+class _Loader(_Base):  # type: ignore[misc]
     """libyaml parser with YAML 1.2 core-schema tag resolution (what yaml.v3 does)."""
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> str:

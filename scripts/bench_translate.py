@@ -17,7 +17,7 @@ import yaml
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from compose_translator import load_project, translate  # noqa: E402
+from compose_translator import load_project, translate
 
 
 def generate(count: int) -> dict:

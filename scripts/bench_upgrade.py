@@ -33,10 +33,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lb.image import ensure_lb_image, source_tag  # noqa: E402
-from tests.support import Names, free_port, wait_until  # noqa: E402
-from tests.upgrade.chainapp import Load, Service, serves, stack_document  # noqa: E402
-from upgrade_manager.gateway import Gateway  # noqa: E402
+from lb.image import ensure_lb_image, source_tag  # noqa: E402 - after the path set-up
+from tests.support import Names, free_port, wait_until  # noqa: E402 - after the path set-up
+from tests.upgrade.chainapp import Load, Service, serves, stack_document  # noqa: E402 - after the path set-up
+from upgrade_manager.gateway import Gateway  # noqa: E402 - after the path set-up
 
 
 def stacks(version: str) -> dict[str, tuple[dict[str, Service], str, set[str]]]:
@@ -142,7 +142,7 @@ def main() -> int:
               f"{r['clean_after_s']:>13} {r['ok']:>7} {r['failed']:>7} {r['mixed']:>6}")
     by = {(r["stack"], r["strategy"]): r for r in rows}
     for kind in args.stacks.split(","):
-        d, r = by.get((kind, "dans")), by.get((kind, "rolling"))
+        d, r = by.get((kind, "dans")) or {}, by.get((kind, "rolling")) or {}
         if d and r and d["v2_after_s"] and r["v2_after_s"]:
             print(f"{kind}: dans/rolling v2 after {d['v2_after_s'] / r['v2_after_s']:.2f}x, "
                   f"clean after {d['clean_after_s'] / r['clean_after_s']:.2f}x")

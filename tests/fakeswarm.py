@@ -17,7 +17,7 @@ from upgrade_manager.gateway import LIVE_TASK_STATES, STACK_LABEL
 
 Spec = dict[str, Any]
 Labels = dict[str, str]
-__all__ = ["FakeClock", "Killed", "Task", "Service", "Object"]
+__all__ = ["FakeClock", "Killed", "Object", "Service", "Task"]
 
 HISTORY = 5  # the swarm's default TaskHistoryRetentionLimit
 

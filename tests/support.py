@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import time
@@ -135,14 +136,14 @@ class Names:
         ):
             for obj in lister():
                 if obj["Spec"]["Name"].startswith(self.prefix):
-                    _retry(lambda o=obj, r=remover: r(o["ID"], missing_ok=True))
+                    _retry(functools.partial(remover, obj["ID"], missing_ok=True))
                     removed.append(f"{kind} {obj['Spec']['Name']}")
         for net in api.networks():
             if net["Name"].startswith(self.prefix):
-                _retry(lambda n=net: self.gw.remove_network(n["Id"], missing_ok=True))
+                _retry(functools.partial(self.gw.remove_network, net["Id"], missing_ok=True))
                 removed.append(f"network {net['Name']}")
         for volume in self.gw.volume_names(self.prefix):
-            _retry(lambda v=volume: self.gw.remove_volume(v, missing_ok=True))
+            _retry(functools.partial(self.gw.remove_volume, volume, missing_ok=True))
             removed.append(f"volume {volume}")
         return removed
 

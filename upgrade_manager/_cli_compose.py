@@ -25,7 +25,7 @@ from upgrade_manager._compose import compose_input
 if TYPE_CHECKING:
     from compose_translator import StackSpecs
 
-__all__ = ["translate_cmd", "deploy_cmd", "specs_to_dict"]
+__all__ = ["deploy_cmd", "specs_to_dict", "translate_cmd"]
 
 _NAME_HINT = " (or set 'name:' in the file)"
 

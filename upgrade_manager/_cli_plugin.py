@@ -20,8 +20,13 @@ import click
 
 from upgrade_manager import __version__
 
-__all__ = ["PLUGIN_NAME", "metadata", "plugin_main", "install_plugin_cmd",
-           "default_plugin_dir"]
+__all__ = [
+    "PLUGIN_NAME",
+    "default_plugin_dir",
+    "install_plugin_cmd",
+    "metadata",
+    "plugin_main",
+]
 
 PLUGIN_NAME = "dans"
 METADATA_COMMAND = "docker-cli-plugin-metadata"

@@ -15,8 +15,15 @@ import click
 
 from upgrade_manager.errors import DansError
 
-__all__ = ["StackNameError", "read_stdin", "compose_files_option", "stack_name_options",
-           "stack_name", "docker_deploy_options", "RESOLVE_IMAGE_NOTE"]
+__all__ = [
+    "RESOLVE_IMAGE_NOTE",
+    "StackNameError",
+    "compose_files_option",
+    "docker_deploy_options",
+    "read_stdin",
+    "stack_name",
+    "stack_name_options",
+]
 
 FILES_HELP = "Compose file (as docker stack deploy -c); repeat to merge, later files " \
              "override; '-' reads standard input."

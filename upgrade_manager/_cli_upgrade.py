@@ -141,7 +141,7 @@ def format_plan(plan: Plan) -> str:
 
 def plan_json(plan: Plan) -> dict[str, Any]:
     """The plan for --json, without the stored specs."""
-    data = json.loads(plan.to_json())
+    data: dict[str, Any] = json.loads(plan.to_json())
     data.pop("old_specs", None)
     for step in data["steps"]:
         step["args"] = sorted(step["args"])  # names of the arguments, not whole specs

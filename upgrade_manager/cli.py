@@ -22,7 +22,7 @@ import click
 from upgrade_manager import __version__
 from upgrade_manager.errors import DansError
 
-__all__ = ["main", "COMMANDS"]
+__all__ = ["COMMANDS", "main"]
 
 HELP = """\
 dans upgrades Docker Swarm stacks with zero failed requests and zero mixed-version calls.
@@ -82,7 +82,7 @@ class DansGroup(click.Group):
             sys.exit(130)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
-        except Exception as exc:  # noqa: BLE001 - the one place a bug meets the user
+        except Exception as exc:
             if _debug(ctx):
                 raise
             name = type(exc).__name__

@@ -16,7 +16,7 @@ from typing import Any
 
 from upgrade_manager.model import Spec
 
-__all__ = ["FieldDiff", "normalize", "diff_specs", "replaces_tasks", "TASK_FIELDS"]
+__all__ = ["TASK_FIELDS", "FieldDiff", "diff_specs", "normalize", "replaces_tasks"]
 
 
 # Fields whose change makes Swarm replace a service's tasks (swarmkit compares the task spec

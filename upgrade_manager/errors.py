@@ -18,17 +18,17 @@ This module is a leaf: it imports nothing from the project, so every package may
 from __future__ import annotations
 
 __all__ = [
-    "DansError",
     "ComposeError",
-    "EngineError",
-    "EngineUnavailable",
-    "NotFound",
     "Conflict",
     "ConvergeTimeout",
+    "DansError",
+    "EngineError",
+    "EngineUnavailable",
+    "LBError",
+    "NotFound",
     "PlanError",
     "UpgradeError",
     "UpgradeLocked",
-    "LBError",
 ]
 
 

@@ -24,7 +24,7 @@ from upgrade_manager.gateway import LIVE_TASK_STATES, Gateway
 from upgrade_manager.model import Spec
 from upgrade_manager.plan import FAST_UPDATE, Plan, Step
 
-__all__ = ["Executor", "Timeouts", "rollback_steps", "NO_RETURN_STEP"]
+__all__ = ["NO_RETURN_STEP", "Executor", "Timeouts", "rollback_steps"]
 
 
 # Once new requests go to the converged canonical services, the old version is gone from

@@ -31,7 +31,7 @@ from upgrade_manager.errors import (
 )
 from upgrade_manager.model import Spec
 
-__all__ = ["Gateway", "ServiceState", "STACK_LABEL", "task_summary"]
+__all__ = ["STACK_LABEL", "Gateway", "ServiceState", "task_summary"]
 
 STACK_LABEL = "com.docker.stack.namespace"
 Labels = dict[str, str]

@@ -29,18 +29,18 @@ from upgrade_manager.gateway import STACK_LABEL
 from upgrade_manager.model import Spec
 
 __all__ = [
+    "ADMIN_PORT_LABEL",
+    "LOGICAL_NAME_LABEL",
+    "MAIN_GROUP",
+    "ROLE_LABEL",
+    "EntryPort",
     "LBSettings",
     "ManagedStack",
-    "EntryPort",
-    "manage",
-    "lb_service_name",
     "edge_network_name",
-    "MAIN_GROUP",
-    "routing_table",
-    "ROLE_LABEL",
-    "ADMIN_PORT_LABEL",
     "lb_env",
-    "LOGICAL_NAME_LABEL",
+    "lb_service_name",
+    "manage",
+    "routing_table",
 ]
 
 ROLE_LABEL = "io.dans.role"

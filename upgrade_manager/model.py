@@ -11,15 +11,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 __all__ = [
-    "Spec",
-    "STRATEGIES",
-    "GENERATION_LABEL",
     "FAST_UPDATE",
+    "GENERATION_LABEL",
+    "STRATEGIES",
+    "Plan",
+    "Relay",
     "RunningStack",
     "ServiceChange",
-    "Relay",
+    "Spec",
     "Step",
-    "Plan",
     "temp_name",
 ]
 
@@ -126,7 +126,7 @@ class Plan:
             generation=data["generation"],
             changes=tuple(ServiceChange(**{**c, "diffs": tuple(c["diffs"])})
                           for c in data["changes"]),
-            edges=tuple(tuple(e) for e in data["edges"]),  # type: ignore[misc]
+            edges=tuple(tuple(e) for e in data["edges"]),
             chain=tuple(data["chain"]),
             relays=tuple(Relay(**{**r, "ports": tuple(r["ports"])}) for r in data["relays"]),
             steps=tuple(Step(**s) for s in data["steps"]),

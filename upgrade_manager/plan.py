@@ -48,17 +48,17 @@ from upgrade_manager.model import (
 from upgrade_manager.steps import StepBuilder
 
 __all__ = [
-    "RunningStack",
-    "ServiceChange",
-    "Relay",
-    "Step",
-    "Plan",
-    "make_plan",
-    "STRATEGIES",
-    "temp_name",
-    "fingerprint",
     "FAST_UPDATE",
     "GENERATION_LABEL",
+    "STRATEGIES",
+    "Plan",
+    "Relay",
+    "RunningStack",
+    "ServiceChange",
+    "Step",
+    "fingerprint",
+    "make_plan",
+    "temp_name",
 ]
 
 # Well-known ports by URL scheme, for finding where a relayed service listens.

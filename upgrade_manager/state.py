@@ -22,7 +22,7 @@ from upgrade_manager.errors import Conflict, NotFound, UpgradeError, UpgradeLock
 from upgrade_manager.gateway import STACK_LABEL, Gateway
 from upgrade_manager.plan import Plan
 
-__all__ = ["UpgradeState", "StateStore", "state_name", "STALE_AFTER"]
+__all__ = ["STALE_AFTER", "StateStore", "UpgradeState", "state_name"]
 
 PREFIX = "io.dans.upgrade."
 STALE_AFTER = 20.0  # seconds without a heartbeat after which an owner is presumed dead
@@ -201,5 +201,5 @@ class StateStore:
                     self._write(replace(self._state, heartbeat=time.time()))
                 except UpgradeLocked:
                     return
-                except Exception:  # noqa: BLE001 - a missed beat is retried next time
+                except Exception:
                     continue

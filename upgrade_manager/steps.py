@@ -158,7 +158,7 @@ class StepBuilder:
 
     def temp_spec(self, full: str) -> Spec:
         """A temporary copy of a service: on the generation network only, under its names."""
-        spec = json.loads(json.dumps(self.specs.services[full]))
+        spec: Spec = json.loads(json.dumps(self.specs.services[full]))
         short = self.specs.short_names[full]
         spec["Name"] = temp_name(full, self.generation)
         spec["Labels"] = {**(spec.get("Labels") or {}), **self.labels}

@@ -11,7 +11,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from compose_translator import ComposeProject, StackSpecs, load_project, translate
@@ -51,14 +51,14 @@ from upgrade_manager.state import StateStore, UpgradeState
 __all__ = [
     "Options",
     "Reporter",
-    "desired_stack",
-    "read_running",
-    "plan_upgrade",
-    "run_upgrade",
-    "rollback",
-    "status",
-    "lb_admin",
     "deploy",
+    "desired_stack",
+    "lb_admin",
+    "plan_upgrade",
+    "read_running",
+    "rollback",
+    "run_upgrade",
+    "status",
 ]
 
 
@@ -80,7 +80,7 @@ class Options:
     strategy: str = "dans"
     prune: bool = False
     allow_mixed: bool = False  # run a plan that cannot keep the guarantee (its refusals)
-    timeouts: Timeouts = Timeouts()
+    timeouts: Timeouts = field(default_factory=Timeouts)
 
 
 def read_running(gw: Gateway, stack: str) -> RunningStack:

@@ -33,7 +33,7 @@ from typing import Any
 
 import aiohttp
 
-__all__ = ["run_load", "is_mixed", "main"]
+__all__ = ["is_mixed", "main", "run_load"]
 
 SERVED_BY = "X-Served-By"
 

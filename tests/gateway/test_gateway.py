@@ -136,10 +136,14 @@ def test_network_in_use_cannot_be_removed(gateway: Gateway, names: Names,
     gateway.wait_converged(name, timeout=120)
     with pytest.raises(Conflict):
         gateway.create_network({"Name": net, "Driver": "overlay"})
-    with pytest.raises(EngineError, match="in use|active endpoints"):
+    with pytest.raises(EngineError, match=r"in use|active endpoints"):
         gateway.remove_network(net)
     gateway.remove_service(name)
-    wait_until(lambda: gateway.remove_network(net, missing_ok=True) is None, timeout=60,
+    def removed() -> bool:
+        gateway.remove_network(net, missing_ok=True)
+        return True
+
+    wait_until(removed, timeout=60,
                what=f"network {net} to become removable")
 
     def gone() -> bool:

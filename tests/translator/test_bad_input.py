@@ -185,7 +185,7 @@ def not_an_engine() -> Iterator[str]:
     """An HTTP server on 127.0.0.1 that answers every request with plain text."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server interface
+        def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Length", "5")
             self.end_headers()

@@ -109,7 +109,7 @@ def test_placement(placement: dict[str, Any] | None, expected: dict[str, Any]) -
          {"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "ingress"},
          {"TargetPort": 81, "PublishedPort": 8081, "PublishMode": "host"}]}),
 ], ids=["none", "dnsrr-lowercased", "sorted-by-published"])
-def test_endpoint(mode: str | None, ports: list[dict[str, Any]] | None,
+def test_endpoint(mode: str | None, ports: Any,
                   expected: dict[str, Any]) -> None:
     assert cs.convert_endpoint(mode, ports) == expected
 
@@ -202,7 +202,7 @@ def test_tagged_image(ref: str, expected: str) -> None:
     assert cs.tagged_image(ref) == expected
 
 
-VOLUMES = {"data": {}, "ext": {"external": True, "name": "ext"},
+VOLUMES: dict[str, Any] = {"data": {}, "ext": {"external": True, "name": "ext"},
            "named": {"name": "exact", "driver": "local", "driver_opts": {"type": "tmpfs"},
                      "labels": {"a": "b"}}}
 
@@ -264,7 +264,7 @@ def test_service_networks_undefined() -> None:
         att.convert_service_networks("st", "web", {"back": None}, NETWORKS)
 
 
-OBJECTS = {"s": {"data": b"x"}, "named": {"name": "exact", "data": b"y"},
+OBJECTS: dict[str, Any] = {"s": {"data": b"x"}, "named": {"name": "exact", "data": b"y"},
            "ext": {"external": True, "name": "ext"}}
 
 
@@ -277,7 +277,7 @@ OBJECTS = {"s": {"data": b"x"}, "named": {"name": "exact", "data": b"y"},
        "SecretName": "exact"},
       {"File": {"Name": "ext", "UID": "0", "GID": "0", "Mode": 0o444}, "SecretName": "ext"}]),
 ], ids=["defaults", "named-external"])
-def test_file_refs(refs: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
+def test_file_refs(refs: Any, expected: list[dict[str, Any]]) -> None:
     assert att.convert_file_refs("st", "secrets", refs, OBJECTS) == expected
 
 
@@ -285,7 +285,7 @@ def test_file_refs(refs: list[dict[str, Any]], expected: list[dict[str, Any]]) -
     ([{"source": "nope"}], "undefined secret 'nope'"),
     ([{"source": "s"}, {"source": "named", "target": "s"}], "duplicate secret target"),
 ], ids=["undefined", "duplicate-target"])
-def test_file_refs_errors(refs: list[dict[str, Any]], message: str) -> None:
+def test_file_refs_errors(refs: Any, message: str) -> None:
     with pytest.raises(cs.ConvertError, match=message):
         att.convert_file_refs("st", "secrets", refs, OBJECTS)
 

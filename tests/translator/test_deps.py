@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from compose_translator import Dependency
@@ -24,7 +26,7 @@ def test_hosts_in(value: str, hosts: list[str]) -> None:
 
 
 def test_find_dependencies() -> None:
-    services = {
+    services: dict[str, Any] = {
         "front": {"environment": {"API": "http://api:5000", "SELF": "http://front:1"},
                   "depends_on": {"api": {"condition": "service_started"}}},
         "api": {"links": ["db:database"], "environment": {"CACHE": "cache:6379",

@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["APP", "Service", "Load", "stack_document", "serves"]
+__all__ = ["APP", "Load", "Service", "serves", "stack_document"]
 
 APP = """
 import json, signal, sys, threading, urllib.request

@@ -9,7 +9,6 @@ import pytest
 from lb.image import ensure_lb_image, source_tag
 from tests.support import Names
 from tests.upgrade.voting import DansStack
-from tests.voting_app.conftest import voting_images  # noqa: F401 (fixture)
 from upgrade_manager.gateway import Gateway
 
 
@@ -22,7 +21,7 @@ def lb_image(gateway: Gateway) -> str:
 
 
 @pytest.fixture
-def dans_stack(gateway: Gateway, names: Names, voting_images: list[str],  # noqa: F811
+def dans_stack(gateway: Gateway, names: Names, voting_images: list[str],
                lb_image: str) -> Iterator[Callable[..., DansStack]]:
     """A factory of dans-managed voting-app stacks; removed with their volumes afterwards."""
 

@@ -24,7 +24,7 @@ from upgrade_manager.upgrade import (
     read_running,
 )
 
-__all__ = ["STACK", "options", "deployed", "plan_of", "snapshot", "images", "replicas"]
+__all__ = ["STACK", "deployed", "images", "options", "plan_of", "replicas", "snapshot"]
 
 STACK = "st"
 _TOKEN = re.compile(r"DANS_LB_TOKEN=\S+")

@@ -240,7 +240,8 @@ def bare(**services: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-FOUR = {"portal": {"ports": ["8080:80"]}, "auth": {}, "proc": {}, "db": {}}
+FOUR: dict[str, dict[str, Any]] = {"portal": {"ports": ["8080:80"]}, "auth": {}, "proc": {},
+                                   "db": {}}
 
 
 def test_unannotated_callers_move_with_the_chain() -> None:
@@ -276,9 +277,10 @@ def test_a_declaration_narrows_the_graph() -> None:
 
 
 def test_declared_calls_order_the_levels() -> None:
-    four = {"portal": {"ports": ["8080:80"], "x-dans": {"calls": ["auth", "proc"]}},
-            "proc": {"x-dans": {"calls": ["auth", "db"]}}, "auth": {"x-dans": {"calls": []}},
-            "db": {"x-dans": {"calls": []}}}
+    four: dict[str, dict[str, Any]] = {
+        "portal": {"ports": ["8080:80"], "x-dans": {"calls": ["auth", "proc"]}},
+        "proc": {"x-dans": {"calls": ["auth", "db"]}}, "auth": {"x-dans": {"calls": []}},
+        "db": {"x-dans": {"calls": []}}}
     new = bare(**{**four, "auth": {**four["auth"], "image": "app/auth:2"}})
     plan = plan_for(new, old=bare(**four))
     assert plan.levels == (("st_auth",), ("st_proc",), ("st_portal",))
@@ -286,7 +288,8 @@ def test_declared_calls_order_the_levels() -> None:
 
 
 def test_changed_services_no_port_reaches_are_refused_not_rolled() -> None:
-    two = {"web": {"ports": ["8080:80"], "x-dans": {"calls": []}}, "job": {}, "api": {}}
+    two: dict[str, dict[str, Any]] = {"web": {"ports": ["8080:80"], "x-dans": {"calls": []}},
+                                      "job": {}, "api": {}}
     new = bare(**{**two, "api": {"image": "app/api:2"}})
     plan = plan_for(new, old=bare(**two))
     assert any("publish no port" in r for r in plan.refusals)
@@ -294,8 +297,8 @@ def test_changed_services_no_port_reaches_are_refused_not_rolled() -> None:
 
 
 def test_separate_networks_bound_the_assumption() -> None:
-    nets = {"networks": {"front": {}, "back": {}}}
-    svcs = {"web": {"ports": ["8080:80"], "networks": ["front"]},
+    nets: dict[str, Any] = {"networks": {"front": {}, "back": {}}}
+    svcs: dict[str, dict[str, Any]] = {"web": {"ports": ["8080:80"], "networks": ["front"]},
             "api": {"networks": ["front", "back"]},
             "db": {"networks": ["back"], "volumes": ["data:/d"], "x-dans": {"calls": []}},
             "other": {"networks": ["front"], "ports": ["8081:80"]}}
@@ -311,7 +314,7 @@ def test_separate_networks_bound_the_assumption() -> None:
 
 
 def test_a_lone_service_nothing_calls_rolls_in_place() -> None:
-    one = {"job": {}}
+    one: dict[str, dict[str, Any]] = {"job": {}}
     plan = plan_for(bare(job={"image": "app/job:2"}), old=bare(**one))
     assert not plan.refusals
     assert [s.kind for s in plan.steps] == ["update_service"]
