@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -16,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.translator import fuzz
-from upgrade_manager.cli import EXIT_INTERNAL, DansGroup
+from upgrade_manager.cli import EXIT_INTERNAL, DansGroup, main
 
 DANS = [sys.executable, "-m", "upgrade_manager.cli"]
 CASES = {case.name: case for case in fuzz.KNOWN}
@@ -69,11 +70,29 @@ def _materialise(case: fuzz.Case, folder: Path) -> Path:
     return folder / "docker-compose.yml"
 
 
+@dataclass
+class Ran:
+    """What one `dans` command did: exit status and the two streams."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
 def _dans(args: list[str], *, env: dict[str, str] | None = None, stdin: bytes = b"",
-          timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*DANS, *args], input=stdin.decode("latin-1"), capture_output=True,
-                          text=True, encoding="latin-1", timeout=timeout,
-                          env={**os.environ, **(env or {})}, check=False)
+          timeout: float = 60) -> Ran:
+    """Run `dans ARGS` in this process (click's runner: fast, same code path as the console
+    script, exceptions mapped by the same group)."""
+    del timeout  # every case here ends at once or the fuzz runner's bound catches it
+    result = CliRunner().invoke(main, args, input=stdin, env=env)
+    return Ran(result.exit_code, result.stdout, result.stderr)
+
+
+def _dans_process(args: list[str], *, timeout: float = 60) -> Ran:
+    """Run `dans ARGS` as a process, bounded in time: for what must hold end to end."""
+    done = subprocess.run([*DANS, *args], capture_output=True, text=True, timeout=timeout,
+                          check=False)
+    return Ran(done.returncode, done.stdout, done.stderr)
 
 
 def test_every_known_case_has_an_expectation() -> None:
@@ -118,7 +137,7 @@ def test_special_files_as_compose_file_are_refused(tmp_path: Path, special: str)
         target = tmp_path
     else:
         target = Path(special)
-    result = _dans(["translate", "-f", str(target), "--stack", "st"], timeout=30)
+    result = _dans_process(["translate", "-f", str(target), "--stack", "st"], timeout=30)
     assert result.returncode == 2
     assert "cannot read the Compose file" in result.stderr
     assert "not a regular file" in result.stderr or "is a directory" in result.stderr
@@ -264,3 +283,10 @@ def test_fuzz_runner_records_a_hang_and_goes_on() -> None:
     report = fuzz.run([fine, hang, fine.__class__("after", fine.files)], case_seconds=2,
                       check=_sleep_on_hang)
     assert report.outcomes == {"fine": "ok", "hang": "HANG: over 2 s", "after": "ok"}
+
+
+def test_the_console_script_reports_like_the_group(tmp_path: Path) -> None:
+    path = _materialise(CASES["cpus-1e999999999"], tmp_path)
+    result = _dans_process(["translate", "-f", str(path), "--stack", "st"], timeout=30)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "more CPUs than any machine" in result.stderr
