@@ -203,6 +203,9 @@ def convert_endpoint(mode: str | None, ports: list[Mapping[str, Any]] | None) ->
     converted.sort(key=lambda p: p.get("PublishedPort", 0))
     out: Spec = {}
     if mode:
+        if mode.lower() not in ("vip", "dnsrr"):  # the CLI lowercases; the Engine refuses
+            raise ConvertError(("deploy", "endpoint_mode"),
+                               f"invalid endpoint mode {shown(mode)}: use vip or dnsrr")
         out["Mode"] = mode.lower()
     if converted:
         out["Ports"] = converted

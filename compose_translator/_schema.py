@@ -83,7 +83,7 @@ _DEPLOY = _obj({
     "mode": _STR,
     "replicas": _INT,
     "labels": _MAP_OR_LIST,
-    "endpoint_mode": {"enum": ["vip", "dnsrr"]},
+    "endpoint_mode": _STR,
     "update_config": _UPDATE,
     "rollback_config": _UPDATE,
     "resources": _obj({"limits": _RESOURCE, "reservations": _RESOURCE}),

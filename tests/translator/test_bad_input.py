@@ -166,7 +166,7 @@ def test_bad_stack_names(tmp_path: Path, stack: str) -> None:
     ("services:\n  a:\n    image: i\n    deploy:\n      update_config:\n"
      "        failure_action: explode\n", "expected one of 'continue'"),
     ("services:\n  a:\n    image: i\n    deploy:\n      endpoint_mode: x\n",
-     "expected one of 'vip', 'dnsrr'"),
+     "invalid endpoint mode 'x': use vip or dnsrr"),
     ("services:\n  a:\n    image: i\n    ports: ['99999:80']\n", "invalid port range"),
     ("services:\n  a:\n    image: i\n    ports: ['80-70:80-70']\n", "invalid port range"),
     ("services:\n  a:\n    image: i\n    ports: ['+80:80']\n", "invalid port"),
