@@ -7,6 +7,7 @@ load inside the commands, so `dans --help` and `dans upgrade --help` do not pay 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from upgrade_manager._cli_stack import (
     stack_name_options,
     warn_resolve_image,
 )
+from upgrade_manager.errors import DansError
 
 if TYPE_CHECKING:
     from upgrade_manager import upgrade as um
@@ -73,8 +75,16 @@ def stack_options(fn: Any) -> Any:
     return compose_files_option(fn)
 
 
+# `--json` event names: what a log pipeline or a dashboard keys on.
+JSON_EVENTS = {"start": "step_started", "done": "step_finished", "failed": "step_failed",
+               "info": "info"}
+
+
 class Progress:
-    """One line per step with the elapsed time; JSON lines with --json."""
+    """One line per step with the elapsed time; with --json one JSON object per line:
+    `{"event": "step_started"|"step_finished"|"step_failed"|"info", "time": UNIX,
+    "elapsed_s", "step": "kind:target", "kind", "target", "index", "total", "seconds",
+    "message"}`; the command ends with one `finished` (or `failed`) event."""
 
     def __init__(self, as_json: bool) -> None:
         self.t0 = time.monotonic()
@@ -83,9 +93,21 @@ class Progress:
     def __call__(self, event: str, step: Step | None, seconds: float, message: str) -> None:
         elapsed = time.monotonic() - self.t0
         if self.as_json:
-            click.echo(json.dumps({"event": event, "elapsed_s": round(elapsed, 2),
-                                   "step": step.key if step else None,
-                                   "seconds": round(seconds, 2), "message": message}))
+            record: dict[str, Any] = {"event": JSON_EVENTS.get(event, event),
+                                      "time": round(time.time(), 3),
+                                      "elapsed_s": round(elapsed, 2)}
+            if step is not None:
+                record.update(step=step.key, kind=step.kind, target=step.target,
+                              describe=step.describe())
+            if event == "start" and "/" in message:
+                index, _, total = message.partition("/")
+                record.update(index=int(index), total=int(total))
+            elif event in ("done", "failed"):
+                record["seconds"] = round(seconds, 2)
+            if message and event != "start":
+                record["message"] = message
+            click.echo(json.dumps(record), nl=True)
+            sys.stdout.flush()
             return
         if event == "start" and step is not None:
             click.echo(f"[{elapsed:6.1f}s] {message} {step.describe()} ...")
@@ -207,7 +229,14 @@ def upgrade_cmd(files: tuple[str, ...], stack_arg: str | None, stack_option: str
                     timeouts=Timeouts(healthy=health_timeout, drain=drain_timeout))
     with _gateway(with_registry_auth) as gw:
         t0 = time.monotonic()
-        plan = um.run_upgrade(gw, opts, Progress(as_json))
+        try:
+            plan = um.run_upgrade(gw, opts, Progress(as_json))
+        except DansError as exc:
+            if as_json:
+                click.echo(json.dumps({"event": "failed", "stack": stack,
+                                       "seconds": round(time.monotonic() - t0, 1),
+                                       "message": str(exc)}))
+            raise
     summary = {"stack": stack, "strategy": strategy, "steps": len(plan.steps),
                "seconds": round(time.monotonic() - t0, 1), "warnings": list(plan.warnings)}
     if as_json:

@@ -10,6 +10,7 @@ relay on a port written nowhere in the file.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -66,8 +67,14 @@ def test_upgrade_without_annotations(gateway: Gateway, names: Names, lb_image: s
     load = Load(url, changed={"auth"})
     try:
         wait_until(lambda: load.count("ok-old") >= 20, timeout=30, what="steady load")
-        upgraded = dans("upgrade", "-f", str(v2), "--stack", stack)
+        upgraded = dans("upgrade", "-f", str(v2), "--stack", stack, "--json")
         assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+        events = [json.loads(line) for line in upgraded.stdout.splitlines()]
+        started = [e for e in events if e["event"] == "step_started"]
+        finished = [e for e in events if e["event"] == "step_finished"]
+        assert started and [e["step"] for e in started] == [e["step"] for e in finished]
+        assert [e["index"] for e in started] == list(range(1, started[0]["total"] + 1))
+        assert events[-1]["event"] == "finished" and events[-1]["stack"] == stack
         # The upgrade has returned: every request from now on is answered by auth v2.
         wait_until(lambda: load.count("ok-new") >= 20, timeout=60, what="auth v2 answers",
                    describe=lambda: f"answers so far: {load.summary()}")
