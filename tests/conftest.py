@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support import IN_CI, Names
+from tests.voting_app.stacks import APP_DIR
 from upgrade_manager.errors import DansError
 from upgrade_manager.gateway import Gateway
 
@@ -40,3 +42,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "gateway" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.swarm)
+
+
+@pytest.fixture(scope="session")
+def voting_images(gateway: Gateway) -> list[str]:
+    """Every voting-app image, built by build.sh (only what is missing or stale)."""
+    done = subprocess.run([str(APP_DIR / "build.sh")], capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, f"build.sh failed:\n{done.stdout}{done.stderr}"
+    listed = subprocess.run([str(APP_DIR / "build.sh"), "--list"], capture_output=True,
+                            text=True, check=True)
+    tags = listed.stdout.split()
+    missing = [t for t in tags if not gateway.image_exists(t)]
+    assert not missing, f"build.sh did not build {missing}"
+    return tags
