@@ -124,7 +124,7 @@ addr_of() {  # INDEX: .2 is the registry, .11.. the nodes
 
 # --- the registry ----------------------------------------------------------------------------
 
-registry_up() { curl -fsS -o /dev/null --max-time 2 "http://$REGISTRY/v2/"; }
+registry_up() { curl -fs -o /dev/null --max-time 2 "http://$REGISTRY/v2/" 2>/dev/null; }
 
 ensure_registry() {
     if ! exists container "$REGISTRY_CTR"; then
