@@ -139,7 +139,7 @@ ensure_registry() {
     fi
     local i
     for i in $(seq 1 40); do registry_up && return 0; sleep 0.25; done
-    docker logs --tail 20 "$REGISTRY_CTR" >&2 || true
+    docker logs --tail 3 "$REGISTRY_CTR" >&2 || true
     die "the registry did not answer on $REGISTRY within 10 s"
 }
 
@@ -274,7 +274,9 @@ cmd_up() {
         case "$arg" in --examples) examples=1 ;; *) die "up: unknown argument $arg" ;; esac
     done
     [ "$(id -u)" = 0 ] || die "needs root (it runs engines in containers)"
-    bash "$REPO/scripts/harness.sh"  # the host engine and the offline base image
+    if [ -z "${DANS_MN_HOST_ENGINE:-}" ]; then
+        bash "$REPO/scripts/harness.sh"  # this machine's engine and the offline base image
+    fi
     build_image "$NODE_IMAGE" "$HERE/multinode/node"
     build_image "$REGISTRY_IMAGE" "$HERE/multinode/registry"
     ensure_network
