@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test unit venv harness lint images demo
+.PHONY: test unit venv harness lint images demo multinode
 venv: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -12,6 +12,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 harness:
 	bash scripts/harness.sh
+
+# The 3-node test swarm of the multinode tests (they start it themselves when needed).
+multinode: venv harness
+	bash scripts/multinode.sh up
 
 test: venv harness
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -38,9 +38,14 @@ def names(gateway: Gateway, request: pytest.FixtureRequest) -> Iterator[Names]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Every test that touches the engine goes through the `gateway` fixture: mark it `swarm`.
+    # Every test that touches the engine goes through the `gateway` fixture: mark it `swarm`;
+    # one on the 3-node cluster (the `cluster` fixture) is `multinode` and needs an engine too.
     for item in items:
-        if "gateway" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if "gateway" in fixtures:
+            item.add_marker(pytest.mark.swarm)
+        if "cluster" in fixtures:
+            item.add_marker(pytest.mark.multinode)
             item.add_marker(pytest.mark.swarm)
 
 

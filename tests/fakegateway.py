@@ -488,6 +488,11 @@ class FakeGateway(Gateway):
         with self._call("image_exists"):
             return self.images is None or ref in self.images
 
+    def image_in_registry(self, ref: str) -> bool:
+        """The fake has no registry: only what `image_exists` says is there."""
+        with self._call("image_in_registry"):
+            return False
+
     def build_image(self, path: str, tag: str, *, dockerfile: str | None = None,
                     buildargs: dict[str, str] | None = None,
                     log: Callable[[str], None] | None = None) -> str:

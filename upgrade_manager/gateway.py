@@ -485,6 +485,24 @@ class Gateway:
             return False
         return True
 
+    def image_in_registry(self, ref: str) -> bool:
+        """True when `ref`'s registry holds it, as the engine sees it (its insecure registries,
+        this client's credentials): then every node can pull it and nothing need be built.
+
+        Only a ref that names its registry (`host:port/...`, `registry.example/...`) is looked
+        up; a Docker Hub name answers False without asking, as an offline engine would wait.
+        """
+        if docker.auth.resolve_repository_name(ref)[0] == docker.auth.INDEX_NAME:
+            return False
+        try:
+            with _translated(f"image {ref} in its registry"):
+                self.api.inspect_distribution(ref)
+        except EngineUnavailable:
+            raise
+        except EngineError:  # not there, no such registry, no access: all the same here
+            return False
+        return True
+
     def build_image(
         self,
         path: str,

@@ -325,7 +325,9 @@ def deploy(gw: Gateway, opts: Options, *, lb: bool = True, wait: bool = False,
                 f"`dans upgrade` or undo it with `dans rollback --stack {opts.stack}` first"
             )
         settings = lb_settings(read_running(gw, opts.stack), opts)
-        if not gw.image_exists(settings.image):
+        # On a cluster the LB image comes from a registry (`--lb-image REGISTRY/...`): a copy
+        # built here would exist on this manager only, so build only what no registry holds.
+        if not gw.image_exists(settings.image) and not gw.image_in_registry(settings.image):
             say(f"Building the LB image {settings.image} (a minute or two the first time)")
             ensure_lb_image(settings.image, gateway=gw)
         specs = manage(specs, settings).specs
