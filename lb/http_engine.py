@@ -339,16 +339,6 @@ class ClientConnection(asyncio.Protocol):
             self.deadline = 0.0
         cycle.start()
 
-    def backend_started(self, now: float) -> None:
-        """The current request went to a backend: its read timeout runs."""
-        self.up_deadline = now + self.timeouts.read
-        self.flow()
-
-    def backend_active(self) -> None:
-        """Answer bytes arrived."""
-        self.up_deadline = monotonic() + (self.timeouts.body if self.write_paused
-                                          else self.timeouts.read)
-
     def closing_after(self, cycle: Cycle) -> bool:
         """True when the connection closes after `cycle`'s answer."""
         head = cycle.head
@@ -356,8 +346,8 @@ class ClientConnection(asyncio.Protocol):
                 or self.hold is not None or (self.eof and not self.queue)
                 or self.broken is not None)
 
-    def cycle_done(self, cycle: Cycle) -> None:
-        """The current request is answered: close, discard, or take the next request."""
+    def cycle_done(self, cycle: Cycle, now: float) -> None:
+        """The current request is answered (at `now`): close, discard, or take the next."""
         self.up_deadline = 0.0
         if self.state == CLOSED:
             return
@@ -367,7 +357,7 @@ class ClientConnection(asyncio.Protocol):
             cycle.discarding = True
             self.pending = 0
             self.discard_left = DISCARD_LIMIT
-            self.deadline = monotonic() + min(self.timeouts.body, DISCARD_TIME)
+            self.deadline = now + min(self.timeouts.body, DISCARD_TIME)
             self.cycle = None
             self.flow()
             return
@@ -389,8 +379,9 @@ class ClientConnection(asyncio.Protocol):
                 self._begin(following)
         else:
             self._to(IDLE)
-            self.deadline = monotonic() + self.timeouts.keepalive
-        self.flow()
+            self.deadline = now + self.timeouts.keepalive
+        if self.read_paused or self.pending:
+            self.flow()
 
     def discarded(self, n: int) -> None:
         """Body bytes dropped after an early answer."""

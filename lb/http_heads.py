@@ -22,7 +22,7 @@ import re
 import httptools
 
 __all__ = ["BadMessage", "RequestHead", "ResponseHead", "connection_options",
-           "request_head", "response_head"]
+           "request_head", "response_fields", "response_head"]
 
 # Request headers the LB acts on; every other header passes unchanged.
 _HOST, _LENGTH, _CODING, _CONNECTION, _UPGRADE, _XFF, _EXPECT, _DROP = range(8)
@@ -35,11 +35,6 @@ _REQUEST_KINDS = {
     b"proxy-authorization": _DROP, b"te": _DROP, b"trailer": _DROP,
     b"x-forwarded-proto": _DROP, b"x-forwarded-port": _DROP, b"x-forwarded-host": _DROP,
 }
-_RESPONSE_DROP = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
-    b"proxy-authorization", b"te", b"trailer", b"transfer-encoding", b"upgrade",
-    b"content-length",
-})
 # A Connection header may not nominate these away (they frame or route the message).
 PROTECTED = frozenset({b"content-length", b"transfer-encoding", b"host", b"x-forwarded-for",
                        b"x-forwarded-proto", b"x-forwarded-port", b"x-forwarded-host"})
@@ -48,6 +43,7 @@ _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE
 # RFC 3986 authority: reg-name or IP literal, optional port.
 _AUTHORITY = re.compile(rb"(?:[A-Za-z0-9\-._~%!$&'()*+,;=]*|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
 MAX_LENGTH_DIGITS = 18  # Content-Length values that fit in 63 bits
+_GOOD_HOSTS: set[bytes] = set()  # Host values that matched _AUTHORITY (bounded)
 
 
 class BadMessage(Exception):
@@ -70,6 +66,10 @@ def connection_options(values: list[bytes]) -> frozenset[bytes]:
 
 def _length(values: list[bytes]) -> int:
     """The one Content-Length these header lines state; BadMessage when they do not."""
+    if len(values) == 1:
+        single = values[0]
+        if single.isdigit() and len(single) <= MAX_LENGTH_DIGITS:
+            return int(single)  # the usual case: one plain number
     found: int | None = None
     for value in values:
         for part in value.split(b","):
@@ -99,7 +99,7 @@ class RequestHead:
     """A client's request as the LB forwards it: the backend's head and the framing."""
 
     __slots__ = ("method", "data", "length", "chunked", "keep_alive", "upgrade",
-                 "expect_continue", "headers", "http11")
+                 "expect_continue", "headers", "http11", "has_body", "idempotent")
 
     def __init__(self) -> None:
         self.method = b""
@@ -111,16 +111,8 @@ class RequestHead:
         self.expect_continue = False
         self.headers: list[tuple[bytes, bytes]] = []
         self.http11 = True
-
-    @property
-    def idempotent(self) -> bool:
-        """True for methods a client may send twice with the same effect (RFC 9110 9.2.2)."""
-        return self.method in _IDEMPOTENT
-
-    @property
-    def has_body(self) -> bool:
-        """True when a body follows the head."""
-        return self.chunked or bool(self.length)
+        self.has_body = False  # a body follows the head
+        self.idempotent = False  # a method a client may send twice (RFC 9110 9.2.2)
 
     def header_map(self) -> dict[str, str]:
         """The client's headers as {lower-case name: value} (for routing policies)."""
@@ -156,33 +148,32 @@ def request_head(method: bytes, target: bytes, version: str,
     if method == b"CONNECT":
         raise BadMessage(405, "CONNECT is not supported")
     http11 = version == "1.1"
-    target, authority = _origin(method, target)
+    authority = None
+    if target[:1] != b"/":
+        target, authority = _origin(method, target)
     host: bytes | None = None
-    lengths: list[bytes] = []
-    codings: list[bytes] = []
-    connection: list[bytes] = []
+    # Lists only for the headers a request has (most have none of them).
+    lengths: list[bytes] | None = None
+    codings: list[bytes] | None = None
+    connection: list[bytes] | None = None
     upgrade = forwarded = None
     expect = False
     lines = [method, b" ", target, b" HTTP/1.1\r\n"]
-    add = lines.append
     kinds = _REQUEST_KINDS
     for name, value in headers:
         kind = kinds.get(name.lower())
         if kind is None:
-            add(name)
-            add(b": ")
-            add(value)
-            add(b"\r\n")
+            lines += (name, b": ", value, b"\r\n")
         elif kind == _HOST:
             if host is not None:
                 raise BadMessage(400, "more than one Host header")
             host = value
         elif kind == _LENGTH:
-            lengths.append(value)
+            lengths = [value] if lengths is None else [*lengths, value]
         elif kind == _CODING:
-            codings.append(value)
+            codings = [value] if codings is None else [*codings, value]
         elif kind == _CONNECTION:
-            connection.append(value)
+            connection = [value] if connection is None else [*connection, value]
         elif kind == _UPGRADE:
             if upgrade is None:
                 upgrade = value
@@ -196,21 +187,27 @@ def request_head(method: bytes, target: bytes, version: str,
         if http11 and authority is None:
             raise BadMessage(400, "no Host header")
         host = b""
-    elif not _AUTHORITY.fullmatch(host):
-        raise BadMessage(400, "invalid Host header")
+    elif host not in _GOOD_HOSTS:
+        if not _AUTHORITY.fullmatch(host):
+            raise BadMessage(400, "invalid Host header")
+        if len(_GOOD_HOSTS) < 1024:
+            _GOOD_HOSTS.add(host)  # a client sends the same Host again and again
     if authority is not None:
         host = authority
     req = RequestHead()
     req.method = method
     req.headers = headers
     req.http11 = http11
+    req.idempotent = method in _IDEMPOTENT
+    add = lines.append
     if codings:
         if lengths:
             raise BadMessage(400, "both Content-Length and Transfer-Encoding")
         _chunked_request(codings, http11)
-        req.chunked = True
+        req.chunked = req.has_body = True
     elif lengths:
         req.length = _length(lengths)
+        req.has_body = req.length > 0
     options = connection_options(connection) if connection else _PLAIN
     if connection:
         req.keep_alive = b"close" not in options if http11 else b"keep-alive" in options
@@ -252,8 +249,12 @@ def _without(parts: list[bytes], names: frozenset[bytes], start: int) -> list[by
     return kept
 
 
-# Status lines built so far, by (status, reason): bounded by what backends send.
-_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
+# The response header lines the LB acts on (hop-by-hop and framing), found and cut from the
+# raw head in one pass: llhttp has validated it, so every line is `token ":" value CRLF`
+# (no obs-fold, no bare CR or LF, no space before the colon).
+_RESPONSE_HOP = re.compile(
+    rb"\r\n(connection|keep-alive|proxy-connection|proxy-authenticate|proxy-authorization"
+    rb"|te|trailer|transfer-encoding|upgrade|content-length):[ \t]*([^\r]*)", re.IGNORECASE)
 
 
 class ResponseHead:
@@ -269,43 +270,57 @@ class ResponseHead:
         self.bodiless = False
 
 
-def response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
-                  head_request: bool, client_http11: bool, close: bool,
-                  switching: bool = False) -> ResponseHead:
-    """Decide an answer's framing (RFC 9112 6.3) and build the head for the client."""
-    key = (status, reason)
-    line = _STATUS_LINES.get(key)
-    if line is None:
-        line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
-        if len(_STATUS_LINES) < 4096:
-            _STATUS_LINES[key] = line
-    parts = [line]
-    add = parts.append
-    drop = _RESPONSE_DROP
+def response_fields(raw: bytes) -> list[tuple[bytes, bytes]]:
+    """The header fields of a raw answer head (status line to the empty line, as llhttp
+    accepted it) as (name, value) pairs."""
+    fields = []
+    for line in raw[raw.index(b"\r\n") + 2:-4].split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name:
+            fields.append((name, value.strip(b" \t")))
+    return fields
+
+
+def response_head(status: int, raw: bytes, head_request: bool, client_http11: bool,
+                  close: bool, switching: bool = False) -> ResponseHead:
+    """Decide an answer's framing (RFC 9112 6.3) and build the head for the client from the
+    raw head the backend sent (status line to the empty line, validated by llhttp).
+
+    The client's head is the backend's, byte for byte, less the hop-by-hop and framing
+    fields (and those its Connection header nominates), with the LB's own framing added:
+    the common answer costs two regular-expression passes and a join, no per-field work."""
+    eol = raw.index(b"\r\n")
+    line = raw[:eol]
+    if eol == 12 or line[:9] != b"HTTP/1.1 ":
+        # "HTTP/1.x NNN reason": the client speaks to an HTTP/1.1 proxy; SP before the
+        # (possibly empty) reason is not optional (RFC 9112 4).
+        line = b"HTTP/1.1 %d %s" % (status, line[13:])
+    fields = raw[eol:-4]  # CRLF-led fields, no final CRLF
     length: bytes | None = None
     chunked = False
     connection: list[bytes] | None = None
     upgrade = None
-    for name, value in headers:
-        lname = name.lower()
-        if lname not in drop:
-            add(name)
-            add(b": ")
-            add(value)
-            add(b"\r\n")
-        elif lname == b"content-length":
-            length = value
-        elif lname == b"transfer-encoding":
-            chunked = True  # llhttp accepted it: chunked is the final coding
-        elif lname == b"connection":
-            connection = [value] if connection is None else connection + [value]
-        elif lname == b"upgrade":
-            upgrade = value
+    pieces = _RESPONSE_HOP.split(fields)  # kept, name, value, kept, name, value, ..., kept
+    if len(pieces) > 1:
+        fields = b"".join(pieces[::3])
+        for i in range(1, len(pieces), 3):
+            lname = pieces[i].lower()
+            if lname == b"content-length":
+                length = pieces[i + 1].rstrip(b" \t")
+            elif lname == b"connection":
+                value = pieces[i + 1].rstrip(b" \t")
+                connection = [value] if connection is None else connection + [value]
+            elif lname == b"transfer-encoding":
+                chunked = True  # llhttp accepted it: chunked is the final coding
+            elif lname == b"upgrade":
+                upgrade = pieces[i + 1].rstrip(b" \t")
     if connection is not None:
         extra = connection_options(connection) - _PLAIN - PROTECTED
         if extra:
-            parts = _without(parts, extra, 1)
-            add = parts.append
+            fields = b"".join(b"\r\n" + f for f in fields.split(b"\r\n")[1:]
+                              if f.partition(b":")[0].lower() not in extra)
+    parts = [line, fields, b"\r\n"]
+    add = parts.append
     resp = ResponseHead()
     if switching:
         add(b"Connection: upgrade\r\n")
@@ -318,7 +333,7 @@ def response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
     if head_request or status < 200 or status == 204 or status == 304:
         resp.bodiless = True
         if length is not None and status != 204 and status >= 200:
-            parts += (b"Content-Length: ", length.strip(b" \t"), b"\r\n")
+            parts += (b"Content-Length: ", length, b"\r\n")
     elif chunked:
         if client_http11:
             resp.chunked = True
