@@ -273,7 +273,7 @@ def test_admin_commands_and_errors(backend: StartBackend, lb_process: StartLB) -
         lb.admin.drain("web", "zz")
     with pytest.raises(LBError, match="400.*active group 'q'"):
         lb.admin._call("PUT", "/v1/routes", {"frontends": [
-            frontend("w", 0, {"a": [a.addr]}, "q")]})
+            frontend("w", free_port(), {"a": [a.addr]}, "q")]})
     with pytest.raises(LBError, match="400 expected {\"group\": NAME}"):
         lb.admin._call("POST", "/v1/frontends/web/switch", "x")
     assert lb.admin.routes() == table
