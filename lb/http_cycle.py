@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from lb.backends import Endpoint, GroupRuntime
-    from lb.http_engine import ClientConnection
+    from lb.http_conn import ClientConnection
     from lb.http_heads import RequestHead
 
 __all__ = ["REPLAY_LIMIT", "Cycle"]

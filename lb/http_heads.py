@@ -151,6 +151,40 @@ def request_head(method: bytes, target: bytes, version: str,
     authority = None
     if target[:1] != b"/":
         target, authority = _origin(method, target)
+    lines = [method, b" ", target, b" HTTP/1.1\r\n"]
+    host, lengths, codings, connection, upgrade, forwarded, expect = _fields(headers, lines)
+    host = _checked_host(host, http11, authority)
+    req = RequestHead()
+    req.method = method
+    req.headers = headers
+    req.http11 = http11
+    req.idempotent = method in _IDEMPOTENT
+    req.expect_continue = expect and http11
+    lines = _request_framing(req, lines, lengths, codings, connection, upgrade)
+    xff = forwarded + b", " + peer if forwarded else peer
+    lines += (b"Host: ", host, b"\r\nX-Forwarded-For: ", xff,
+              b"\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: ", port, b"\r\n")
+    if host:
+        lines += (b"X-Forwarded-Host: ", host, b"\r\n")
+    if req.chunked:
+        lines.append(b"Transfer-Encoding: chunked\r\n")
+    elif req.length is not None:
+        lines.append(b"Content-Length: %d\r\n" % req.length)
+    if req.upgrade is not None:
+        lines += (b"Connection: upgrade\r\nUpgrade: ", req.upgrade, b"\r\n")
+    lines.append(b"\r\n")
+    req.data = b"".join(lines)
+    return req
+
+
+_Fields = tuple[bytes | None, list[bytes] | None, list[bytes] | None, list[bytes] | None,
+                bytes | None, bytes | None, bool]
+
+
+def _fields(headers: list[tuple[bytes, bytes]], lines: list[bytes]) -> _Fields:
+    """Copy the end-to-end fields to `lines` (name, ": ", value, CRLF each); return the ones
+    the LB acts on: Host, Content-Length, Transfer-Encoding, Connection, Upgrade,
+    X-Forwarded-For and whether 100-continue is expected."""
     host: bytes | None = None
     # Lists only for the headers a request has (most have none of them).
     lengths: list[bytes] | None = None
@@ -158,7 +192,6 @@ def request_head(method: bytes, target: bytes, version: str,
     connection: list[bytes] | None = None
     upgrade = forwarded = None
     expect = False
-    lines = [method, b" ", target, b" HTTP/1.1\r\n"]
     kinds = _REQUEST_KINDS
     for name, value in headers:
         kind = kinds.get(name.lower())
@@ -183,6 +216,12 @@ def request_head(method: bytes, target: bytes, version: str,
             if value.lower() != b"100-continue":
                 raise BadMessage(417, "unsupported expectation")
             expect = True
+    return host, lengths, codings, connection, upgrade, forwarded, expect
+
+
+def _checked_host(host: bytes | None, http11: bool, authority: bytes | None) -> bytes:
+    """The Host to forward: the absolute-form target's authority if there was one, else
+    the one Host field, which must be an RFC 3986 authority (and present in HTTP/1.1)."""
     if host is None:
         if http11 and authority is None:
             raise BadMessage(400, "no Host header")
@@ -192,14 +231,15 @@ def request_head(method: bytes, target: bytes, version: str,
             raise BadMessage(400, "invalid Host header")
         if len(_GOOD_HOSTS) < 1024:
             _GOOD_HOSTS.add(host)  # a client sends the same Host again and again
-    if authority is not None:
-        host = authority
-    req = RequestHead()
-    req.method = method
-    req.headers = headers
-    req.http11 = http11
-    req.idempotent = method in _IDEMPOTENT
-    add = lines.append
+    return host if authority is None else authority
+
+
+def _request_framing(req: RequestHead, lines: list[bytes], lengths: list[bytes] | None,
+                     codings: list[bytes] | None, connection: list[bytes] | None,
+                     upgrade: bytes | None) -> list[bytes]:
+    """Set the request's framing, keep-alive and upgrade (RFC 9112 6, 9.3); return `lines`
+    without the fields its Connection header nominates."""
+    http11 = req.http11
     if codings:
         if lengths:
             raise BadMessage(400, "both Content-Length and Transfer-Encoding")
@@ -214,7 +254,6 @@ def request_head(method: bytes, target: bytes, version: str,
         extra = options - _PLAIN - PROTECTED
         if extra:
             lines = _without(lines, extra, 4)
-            add = lines.append
     elif not http11:
         req.keep_alive = False
     if upgrade is not None and b"upgrade" in options and http11:
@@ -222,21 +261,7 @@ def request_head(method: bytes, target: bytes, version: str,
             # The body would be taken for the new protocol's bytes if the backend switched.
             raise BadMessage(400, "an Upgrade request cannot have a body")
         req.upgrade = upgrade
-    xff = forwarded + b", " + peer if forwarded else peer
-    lines += (b"Host: ", host, b"\r\nX-Forwarded-For: ", xff,
-              b"\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: ", port, b"\r\n")
-    if host:
-        lines += (b"X-Forwarded-Host: ", host, b"\r\n")
-    if req.chunked:
-        add(b"Transfer-Encoding: chunked\r\n")
-    elif req.length is not None:
-        add(b"Content-Length: %d\r\n" % req.length)
-    if req.upgrade is not None:
-        lines += (b"Connection: upgrade\r\nUpgrade: ", req.upgrade, b"\r\n")
-    add(b"\r\n")
-    req.expect_continue = expect and http11
-    req.data = b"".join(lines)
-    return req
+    return lines
 
 
 def _without(parts: list[bytes], names: frozenset[bytes], start: int) -> list[bytes]:
@@ -288,7 +313,47 @@ def response_head(status: int, raw: bytes, head_request: bool, client_http11: bo
 
     The client's head is the backend's, byte for byte, less the hop-by-hop and framing
     fields (and those its Connection header nominates), with the LB's own framing added:
-    the common answer costs two regular-expression passes and a join, no per-field work."""
+    the common answer costs one regular-expression pass and a join, no per-field work."""
+    line, fields, length, chunked, upgrade = _end_to_end(status, raw)
+    parts = [line, fields, b"\r\n"]
+    resp = ResponseHead()
+    if switching:
+        parts.append(b"Connection: upgrade\r\n")
+        if upgrade is not None:
+            parts += (b"Upgrade: ", upgrade, b"\r\n")
+        parts.append(b"\r\n")
+        resp.data = b"".join(parts)
+        resp.bodiless = True
+        return resp
+    if head_request or status < 200 or status == 204 or status == 304:
+        resp.bodiless = True
+        if length is not None and status != 204 and status >= 200:
+            parts += (b"Content-Length: ", length, b"\r\n")
+    elif chunked:
+        if client_http11:
+            resp.chunked = True
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        else:
+            resp.until_close = True  # an HTTP/1.0 client gets the decoded body, then EOF
+    elif length is not None:
+        resp.length = _length([length])
+        parts.append(b"Content-Length: %d\r\n" % resp.length)
+    else:
+        resp.until_close = True
+    if close or resp.until_close:
+        parts.append(b"Connection: close\r\n")
+    elif not client_http11:
+        parts.append(b"Connection: keep-alive\r\n")
+    parts.append(b"\r\n")
+    resp.data = b"".join(parts)
+    return resp
+
+
+def _end_to_end(status: int, raw: bytes
+                ) -> tuple[bytes, bytes, bytes | None, bool, bytes | None]:
+    """(HTTP/1.1 status line, the end-to-end fields CRLF-led, Content-Length, chunked,
+    Upgrade) of a raw answer head: hop-by-hop and framing fields cut, and the ones its
+    Connection header nominates."""
     eol = raw.index(b"\r\n")
     line = raw[:eol]
     if eol == 12 or line[:9] != b"HTTP/1.1 ":
@@ -319,36 +384,4 @@ def response_head(status: int, raw: bytes, head_request: bool, client_http11: bo
         if extra:
             fields = b"".join(b"\r\n" + f for f in fields.split(b"\r\n")[1:]
                               if f.partition(b":")[0].lower() not in extra)
-    parts = [line, fields, b"\r\n"]
-    add = parts.append
-    resp = ResponseHead()
-    if switching:
-        add(b"Connection: upgrade\r\n")
-        if upgrade is not None:
-            parts += (b"Upgrade: ", upgrade, b"\r\n")
-        add(b"\r\n")
-        resp.data = b"".join(parts)
-        resp.bodiless = True
-        return resp
-    if head_request or status < 200 or status == 204 or status == 304:
-        resp.bodiless = True
-        if length is not None and status != 204 and status >= 200:
-            parts += (b"Content-Length: ", length, b"\r\n")
-    elif chunked:
-        if client_http11:
-            resp.chunked = True
-            add(b"Transfer-Encoding: chunked\r\n")
-        else:
-            resp.until_close = True  # an HTTP/1.0 client gets the decoded body, then EOF
-    elif length is not None:
-        resp.length = _length([length])
-        add(b"Content-Length: %d\r\n" % resp.length)
-    else:
-        resp.until_close = True
-    if close or resp.until_close:
-        add(b"Connection: close\r\n")
-    elif not client_http11:
-        add(b"Connection: keep-alive\r\n")
-    add(b"\r\n")
-    resp.data = b"".join(parts)
-    return resp
+    return line, fields, length, chunked, upgrade
