@@ -336,7 +336,8 @@ def response_head(status: int, raw: bytes, head_request: bool, client_http11: bo
         else:
             resp.until_close = True  # an HTTP/1.0 client gets the decoded body, then EOF
     elif length is not None:
-        resp.length = _length([length])
+        resp.length = int(length) if length.isdigit() and len(length) <= MAX_LENGTH_DIGITS \
+            else _length([length])
         parts.append(b"Content-Length: %d\r\n" % resp.length)
     else:
         resp.until_close = True
@@ -379,7 +380,7 @@ def _end_to_end(status: int, raw: bytes
                 chunked = True  # llhttp accepted it: chunked is the final coding
             elif lname == b"upgrade":
                 upgrade = pieces[i + 1].rstrip(b" \t")
-    if connection is not None:
+    if connection is not None and (len(connection) > 1 or connection[0].lower() not in _PLAIN):
         extra = connection_options(connection) - _PLAIN - PROTECTED
         if extra:
             fields = b"".join(b"\r\n" + f for f in fields.split(b"\r\n")[1:]
