@@ -424,3 +424,18 @@ def test_an_answer_nobody_asked_for_never_reaches_a_client(
         assert bodies == [b"first", b"fresh"]
     finally:
         loops.run(_close_server(server))
+
+
+def test_a_frontend_reopened_on_its_own_port_takes_it_again(
+        backend: StartBackend, lb_process: StartLB) -> None:
+    # The LB binds its ports alone (no SO_REUSEPORT): a table that changes a frontend's
+    # mode closes its listener and opens a new one on the same port in one command.
+    a = backend("A")
+    port = free_port()
+    lb = lb_process({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]})
+    assert get(f"http://127.0.0.1:{port}/") == (200, "A")
+    for mode in ("tcp", "http"):
+        lb.admin.set_routes(RoutingTable.from_dict(
+            {"frontends": [frontend("web", port, {"a": [a.addr]}, "a", mode=mode)]}))
+        assert get(f"http://127.0.0.1:{port}/") == (200, "A")
+        assert lb.admin.routes().frontend("web").mode == mode
