@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from lb.http_cycle import Cycle
-from lb.http_heads import BadMessage, request_head
+from lb.http_heads import BadMessage, RequestHead, request_head
 from lb.upstream import HIGH_WATER
 
 if TYPE_CHECKING:
@@ -89,6 +89,8 @@ class ClientConnection(asyncio.Protocol):
         self.broken: BadMessage | None = None  # a bad pipelined request, answered in turn
         self.hold: bytearray | None = None  # bytes after an Upgrade request, until answered
         self.discard_left = 0
+        # The last request head built: (method, target, version, fields, RequestHead).
+        self.last: tuple[bytes, bytes, str, list[tuple[bytes, bytes]], RequestHead] | None = None
         self.tunnel_eofs = 0  # half-closes seen in a tunnel; both: it is over
         # Deadlines (monotonic seconds, 0 = none) for the client and the backend side.
         self.deadline = monotonic() + self.timeouts.header
@@ -250,8 +252,18 @@ class ClientConnection(asyncio.Protocol):
         assert cycle is not None
         self.in_head = False
         parser = self.parser
-        cycle.head = request_head(parser.get_method(), cycle.url, parser.get_http_version(),
-                                  cycle.headers, self.peer, self.engine.port)
+        method = parser.get_method()
+        version = parser.get_http_version()
+        # A keep-alive client often sends the same request again: the head the backend gets
+        # depends on nothing else (peer and port are the connection's), so it is reused.
+        last = self.last
+        if last is not None and last[0] == method and last[1] == cycle.url \
+                and last[2] == version and last[3] == cycle.headers:
+            cycle.head = last[4]
+        else:
+            cycle.head = request_head(method, cycle.url, version, cycle.headers, self.peer,
+                                      self.engine.port)
+            self.last = (method, cycle.url, version, cycle.headers, cycle.head)
         if cycle is self.cycle:
             self._begin(cycle)
         else:

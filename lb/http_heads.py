@@ -306,6 +306,14 @@ def response_fields(raw: bytes) -> list[tuple[bytes, bytes]]:
     return fields
 
 
+# Answer heads already built, by (raw head, HEAD request, HTTP/1.1 client, close): a backend
+# sends the same head again and again (its Date changes once a second), and a ResponseHead
+# is never changed once built. Bounded in entries and in the size of the heads kept.
+_MEMO: dict[tuple[bytes, bool, bool, bool], ResponseHead] = {}
+MEMO_ENTRIES = 512
+MEMO_HEAD = 2048  # bytes; longer heads are built every time
+
+
 def response_head(status: int, raw: bytes, head_request: bool, client_http11: bool,
                   close: bool, switching: bool = False) -> ResponseHead:
     """Decide an answer's framing (RFC 9112 6.3) and build the head for the client from the
@@ -313,7 +321,22 @@ def response_head(status: int, raw: bytes, head_request: bool, client_http11: bo
 
     The client's head is the backend's, byte for byte, less the hop-by-hop and framing
     fields (and those its Connection header nominates), with the LB's own framing added:
-    the common answer costs one regular-expression pass and a join, no per-field work."""
+    the common answer costs one regular-expression pass and a join, no per-field work, and
+    a head seen before (same bytes, same request kind) costs one dictionary look-up."""
+    if switching or len(raw) > MEMO_HEAD:
+        return _response_head(status, raw, head_request, client_http11, close, switching)
+    key = (raw, head_request, client_http11, close)
+    resp = _MEMO.get(key)
+    if resp is None:
+        resp = _response_head(status, raw, head_request, client_http11, close, False)
+        if len(_MEMO) >= MEMO_ENTRIES:
+            _MEMO.clear()  # a new second's Date: the old heads will not come again
+        _MEMO[key] = resp
+    return resp
+
+
+def _response_head(status: int, raw: bytes, head_request: bool, client_http11: bool,
+                   close: bool, switching: bool) -> ResponseHead:
     line, fields, length, chunked, upgrade = _end_to_end(status, raw)
     parts = [line, fields, b"\r\n"]
     resp = ResponseHead()

@@ -203,3 +203,22 @@ def test_corrupt_chunk_framing_never_yields_a_second_request(junk: bytes, at: in
         return
     assert sink.complete <= 1 or b"smuggled" not in b"".join(
         v for head in sink.heads[1:] for _, v in head)
+
+
+def test_answer_heads_are_memoised_exactly_and_bounded() -> None:
+    from lb import http_heads
+
+    raw = _raw(b"HTTP/1.1 200 OK", [(b"Content-Length", b"2"), (b"Connection", b"keep-alive")])
+    first = response_head(200, raw, False, True, False)
+    assert response_head(200, raw, False, True, False) is first
+    closing = response_head(200, raw, False, True, True)
+    assert closing is not first and b"Connection: close" in closing.data
+    assert response_head(200, raw, True, True, False).bodiless
+    assert not response_head(200, raw, False, False, False).data.endswith(
+        b"Content-Length: 2\r\n\r\n")  # an HTTP/1.0 client is told keep-alive
+    for n in range(http_heads.MEMO_ENTRIES * 2):
+        response_head(200, _raw(b"HTTP/1.1 200 OK", [(b"X-N", b"%d" % n)]), False, True, False)
+    assert len(http_heads._MEMO) <= http_heads.MEMO_ENTRIES
+    big = _raw(b"HTTP/1.1 200 OK", [(b"X-Big", b"x" * http_heads.MEMO_HEAD)])
+    response_head(200, big, False, True, False)
+    assert (big, False, True, False) not in http_heads._MEMO
