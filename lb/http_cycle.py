@@ -219,10 +219,6 @@ class Cycle:
 
     # -- the answer (called by the Upstream) ------------------------------------------------
 
-    def must_close(self) -> bool:
-        """True when the client connection ends after this answer."""
-        return not self.body_done or self.conn.closing_after(self)
-
     def backend_read(self) -> None:
         """Answer bytes arrived, the answer is not complete: its read timeout starts again
         (the body timeout while the client does not take what it got)."""
@@ -257,7 +253,10 @@ class Cycle:
                 self.conn.pool.put(up, now)
             else:
                 up.close()
-        self._finish(self.status, now)
+        if not self.finished:
+            self.finished = True
+            if self.group is not None:
+                self.group.done(self.status, now - self.started)
         self.conn.cycle_done(self, now)
 
     def _finish(self, status: int, now: float = 0.0) -> None:

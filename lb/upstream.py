@@ -112,7 +112,9 @@ class Upstream(asyncio.Protocol):
             return
         out = self.out
         if out:
-            owner.conn.send(out[0] if len(out) == 1 else b"".join(out))
+            transport = owner.conn.transport
+            if transport is not None:
+                transport.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
         if self.complete:
             reusable = not self.dirty and self.keep_alive
@@ -220,7 +222,8 @@ class Upstream(asyncio.Protocol):
         if status == 101 and head.upgrade is None:
             raise BadMessage(502, "the backend switched protocols unasked")
         resp = response_head(status, raw, head.method == b"HEAD", head.http11,
-                             owner.must_close(), status == 101)
+                             not owner.body_done or owner.conn.closing_after(owner),
+                             status == 101)
         self.resp = resp
         owner.answer_started(status, raw)
         self.out.append(resp.data)
