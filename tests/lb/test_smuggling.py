@@ -41,6 +41,14 @@ def lb(capture: CaptureBackend) -> Iterator[tuple[LBProcess, int]]:
 
 @pytest.fixture
 def port(lb: tuple[LBProcess, int], capture: CaptureBackend) -> int:
+    # What an earlier test sent may still be on its way to the backend (a loaded machine
+    # delays the backend's thread): wait until it is quiet before forgetting it (bounded).
+    quiet_since, seen = time.monotonic(), len(capture.raw)
+    deadline = quiet_since + 3.0
+    while time.monotonic() - quiet_since < 0.2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+        if len(capture.raw) != seen:
+            quiet_since, seen = time.monotonic(), len(capture.raw)
     capture.seen.clear()
     for conn in capture.conns:  # pooled connections live on: forget what they carried
         conn.raw.clear()
