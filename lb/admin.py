@@ -17,16 +17,19 @@ group) or 409 (a command that contradicts the state, e.g. draining the active gr
 from __future__ import annotations
 
 import hmac
+import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aiohttp import web
 
-from lb.table import RoutingTable
+from lb.table import RoutingTable, parse_json
 from upgrade_manager.errors import LBError
 
 __all__ = ["Controller", "make_admin_app", "status_of"]
 
+log = logging.getLogger("dans.lb")
 MAX_DRAIN_WAIT = 300.0
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -89,13 +92,18 @@ async def _auth(request: web.Request, handler: _Handler) -> web.StreamResponse:
         return await handler(request)
     except LBError as exc:
         return _error(status_of(exc), str(exc))
+    except web.HTTPException:
+        raise
+    except Exception as exc:
+        # A bug, never the client's fault: one line in the log, a JSON 500, nothing else.
+        log.error("admin API: internal error on %s %s: %r", request.method, request.path, exc)
+        return _error(500, f"internal error: {type(exc).__name__}")
 
 
 async def _body(request: web.Request) -> Any:
-    try:
-        return await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise LBError("the request body is not valid JSON") from None
+    """The request's JSON body; LBError (400) for anything but strict UTF-8 JSON (NaN,
+    Infinity and nesting too deep to parse included)."""
+    return parse_json(await request.read(), "the request body")
 
 
 def _ctl(request: web.Request) -> Controller:
@@ -141,6 +149,8 @@ async def _drained(request: web.Request) -> web.Response:
         timeout = float(request.query.get("timeout", "0"))
     except ValueError:
         raise LBError("timeout must be a number of seconds") from None
+    if not math.isfinite(timeout):
+        raise LBError("timeout must be a finite number of seconds")
     timeout = max(0.0, min(timeout, MAX_DRAIN_WAIT))
     result = await _ctl(request).wait_drained(info["frontend"], info["group"], timeout)
     return web.json_response(result)

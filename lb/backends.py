@@ -250,7 +250,7 @@ class GroupRuntime:
         self.in_flight -= 1
         series = self.series
         series.in_flight -= 1
-        series.observe(status, seconds)
+        series.observe(status, seconds)  # a few additions and one bisect
         if status >= 500:
             self.errors += 1
         if self.in_flight == 0 and self._drained is not None:

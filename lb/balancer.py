@@ -23,26 +23,46 @@ from lb.table import ACTIVE, DRAINING, Frontend, RoutingTable, lb_error, split_t
 from lb.tcp_relay import TcpRelay
 from upgrade_manager.errors import LBError
 
-__all__ = ["Balancer", "FrontendRuntime", "listen_socket"]
+__all__ = ["Balancer", "FrontendRuntime", "check_free", "listen_socket"]
 
 log = logging.getLogger("dans.lb")
 
 
-def listen_socket(host: str, port: int) -> socket.socket:
-    """A listening socket with SO_REUSEPORT, so worker processes can share the port."""
+def _bound(host: str, port: int, reuse_port: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if hasattr(socket, "SO_REUSEPORT"):
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT only
+    if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
-    except OSError as exc:
+    except (OSError, OverflowError, UnicodeError) as exc:
         sock.close()
-        raise LBError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise LBError(f"cannot listen on {host}:{port}: {why} (is another LB or program "
+                      "using it?)") from None
+    return sock
+
+
+def listen_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """A listening socket that holds the port alone, or with `reuse_port` (SO_REUSEPORT)
+    shared with the other worker processes of the same LB, which bind it the same way.
+
+    Without `reuse_port` a port that any other socket listens on is refused (EADDRINUSE):
+    a second `dans lb` never silently takes part of another's traffic.
+    """
+    sock = _bound(host, port, reuse_port and hasattr(socket, "SO_REUSEPORT"))
     sock.listen(1024)
     sock.setblocking(False)
     return sock
+
+
+def check_free(host: str, port: int) -> None:
+    """LBError when something listens on host:port already (even with SO_REUSEPORT).
+
+    A multi-worker LB calls this before its workers bind a port with SO_REUSEPORT, so the
+    group refuses a port held by another program as a single-process LB does."""
+    _bound(host, port, reuse_port=False).close()
 
 
 class FrontendRuntime:
@@ -107,7 +127,8 @@ class FrontendRuntime:
 class Balancer:
     """All frontends of one LB process and the commands that change them."""
 
-    def __init__(self, refresh: float = 1.0) -> None:
+    def __init__(self, refresh: float = 1.0, reuse_port: bool = False) -> None:
+        self.reuse_port = reuse_port  # a worker: share ports with the LB's other workers
         self.resolver = Resolver(refresh)
         self.metrics = Metrics()
         self.frontends: dict[str, FrontendRuntime] = {}
@@ -201,7 +222,7 @@ class Balancer:
 
     async def _open_frontend(self, fe: FrontendRuntime) -> None:
         loop = asyncio.get_running_loop()
-        sock = listen_socket(fe.spec.host, fe.spec.listen)
+        sock = listen_socket(fe.spec.host, fe.spec.listen, self.reuse_port)
         fe.port = sock.getsockname()[1]
         if fe.spec.mode == "http":
             fe.http = HttpEngine(self, fe, self.pool)

@@ -1,47 +1,76 @@
-"""`dans lb`: run the load balancer (also the per-upgrade L4 relay), and build its image."""
+"""`dans lb`: run the load balancer (also the per-upgrade L4 relay), and build its image.
+
+Every flag and DANS_LB_* variable is validated by `lb.settings.settings` before anything
+starts, so a bad value is one `Error: ...` line and exit 1. Anything else that escapes is a
+bug: one line that says so and points to `--debug` (which shows the traceback), exit 70.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 
-__all__ = ["lb"]
+__all__ = ["EXIT_BUG", "lb"]
 
 # lb.server (aiohttp) loads only when the LB runs, so `dans --help` and `dans lb --help` stay
 # fast; the help repeats lb.server.DEFAULT_ADMIN_PORT (a unit test keeps them equal).
 _HELP_ADMIN_PORT = 9900
+EXIT_BUG = 70  # EX_SOFTWARE: an internal error
 
 
-def _env_int(name: str, default: int) -> int:
+def _debug_wanted(ctx: click.Context) -> bool:
+    root = ctx.find_root()
+    return bool(ctx.params.get("debug") or root.params.get("debug")
+                or os.environ.get("DANS_DEBUG"))
+
+
+def _guarded(ctx: click.Context, action: Callable[[], Any]) -> Any:
+    """Run `action`; dans errors pass on (the CLI prints them), anything else is a bug."""
+    from upgrade_manager.errors import DansError
+
     try:
-        return int(os.environ.get(name, default))
-    except ValueError:
-        raise click.BadParameter(f"{name} must be an integer") from None
+        return action()
+    except (DansError, click.ClickException, click.Abort, KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:
+        if _debug_wanted(ctx):
+            raise
+        click.echo(f"Error: internal error in dans lb ({type(exc).__name__}: {exc}); this is "
+                   "a bug: run it again with --debug for the traceback", err=True)
+        sys.exit(EXIT_BUG)
 
 
 @click.group(invoke_without_command=True)
 @click.option("--config", "config_file", metavar="FILE",
               help="Initial routing table (JSON). Default: DANS_LB_CONFIG (JSON or a path).")
-@click.option("--admin-port", type=int, default=None,
-              help=f"Admin API port (DANS_LB_ADMIN_PORT, default {_HELP_ADMIN_PORT}).")
+@click.option("--admin-port", metavar="PORT", default=None,
+              help=f"Admin API port, 1-65535 (DANS_LB_ADMIN_PORT, default {_HELP_ADMIN_PORT}).")
 @click.option("--admin-host", default="0.0.0.0", show_default=True,
               help="Address of the admin API.")
 @click.option("--token-file", metavar="FILE",
               help="Admin token file (DANS_LB_TOKEN_FILE; else DANS_LB_TOKEN, else "
                    "/run/secrets/dans_lb_token).")
-@click.option("--workers", type=int, default=None,
+@click.option("--workers", metavar="N", default=None,
               help="Worker processes sharing the frontends (DANS_LB_WORKERS, default 1).")
-@click.option("--grace", type=float, default=None,
+@click.option("--grace", metavar="SECONDS", default=None,
               help="Seconds to let in-flight requests finish on SIGTERM (DANS_LB_GRACE, 30).")
+@click.option("--admin-timeout", metavar="SECONDS", default=None,
+              help="Seconds an admin client has to send a request head, and between two "
+                   "reads of its body (DANS_LB_ADMIN_TIMEOUT, 10).")
 @click.option("--admin-unix", hidden=True, default=None)
 @click.option("--log-level", default=lambda: os.environ.get("DANS_LB_LOG", "info"),
               type=click.Choice(["debug", "info", "warning", "error"]), show_default="info")
+@click.option("--debug", is_flag=True, help="Show the traceback of an internal error.")
 @click.pass_context
-def lb(ctx: click.Context, config_file: str | None, admin_port: int | None, admin_host: str,
-       token_file: str | None, workers: int | None, grace: float | None,
-       admin_unix: str | None, log_level: str) -> None:
+def lb(ctx: click.Context, config_file: str | None, admin_port: str | None, admin_host: str,
+       token_file: str | None, workers: str | None, grace: str | None,
+       admin_timeout: str | None, admin_unix: str | None, log_level: str,
+       debug: bool) -> None:
     """Run the application load balancer: HTTP frontends, TCP relays and the admin API.
 
     Routes frontends (listening ports) to groups of backends resolved through DNS
@@ -50,21 +79,21 @@ def lb(ctx: click.Context, config_file: str | None, admin_port: int | None, admi
     """
     if ctx.invoked_subcommand is not None:
         return
-    from lb.server import DEFAULT_ADMIN_PORT, Settings, load_table, load_token, run
+    from lb.settings import Flags, settings
 
-    logging.basicConfig(level=log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings(
-        table=load_table(config_file),
-        token=load_token(token_file),
-        admin_host=admin_host,
-        admin_port=admin_port if admin_port is not None
-        else _env_int("DANS_LB_ADMIN_PORT", DEFAULT_ADMIN_PORT),
-        admin_unix=admin_unix,
-        grace=grace if grace is not None else float(os.environ.get("DANS_LB_GRACE", "30")),
-        workers=max(1, workers if workers is not None else _env_int("DANS_LB_WORKERS", 1)),
-    )
-    run(settings)
+    flags = Flags(config_file=config_file, admin_port=admin_port, admin_host=admin_host,
+                  token_file=token_file, workers=workers, grace=grace,
+                  admin_timeout=admin_timeout, admin_unix=admin_unix)
+
+    def start() -> None:
+        checked = settings(flags)
+        logging.basicConfig(level=log_level.upper(),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        from lb.server import run
+
+        run(checked)
+
+    _guarded(ctx, start)
 
 
 @lb.command("build-image")
@@ -98,11 +127,15 @@ def relay(target: str, listen: int, redirect: bool, idle_timeout: float) -> None
     from lb.transparent import RelaySettings, run_relay
 
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        run_relay(RelaySettings(target=target, listen=listen, redirect=redirect,
-                                idle_timeout=idle_timeout))
-    except RuntimeError as exc:
-        raise click.ClickException(str(exc)) from None
+
+    def start() -> None:
+        try:
+            run_relay(RelaySettings(target=target, listen=listen, redirect=redirect,
+                                    idle_timeout=idle_timeout))
+        except RuntimeError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    _guarded(click.get_current_context(), start)
 
 
 def main() -> None:
@@ -110,8 +143,6 @@ def main() -> None:
 
     Workers and the LB image start this way: it imports only the LB.
     """
-    import sys
-
     from upgrade_manager.errors import DansError
 
     try:

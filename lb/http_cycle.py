@@ -17,13 +17,14 @@ import logging
 from time import monotonic
 from typing import TYPE_CHECKING
 
+from lb.http_heads import response_fields
 from lb.upstream import Upstream
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from lb.backends import Endpoint, GroupRuntime
-    from lb.http_engine import ClientConnection
+    from lb.http_conn import ClientConnection
     from lb.http_heads import RequestHead
 
 __all__ = ["REPLAY_LIMIT", "Cycle"]
@@ -164,7 +165,10 @@ class Cycle:
             up.transport.write(head.data)
         if self.body_done:
             self.sent_all = True
-        self.conn.backend_started(now)
+        conn = self.conn
+        conn.up_deadline = now + conn.timeouts.read  # the backend's read timeout runs
+        if conn.read_paused or conn.pending or up.write_paused:
+            conn.flow()
 
     def _sent(self, parts: Sequence[bytes], n: int) -> None:
         """Body bytes went to the backend: no longer buffered; kept while replayable."""
@@ -215,24 +219,23 @@ class Cycle:
 
     # -- the answer (called by the Upstream) ------------------------------------------------
 
-    def must_close(self) -> bool:
-        """True when the client connection ends after this answer."""
-        return not self.body_done or self.conn.closing_after(self)
-
     def backend_read(self) -> None:
-        """Answer bytes arrived: the backend read timeout starts again."""
+        """Answer bytes arrived, the answer is not complete: its read timeout starts again
+        (the body timeout while the client does not take what it got)."""
         self.got_bytes = True
-        self.conn.backend_active()
+        conn = self.conn
+        conn.up_deadline = monotonic() + (conn.timeouts.body if conn.write_paused
+                                          else conn.timeouts.read)
 
-    def answer_started(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        """The answer's head is about to go to the client."""
+    def answer_started(self, status: int, raw: bytes) -> None:
+        """The answer's head (`raw`, as the backend sent it) is about to go to the client."""
         self.status = status
         self.answered = True
         fe = self.conn.fe
         policy = fe.policy
         if policy.needs_headers and self.group is not None:
             policy.answered(fe, self.group, {n.decode("latin-1").lower(): v.decode("latin-1")
-                                             for n, v in headers})
+                                             for n, v in response_fields(raw)})
 
     def to_client(self, data: bytes) -> None:
         """Answer bytes for the client."""
@@ -250,8 +253,11 @@ class Cycle:
                 self.conn.pool.put(up, now)
             else:
                 up.close()
-        self._finish(self.status, now)
-        self.conn.cycle_done(self)
+        if not self.finished:
+            self.finished = True
+            if self.group is not None:
+                self.group.done(self.status, now - self.started)
+        self.conn.cycle_done(self, now)
 
     def _finish(self, status: int, now: float = 0.0) -> None:
         if self.finished:

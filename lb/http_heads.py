@@ -22,7 +22,7 @@ import re
 import httptools
 
 __all__ = ["BadMessage", "RequestHead", "ResponseHead", "connection_options",
-           "request_head", "response_head"]
+           "request_head", "response_fields", "response_head"]
 
 # Request headers the LB acts on; every other header passes unchanged.
 _HOST, _LENGTH, _CODING, _CONNECTION, _UPGRADE, _XFF, _EXPECT, _DROP = range(8)
@@ -35,11 +35,6 @@ _REQUEST_KINDS = {
     b"proxy-authorization": _DROP, b"te": _DROP, b"trailer": _DROP,
     b"x-forwarded-proto": _DROP, b"x-forwarded-port": _DROP, b"x-forwarded-host": _DROP,
 }
-_RESPONSE_DROP = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
-    b"proxy-authorization", b"te", b"trailer", b"transfer-encoding", b"upgrade",
-    b"content-length",
-})
 # A Connection header may not nominate these away (they frame or route the message).
 PROTECTED = frozenset({b"content-length", b"transfer-encoding", b"host", b"x-forwarded-for",
                        b"x-forwarded-proto", b"x-forwarded-port", b"x-forwarded-host"})
@@ -48,6 +43,7 @@ _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE
 # RFC 3986 authority: reg-name or IP literal, optional port.
 _AUTHORITY = re.compile(rb"(?:[A-Za-z0-9\-._~%!$&'()*+,;=]*|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
 MAX_LENGTH_DIGITS = 18  # Content-Length values that fit in 63 bits
+_GOOD_HOSTS: set[bytes] = set()  # Host values that matched _AUTHORITY (bounded)
 
 
 class BadMessage(Exception):
@@ -70,6 +66,10 @@ def connection_options(values: list[bytes]) -> frozenset[bytes]:
 
 def _length(values: list[bytes]) -> int:
     """The one Content-Length these header lines state; BadMessage when they do not."""
+    if len(values) == 1:
+        single = values[0]
+        if single.isdigit() and len(single) <= MAX_LENGTH_DIGITS:
+            return int(single)  # the usual case: one plain number
     found: int | None = None
     for value in values:
         for part in value.split(b","):
@@ -99,7 +99,7 @@ class RequestHead:
     """A client's request as the LB forwards it: the backend's head and the framing."""
 
     __slots__ = ("method", "data", "length", "chunked", "keep_alive", "upgrade",
-                 "expect_continue", "headers", "http11")
+                 "expect_continue", "headers", "http11", "has_body", "idempotent")
 
     def __init__(self) -> None:
         self.method = b""
@@ -111,16 +111,8 @@ class RequestHead:
         self.expect_continue = False
         self.headers: list[tuple[bytes, bytes]] = []
         self.http11 = True
-
-    @property
-    def idempotent(self) -> bool:
-        """True for methods a client may send twice with the same effect (RFC 9110 9.2.2)."""
-        return self.method in _IDEMPOTENT
-
-    @property
-    def has_body(self) -> bool:
-        """True when a body follows the head."""
-        return self.chunked or bool(self.length)
+        self.has_body = False  # a body follows the head
+        self.idempotent = False  # a method a client may send twice (RFC 9110 9.2.2)
 
     def header_map(self) -> dict[str, str]:
         """The client's headers as {lower-case name: value} (for routing policies)."""
@@ -156,33 +148,65 @@ def request_head(method: bytes, target: bytes, version: str,
     if method == b"CONNECT":
         raise BadMessage(405, "CONNECT is not supported")
     http11 = version == "1.1"
-    target, authority = _origin(method, target)
+    authority = None
+    if target[:1] != b"/":
+        target, authority = _origin(method, target)
+    lines = [method, b" ", target, b" HTTP/1.1\r\n"]
+    host, lengths, codings, connection, upgrade, forwarded, expect = _fields(headers, lines)
+    host = _checked_host(host, http11, authority)
+    req = RequestHead()
+    req.method = method
+    req.headers = headers
+    req.http11 = http11
+    req.idempotent = method in _IDEMPOTENT
+    req.expect_continue = expect and http11
+    lines = _request_framing(req, lines, lengths, codings, connection, upgrade)
+    xff = forwarded + b", " + peer if forwarded else peer
+    lines += (b"Host: ", host, b"\r\nX-Forwarded-For: ", xff,
+              b"\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: ", port, b"\r\n")
+    if host:
+        lines += (b"X-Forwarded-Host: ", host, b"\r\n")
+    if req.chunked:
+        lines.append(b"Transfer-Encoding: chunked\r\n")
+    elif req.length is not None:
+        lines.append(b"Content-Length: %d\r\n" % req.length)
+    if req.upgrade is not None:
+        lines += (b"Connection: upgrade\r\nUpgrade: ", req.upgrade, b"\r\n")
+    lines.append(b"\r\n")
+    req.data = b"".join(lines)
+    return req
+
+
+_Fields = tuple[bytes | None, list[bytes] | None, list[bytes] | None, list[bytes] | None,
+                bytes | None, bytes | None, bool]
+
+
+def _fields(headers: list[tuple[bytes, bytes]], lines: list[bytes]) -> _Fields:
+    """Copy the end-to-end fields to `lines` (name, ": ", value, CRLF each); return the ones
+    the LB acts on: Host, Content-Length, Transfer-Encoding, Connection, Upgrade,
+    X-Forwarded-For and whether 100-continue is expected."""
     host: bytes | None = None
-    lengths: list[bytes] = []
-    codings: list[bytes] = []
-    connection: list[bytes] = []
+    # Lists only for the headers a request has (most have none of them).
+    lengths: list[bytes] | None = None
+    codings: list[bytes] | None = None
+    connection: list[bytes] | None = None
     upgrade = forwarded = None
     expect = False
-    lines = [method, b" ", target, b" HTTP/1.1\r\n"]
-    add = lines.append
     kinds = _REQUEST_KINDS
     for name, value in headers:
         kind = kinds.get(name.lower())
         if kind is None:
-            add(name)
-            add(b": ")
-            add(value)
-            add(b"\r\n")
+            lines += (name, b": ", value, b"\r\n")
         elif kind == _HOST:
             if host is not None:
                 raise BadMessage(400, "more than one Host header")
             host = value
         elif kind == _LENGTH:
-            lengths.append(value)
+            lengths = [value] if lengths is None else [*lengths, value]
         elif kind == _CODING:
-            codings.append(value)
+            codings = [value] if codings is None else [*codings, value]
         elif kind == _CONNECTION:
-            connection.append(value)
+            connection = [value] if connection is None else [*connection, value]
         elif kind == _UPGRADE:
             if upgrade is None:
                 upgrade = value
@@ -192,32 +216,44 @@ def request_head(method: bytes, target: bytes, version: str,
             if value.lower() != b"100-continue":
                 raise BadMessage(417, "unsupported expectation")
             expect = True
+    return host, lengths, codings, connection, upgrade, forwarded, expect
+
+
+def _checked_host(host: bytes | None, http11: bool, authority: bytes | None) -> bytes:
+    """The Host to forward: the absolute-form target's authority if there was one, else
+    the one Host field, which must be an RFC 3986 authority (and present in HTTP/1.1)."""
     if host is None:
         if http11 and authority is None:
             raise BadMessage(400, "no Host header")
         host = b""
-    elif not _AUTHORITY.fullmatch(host):
-        raise BadMessage(400, "invalid Host header")
-    if authority is not None:
-        host = authority
-    req = RequestHead()
-    req.method = method
-    req.headers = headers
-    req.http11 = http11
+    elif host not in _GOOD_HOSTS:
+        if not _AUTHORITY.fullmatch(host):
+            raise BadMessage(400, "invalid Host header")
+        if len(_GOOD_HOSTS) < 1024:
+            _GOOD_HOSTS.add(host)  # a client sends the same Host again and again
+    return host if authority is None else authority
+
+
+def _request_framing(req: RequestHead, lines: list[bytes], lengths: list[bytes] | None,
+                     codings: list[bytes] | None, connection: list[bytes] | None,
+                     upgrade: bytes | None) -> list[bytes]:
+    """Set the request's framing, keep-alive and upgrade (RFC 9112 6, 9.3); return `lines`
+    without the fields its Connection header nominates."""
+    http11 = req.http11
     if codings:
         if lengths:
             raise BadMessage(400, "both Content-Length and Transfer-Encoding")
         _chunked_request(codings, http11)
-        req.chunked = True
+        req.chunked = req.has_body = True
     elif lengths:
         req.length = _length(lengths)
+        req.has_body = req.length > 0
     options = connection_options(connection) if connection else _PLAIN
     if connection:
         req.keep_alive = b"close" not in options if http11 else b"keep-alive" in options
         extra = options - _PLAIN - PROTECTED
         if extra:
             lines = _without(lines, extra, 4)
-            add = lines.append
     elif not http11:
         req.keep_alive = False
     if upgrade is not None and b"upgrade" in options and http11:
@@ -225,21 +261,7 @@ def request_head(method: bytes, target: bytes, version: str,
             # The body would be taken for the new protocol's bytes if the backend switched.
             raise BadMessage(400, "an Upgrade request cannot have a body")
         req.upgrade = upgrade
-    xff = forwarded + b", " + peer if forwarded else peer
-    lines += (b"Host: ", host, b"\r\nX-Forwarded-For: ", xff,
-              b"\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: ", port, b"\r\n")
-    if host:
-        lines += (b"X-Forwarded-Host: ", host, b"\r\n")
-    if req.chunked:
-        add(b"Transfer-Encoding: chunked\r\n")
-    elif req.length is not None:
-        add(b"Content-Length: %d\r\n" % req.length)
-    if req.upgrade is not None:
-        lines += (b"Connection: upgrade\r\nUpgrade: ", req.upgrade, b"\r\n")
-    add(b"\r\n")
-    req.expect_continue = expect and http11
-    req.data = b"".join(lines)
-    return req
+    return lines
 
 
 def _without(parts: list[bytes], names: frozenset[bytes], start: int) -> list[bytes]:
@@ -252,8 +274,12 @@ def _without(parts: list[bytes], names: frozenset[bytes], start: int) -> list[by
     return kept
 
 
-# Status lines built so far, by (status, reason): bounded by what backends send.
-_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
+# The response header lines the LB acts on (hop-by-hop and framing), found and cut from the
+# raw head in one pass: llhttp has validated it, so every line is `token ":" value CRLF`
+# (no obs-fold, no bare CR or LF, no space before the colon).
+_RESPONSE_HOP = re.compile(
+    rb"\r\n(connection|keep-alive|proxy-connection|proxy-authenticate|proxy-authorization"
+    rb"|te|trailer|transfer-encoding|upgrade|content-length):[ \t]*([^\r]*)", re.IGNORECASE)
 
 
 class ResponseHead:
@@ -269,71 +295,117 @@ class ResponseHead:
         self.bodiless = False
 
 
-def response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
-                  head_request: bool, client_http11: bool, close: bool,
-                  switching: bool = False) -> ResponseHead:
-    """Decide an answer's framing (RFC 9112 6.3) and build the head for the client."""
-    key = (status, reason)
-    line = _STATUS_LINES.get(key)
-    if line is None:
-        line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
-        if len(_STATUS_LINES) < 4096:
-            _STATUS_LINES[key] = line
-    parts = [line]
-    add = parts.append
-    drop = _RESPONSE_DROP
-    length: bytes | None = None
-    chunked = False
-    connection: list[bytes] | None = None
-    upgrade = None
-    for name, value in headers:
-        lname = name.lower()
-        if lname not in drop:
-            add(name)
-            add(b": ")
-            add(value)
-            add(b"\r\n")
-        elif lname == b"content-length":
-            length = value
-        elif lname == b"transfer-encoding":
-            chunked = True  # llhttp accepted it: chunked is the final coding
-        elif lname == b"connection":
-            connection = [value] if connection is None else connection + [value]
-        elif lname == b"upgrade":
-            upgrade = value
-    if connection is not None:
-        extra = connection_options(connection) - _PLAIN - PROTECTED
-        if extra:
-            parts = _without(parts, extra, 1)
-            add = parts.append
+def response_fields(raw: bytes) -> list[tuple[bytes, bytes]]:
+    """The header fields of a raw answer head (status line to the empty line, as llhttp
+    accepted it) as (name, value) pairs."""
+    fields = []
+    for line in raw[raw.index(b"\r\n") + 2:-4].split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name:
+            fields.append((name, value.strip(b" \t")))
+    return fields
+
+
+# Answer heads already built, by (raw head, HEAD request, HTTP/1.1 client, close): a backend
+# sends the same head again and again (its Date changes once a second), and a ResponseHead
+# is never changed once built. Bounded in entries and in the size of the heads kept.
+_MEMO: dict[tuple[bytes, bool, bool, bool], ResponseHead] = {}
+MEMO_ENTRIES = 512
+MEMO_HEAD = 2048  # bytes; longer heads are built every time
+
+
+def response_head(status: int, raw: bytes, head_request: bool, client_http11: bool,
+                  close: bool, switching: bool = False) -> ResponseHead:
+    """Decide an answer's framing (RFC 9112 6.3) and build the head for the client from the
+    raw head the backend sent (status line to the empty line, validated by llhttp).
+
+    The client's head is the backend's, byte for byte, less the hop-by-hop and framing
+    fields (and those its Connection header nominates), with the LB's own framing added:
+    the common answer costs one regular-expression pass and a join, no per-field work, and
+    a head seen before (same bytes, same request kind) costs one dictionary look-up."""
+    if switching or len(raw) > MEMO_HEAD:
+        return _response_head(status, raw, head_request, client_http11, close, switching)
+    key = (raw, head_request, client_http11, close)
+    resp = _MEMO.get(key)
+    if resp is None:
+        resp = _response_head(status, raw, head_request, client_http11, close, False)
+        if len(_MEMO) >= MEMO_ENTRIES:
+            _MEMO.clear()  # a new second's Date: the old heads will not come again
+        _MEMO[key] = resp
+    return resp
+
+
+def _response_head(status: int, raw: bytes, head_request: bool, client_http11: bool,
+                   close: bool, switching: bool) -> ResponseHead:
+    line, fields, length, chunked, upgrade = _end_to_end(status, raw)
+    parts = [line, fields, b"\r\n"]
     resp = ResponseHead()
     if switching:
-        add(b"Connection: upgrade\r\n")
+        parts.append(b"Connection: upgrade\r\n")
         if upgrade is not None:
             parts += (b"Upgrade: ", upgrade, b"\r\n")
-        add(b"\r\n")
+        parts.append(b"\r\n")
         resp.data = b"".join(parts)
         resp.bodiless = True
         return resp
     if head_request or status < 200 or status == 204 or status == 304:
         resp.bodiless = True
         if length is not None and status != 204 and status >= 200:
-            parts += (b"Content-Length: ", length.strip(b" \t"), b"\r\n")
+            parts += (b"Content-Length: ", length, b"\r\n")
     elif chunked:
         if client_http11:
             resp.chunked = True
-            add(b"Transfer-Encoding: chunked\r\n")
+            parts.append(b"Transfer-Encoding: chunked\r\n")
         else:
             resp.until_close = True  # an HTTP/1.0 client gets the decoded body, then EOF
     elif length is not None:
-        resp.length = _length([length])
-        add(b"Content-Length: %d\r\n" % resp.length)
+        resp.length = int(length) if length.isdigit() and len(length) <= MAX_LENGTH_DIGITS \
+            else _length([length])
+        parts.append(b"Content-Length: %d\r\n" % resp.length)
     else:
         resp.until_close = True
     if close or resp.until_close:
-        add(b"Connection: close\r\n")
+        parts.append(b"Connection: close\r\n")
     elif not client_http11:
-        add(b"Connection: keep-alive\r\n")
-    add(b"\r\n")
+        parts.append(b"Connection: keep-alive\r\n")
+    parts.append(b"\r\n")
     resp.data = b"".join(parts)
     return resp
+
+
+def _end_to_end(status: int, raw: bytes
+                ) -> tuple[bytes, bytes, bytes | None, bool, bytes | None]:
+    """(HTTP/1.1 status line, the end-to-end fields CRLF-led, Content-Length, chunked,
+    Upgrade) of a raw answer head: hop-by-hop and framing fields cut, and the ones its
+    Connection header nominates."""
+    eol = raw.index(b"\r\n")
+    line = raw[:eol]
+    if eol == 12 or line[:9] != b"HTTP/1.1 ":
+        # "HTTP/1.x NNN reason": the client speaks to an HTTP/1.1 proxy; SP before the
+        # (possibly empty) reason is not optional (RFC 9112 4).
+        line = b"HTTP/1.1 %d %s" % (status, line[13:])
+    fields = raw[eol:-4]  # CRLF-led fields, no final CRLF
+    length: bytes | None = None
+    chunked = False
+    connection: list[bytes] | None = None
+    upgrade = None
+    pieces = _RESPONSE_HOP.split(fields)  # kept, name, value, kept, name, value, ..., kept
+    if len(pieces) > 1:
+        fields = b"".join(pieces[::3])
+        for i in range(1, len(pieces), 3):
+            lname = pieces[i].lower()
+            if lname == b"content-length":
+                length = pieces[i + 1].rstrip(b" \t")
+            elif lname == b"connection":
+                value = pieces[i + 1].rstrip(b" \t")
+                connection = [value] if connection is None else connection + [value]
+            elif lname == b"transfer-encoding":
+                chunked = True  # llhttp accepted it: chunked is the final coding
+            elif lname == b"upgrade":
+                upgrade = pieces[i + 1].rstrip(b" \t")
+    if connection is not None and (len(connection) > 1 or connection[0].lower() not in _PLAIN):
+        extra = connection_options(connection) - _PLAIN - PROTECTED
+        if extra:
+            fields = b"".join(b"\r\n" + f for f in fields.split(b"\r\n")[1:]
+                              if f.partition(b":")[0].lower() not in extra)
+    return line, fields, length, chunked, upgrade

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +54,10 @@ DRAINING = "draining"
 GROUP_STATES = (ACTIVE, DRAINING)
 MODES = ("http", "tcp")
 POLICIES = ("active",)
+MAX_TIMEOUT = 30 * 86400.0  # seconds; a longer wait is a typo, and asyncio needs finite ones
+MAX_NAME = 200
+# A backend host: a DNS name (tasks.SERVICE) or an IPv4 literal; IPv6 literals come in [].
+_HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})")
 
 
 def lb_error(message: str, http_status: int = 400) -> LBError:
@@ -64,11 +70,50 @@ def lb_error(message: str, http_status: int = 400) -> LBError:
 def split_target(target: str) -> tuple[str, int]:
     """Split "host:port" (or "[v6]:port") into host and port; raise LBError when malformed."""
     host, sep, port_text = target.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise LBError(f"backend {target!r}: expected host:port")
+    if not sep or not host or not port_text.isascii() or not port_text.isdigit() \
+            or len(port_text) > 5 or not 0 < int(port_text) < 65536:
+        raise LBError(f"backend {target!r}: expected host:port (port 1-65535)")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+        if ":" not in host or not is_ip(host):
+            raise LBError(f"backend {target!r}: [{host}] is not an IPv6 address")
+    elif not _HOSTNAME.fullmatch(host):
+        raise LBError(f"backend {target!r}: {host!r} is not a host name or IPv4 address")
     return host, int(port_text)
+
+
+def check_name(value: Any, what: str) -> str:
+    """`value` as a frontend or group name: a non-empty printable string of at most MAX_NAME
+    characters (names end up in logs, metrics labels and admin URLs)."""
+    if not isinstance(value, str) or not value:
+        raise LBError(f"{what} must be a non-empty string")
+    if len(value) > MAX_NAME or not value.isprintable() or value != value.strip() \
+            or '"' in value or "\\" in value or "/" in value:
+        raise LBError(f"{what} {value[:MAX_NAME]!r}: use at most {MAX_NAME} printable "
+                      "characters, no quotes, backslashes, slashes or surrounding spaces")
+    return value
+
+
+def check_port(value: Any, what: str) -> int:
+    """`value` as a TCP port number (1-65535)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
+        raise LBError(f"{what} must be a port number from 1 to 65535, not {value!r}")
+    return value
+
+
+def check_seconds(value: Any, what: str, *, zero: bool = False) -> float:
+    """`value` as a finite number of seconds, > 0 (or >= 0 with `zero`), at most
+    MAX_TIMEOUT; NaN and infinities are refused (NaN would silently disable a timeout)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if ok and isinstance(value, int):
+        ok = -1 <= value <= MAX_TIMEOUT  # before float(): a huge int overflows
+    seconds = float(value) if ok else math.nan
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero) \
+            or seconds > MAX_TIMEOUT:
+        lowest = "0" if zero else "more than 0"
+        raise LBError(f"{what} must be a finite number of seconds, {lowest} and at most "
+                      f"{MAX_TIMEOUT:.0f}, not {value!r}")
+    return seconds
 
 
 def is_ip(host: str) -> bool:
@@ -105,11 +150,8 @@ class Timeouts:
         if not isinstance(data, dict):
             raise LBError(f"{where}: timeouts must be an object")
         _only(data, set(TIMEOUT_KEYS), where)
-        values = {k: data[k] for k in TIMEOUT_KEYS if k in data}
-        for key, value in values.items():
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise LBError(f"{where}: timeouts.{key} must be a positive number")
-        return cls(**{k: float(v) for k, v in values.items()})
+        return cls(**{k: check_seconds(data[k], f"{where}: timeouts.{k}")
+                      for k in TIMEOUT_KEYS if k in data})
 
 
 @dataclass(frozen=True)
@@ -176,18 +218,14 @@ class Frontend:
         """Parse and validate the JSON form."""
         if not isinstance(data, dict):
             raise LBError("frontend: expected an object")
-        name = data.get("name")
-        if not isinstance(name, str) or not name:
-            raise LBError("frontend: name must be a non-empty string")
+        name = check_name(data.get("name"), "frontend: name")
         where = f"frontend {name}"
         if "engine" in data:
             raise LBError(f"{where}: the 'engine' key is gone: the LB has one HTTP engine now "
                           f"(remove \"engine\": {json.dumps(data['engine'])} from the table)")
         _only(data, {"name", "listen", "host", "mode", "active", "groups", "timeouts",
                      "retries", "policy"}, where)
-        listen = data.get("listen")
-        if not isinstance(listen, int) or isinstance(listen, bool) or not 0 <= listen < 65536:
-            raise LBError(f"{where}: listen must be a port number")
+        listen = check_port(data.get("listen"), f"{where}: listen")
         mode = data.get("mode", "http")
         if mode not in MODES:
             raise LBError(f"{where}: mode must be one of {', '.join(MODES)}")
@@ -197,7 +235,8 @@ class Frontend:
         raw_groups = data.get("groups")
         if not isinstance(raw_groups, dict) or not raw_groups:
             raise LBError(f"{where}: groups must be a non-empty object")
-        groups = {g: Group.from_dict(v, f"{where} group {g}") for g, v in raw_groups.items()}
+        groups = {check_name(g, f"{where}: group name"): Group.from_dict(v, f"{where} group {g}")
+                  for g, v in raw_groups.items()}
         active = data.get("active")
         if active not in groups:
             raise LBError(f"{where}: active group {active!r} is not one of its groups")
@@ -207,8 +246,8 @@ class Frontend:
         if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 10:
             raise LBError(f"{where}: retries must be an integer from 0 to 10")
         host = data.get("host", "0.0.0.0")
-        if not isinstance(host, str):
-            raise LBError(f"{where}: host must be a string")
+        if not isinstance(host, str) or not is_ip(host):
+            raise LBError(f"{where}: host must be an IP address to listen on, not {host!r}")
         return cls(
             name=name,
             listen=listen,
@@ -259,7 +298,7 @@ class RoutingTable:
             if fe.name in seen_names:
                 raise LBError(f"routing table: two frontends named {fe.name}")
             seen_names.add(fe.name)
-            if fe.listen and (fe.host, fe.listen) in seen_ports:
+            if (fe.host, fe.listen) in seen_ports:
                 raise LBError(f"routing table: two frontends listen on port {fe.listen}")
             seen_ports.add((fe.host, fe.listen))
         return cls(frontends)
@@ -267,11 +306,26 @@ class RoutingTable:
     @classmethod
     def from_json(cls, text: str | bytes) -> RoutingTable:
         """Parse JSON text."""
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise LBError(f"routing table: not valid JSON ({exc})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(parse_json(text, "routing table"))
+
+
+def _no_constant(name: str) -> Any:
+    raise LBError(f"{name} is not a JSON number")
+
+
+def parse_json(text: str | bytes, what: str) -> Any:
+    """JSON text as Python data; LBError (one line) for anything that is not strict JSON:
+    invalid syntax, bytes that are not UTF-8, NaN or Infinity, nesting too deep to parse."""
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except LBError as exc:
+        raise LBError(f"{what}: {exc}") from None
+    except UnicodeDecodeError:
+        raise LBError(f"{what}: not UTF-8 text") from None
+    except ValueError as exc:
+        raise LBError(f"{what}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise LBError(f"{what}: JSON nested too deeply") from None
 
 
 def _only(data: dict[str, Any], allowed: set[str], where: str) -> None:

@@ -2,7 +2,8 @@
 
 An `Upstream` belongs to one request cycle (`lb.http_cycle.Cycle`) while it carries that
 request and its answer, then goes back to the pool. Its llhttp response parser drives the
-callbacks below; the answer is re-framed for the client (`lb.http_heads.response_head`) and
+callbacks below; the answer's head is kept raw as llhttp validated it and re-framed for the
+client in one pass (`lb.http_heads.response_head`: no Python call per header field), and
 everything one read produced goes out in one write. An answer is complete only when llhttp
 says so; bytes after it in the same read (an answer nobody asked for) make the connection
 unusable, so a backend can never answer the next client with a stale message.
@@ -35,6 +36,10 @@ MAX_ANSWER_HEAD = 64 * 1024
 MAX_ANSWER_HEADERS = 200
 
 
+class _Unasked(Exception):
+    """Raised inside llhttp's callbacks to stop at an answer nobody asked for."""
+
+
 class Upstream(asyncio.Protocol):
     """One connection to a backend endpoint; idle in the pool or serving one cycle."""
 
@@ -49,12 +54,14 @@ class Upstream(asyncio.Protocol):
         self.read_paused = False
         self.write_paused = False
         self.tunnel = False
+        self.out: list[bytes] = []  # bytes for the client from the current read
         self._reset()
 
     def _reset(self) -> None:
-        self.reason = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.head_size = 0
+        # The raw bytes of the answer head being parsed (from `hstart`): kept until llhttp
+        # calls on_headers_complete, bounded by MAX_ANSWER_HEAD.
+        self.hbuf = b""
+        self.hstart = 0
         self.resp: ResponseHead | None = None
         self.interim = False
         self.complete = False  # the answer ended during the current read
@@ -62,7 +69,6 @@ class Upstream(asyncio.Protocol):
         self.ignoring = False  # the rest of this read follows a bodiless HEAD answer
         # llhttp's keep-alive verdict, taken at the answer's end (it resets right after).
         self.keep_alive = False
-        self.out: list[bytes] = []
 
     # -- transport events -------------------------------------------------------------------
 
@@ -78,16 +84,22 @@ class Upstream(asyncio.Protocol):
         if self.tunnel:
             owner.tunnel_to_client(data)
             return
-        owner.backend_read()
+        if self.resp is None:
+            hbuf = self.hbuf
+            self.hbuf = hbuf + data if hbuf else data
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self._switched(owner, data[exc.args[0]:])
             return
+        except httptools.HttpParserCallbackError as exc:
+            if not isinstance(exc.__context__, _Unasked):
+                self._broke(owner, exc)
+                return
+            # A second answer began in the same read: the first is complete and goes out;
+            # the connection is never reused (`dirty`).
         except httptools.HttpParserError as exc:
-            self._flush(owner)
-            why = exc.__context__ if isinstance(exc.__context__, BadMessage) else exc
-            owner.backend_broke(f"invalid answer: {why}")
+            self._broke(owner, exc)
             return
         finally:
             if self.ignoring:
@@ -95,11 +107,26 @@ class Upstream(asyncio.Protocol):
                 # starts clean for the next request on this connection.
                 self.ignoring = False
                 self.parser = httptools.HttpResponseParser(self)
-        self._flush(owner)
+        if self.resp is None and len(self.hbuf) - self.hstart > MAX_ANSWER_HEAD:
+            owner.backend_broke("answer head too large")
+            return
+        out = self.out
+        if out:
+            transport = owner.conn.transport
+            if transport is not None:
+                transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
         if self.complete:
             reusable = not self.dirty and self.keep_alive
             self._reset()
             owner.answer_done(reusable)
+        else:
+            owner.backend_read()
+
+    def _broke(self, owner: Cycle, exc: Exception) -> None:
+        self._flush(owner)
+        why = exc.__context__ if isinstance(exc.__context__, BadMessage) else exc
+        owner.backend_broke(f"invalid answer: {why}")
 
     def _flush(self, owner: Cycle) -> None:
         out = self.out
@@ -165,39 +192,40 @@ class Upstream(asyncio.Protocol):
 
     # -- llhttp callbacks -------------------------------------------------------------------
 
+    # No on_header / on_status: the head is taken raw at on_headers_complete, and trailer
+    # fields are dropped (the LB re-chunks and ends with an empty trailer).
+
     def on_message_begin(self) -> None:
-        if self.ignoring or self.complete:
-            self.dirty = True  # a second answer in one read: nobody asked for it
-
-    def on_status(self, reason: bytes) -> None:
-        self.reason += reason
-        self.head_size += len(reason)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self.resp is not None:
-            return  # trailers: dropped (the LB re-chunks and ends with an empty trailer)
-        self.headers.append((name, value))
-        self.head_size += len(name) + len(value) + 4
-        if self.head_size > MAX_ANSWER_HEAD or len(self.headers) > MAX_ANSWER_HEADERS:
-            raise BadMessage(502, "answer head too large")
+        if self.ignoring:
+            self.dirty = True
+        elif self.complete:
+            self.dirty = True
+            raise _Unasked  # a second answer in one read: nobody asked for it; stop here
 
     def on_headers_complete(self) -> None:
         owner = self.owner
         assert owner is not None
         status = self.parser.get_status_code()
+        start = self.hstart
+        end = self.hbuf.find(b"\r\n\r\n", start) + 4
         if status < 200 and status != 101:
             self.interim = True  # 100 Continue, 103 Early Hints: not passed on
-            self.headers = []
-            self.reason = b""
+            self.hstart = end
             return
+        raw = self.hbuf[start:end]
+        self.hbuf = b""
+        self.hstart = 0
+        if end - start > MAX_ANSWER_HEAD or raw.count(b"\r\n") > MAX_ANSWER_HEADERS + 2:
+            raise BadMessage(502, "answer head too large")
         head = owner.head
         assert head is not None
         if status == 101 and head.upgrade is None:
             raise BadMessage(502, "the backend switched protocols unasked")
-        resp = response_head(status, self.reason, self.headers, head.method == b"HEAD",
-                             head.http11, owner.must_close(), status == 101)
+        resp = response_head(status, raw, head.method == b"HEAD", head.http11,
+                             not owner.body_done or owner.conn.closing_after(owner),
+                             status == 101)
         self.resp = resp
-        owner.answer_started(status, self.headers)
+        owner.answer_started(status, raw)
         self.out.append(resp.data)
         if head.method == b"HEAD":
             self.complete = True  # llhttp would wait for the body the headers announce
@@ -249,7 +277,8 @@ class UpstreamPool:
         """Keep `up` for reuse; `now` is the monotonic time it became idle."""
         up.owner = None
         up.idle_since = now
-        up.resume_reading()  # an idle connection must see the backend's close
+        if up.read_paused:
+            up.resume_reading()  # an idle connection must see the backend's close
         self.idle.setdefault(up.key, []).append(up)
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from lb.admin import make_admin_app
+from lb.balancer import check_free
 from lb.table import RoutingTable
 from upgrade_manager.errors import LBError
 
@@ -55,6 +56,7 @@ class WorkerPool:
 
     async def start(self) -> None:
         """Start every worker and wait until each answers."""
+        _check_ports(self._table, RoutingTable())
         await asyncio.gather(*(self._spawn(w) for w in self.workers))
 
     async def _spawn(self, worker: _Worker) -> None:
@@ -64,7 +66,8 @@ class WorkerPool:
         env.pop("DANS_LB_TOKEN_FILE", None)
         worker.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "lb.cli", "--workers", "1", "--admin-unix", worker.socket_path,
-            "--grace", str(self.settings.grace), env=env,
+            "--grace", str(self.settings.grace),
+            "--admin-timeout", str(self.settings.admin_timeout), env=env,
         )
         if worker.session is None:
             worker.session = aiohttp.ClientSession(
@@ -139,6 +142,7 @@ class WorkerPool:
 
     async def apply(self, table: RoutingTable) -> None:
         """Send the table to every worker."""
+        _check_ports(table, self._table)
         await self._all("PUT", "/v1/routes", table.to_dict())
         self._table = table
 
@@ -217,6 +221,15 @@ class WorkerPool:
         return "\n".join(out) + "\n"
 
 
+def _check_ports(table: RoutingTable, current: RoutingTable) -> None:
+    """Refuse ports of `table` that `current` does not hold and another program does: the
+    workers bind with SO_REUSEPORT, which would share them silently."""
+    held = {(fe.host, fe.listen) for fe in current.frontends}
+    for fe in table.frontends:
+        if (fe.host, fe.listen) not in held:
+            check_free(fe.host, fe.listen)
+
+
 def _q(part: str) -> str:
     return urllib.parse.quote(part, safe="")
 
@@ -227,7 +240,7 @@ def _num(value: float) -> str:
 
 async def serve_workers(settings: Settings) -> None:
     """Run N workers and the public admin API until SIGTERM/SIGINT."""
-    from lb.server import start_admin
+    from lb.admin_server import start_admin
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -153,7 +153,7 @@ class LBProcess:
     """`python -m lb.cli` with a routing table, a token and a free admin port."""
 
     def __init__(self, table: dict[str, Any], *, workers: int = 1, grace: float = 20.0,
-                 token: str | None = TOKEN) -> None:
+                 token: str | None = TOKEN, args: tuple[str, ...] = ()) -> None:
         self.admin_port = free_port()
         self.log = tempfile.TemporaryFile()
         env = dict(os.environ, DANS_LB_CONFIG=json.dumps(table), PYTHONPATH=str(ROOT))
@@ -165,7 +165,7 @@ class LBProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "lb.cli", "--admin-host", "127.0.0.1", "--admin-port",
              str(self.admin_port), "--workers", str(workers), "--grace", str(grace),
-             "--log-level", "warning"],
+             "--log-level", "warning", *args],
             env=env, cwd=ROOT, stderr=self.log,
         )
         self.admin = AdminClient(f"http://127.0.0.1:{self.admin_port}", token or "none")

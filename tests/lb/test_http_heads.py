@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lb.http_heads import BadMessage, request_head, response_head
+from lb.http_heads import BadMessage, request_head, response_fields, response_head
 
 H = list[tuple[bytes, bytes]]
 
@@ -78,15 +78,44 @@ def test_absolute_form_becomes_origin_form_with_its_authority() -> None:
         _req([(b"Host", b"x")], target=b"ftp://x/")
 
 
+def _raw(status_line: bytes, fields: H) -> bytes:
+    return status_line + b"\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in fields) + b"\r\n"
+
+
 def test_response_heads() -> None:
     hdrs = [(b"Content-Length", b"2"), (b"Connection", b"keep-alive, X-Hop"), (b"X-Hop", b"1"),
             (b"Server", b"s")]
-    resp = response_head(200, b"OK", hdrs, False, True, False)
+    resp = response_head(200, _raw(b"HTTP/1.1 200 OK", hdrs), False, True, False)
     assert resp.data == b"HTTP/1.1 200 OK\r\nServer: s\r\nContent-Length: 2\r\n\r\n"
-    resp = response_head(200, b"OK", [(b"Transfer-Encoding", b"chunked")], False, False, False)
+    resp = response_head(200, _raw(b"HTTP/1.1 200 OK", [(b"Transfer-Encoding", b"chunked")]),
+                         False, False, False)
     assert resp.until_close and b"Connection: close" in resp.data
-    resp = response_head(200, b"OK", [(b"Content-Length", b"9")], True, True, True)
+    resp = response_head(200, _raw(b"HTTP/1.1 200 OK", [(b"Content-Length", b"9")]), True, True,
+                         True)
     assert resp.bodiless and b"Content-Length: 9" in resp.data
+
+
+@pytest.mark.parametrize("status_line, expected", [
+    (b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK\r\n"),
+    (b"HTTP/1.0 404 Not Found", b"HTTP/1.1 404 Not Found\r\n"),
+    (b"HTTP/1.1 204", b"HTTP/1.1 204 \r\n"),
+], ids=["1.1", "1.0-rewritten", "no-reason-gets-its-SP"])
+def test_response_status_line(status_line: bytes, expected: bytes) -> None:
+    status = int(status_line[9:12])
+    assert response_head(status, _raw(status_line, []), False, True, False).data.startswith(
+        expected)
+
+
+def test_response_head_keeps_fields_byte_for_byte_and_cuts_hop_by_hop() -> None:
+    fields = [(b"Set-Cookie", b"a=1; Path=/"), (b"TE", b"x"), (b"Keep-Alive", b"timeout=5"),
+              (b"Content-length", b"3 "), (b"X-TE", b"y"), (b"connection", b"X-Gone"),
+              (b"X-Gone", b"1"), (b"Trailer", b"z"), (b"x-kept", b"te: no")]
+    raw = _raw(b"HTTP/1.1 200 OK", fields)
+    resp = response_head(200, raw, False, True, False)
+    assert resp.data == (b"HTTP/1.1 200 OK\r\nSet-Cookie: a=1; Path=/\r\nX-TE: y\r\n"
+                         b"x-kept: te: no\r\nContent-Length: 3\r\n\r\n")
+    assert resp.length == 3
+    assert response_fields(raw)[3] == (b"Content-length", b"3")
 
 
 class _Collect:
@@ -174,3 +203,22 @@ def test_corrupt_chunk_framing_never_yields_a_second_request(junk: bytes, at: in
         return
     assert sink.complete <= 1 or b"smuggled" not in b"".join(
         v for head in sink.heads[1:] for _, v in head)
+
+
+def test_answer_heads_are_memoised_exactly_and_bounded() -> None:
+    from lb import http_heads
+
+    raw = _raw(b"HTTP/1.1 200 OK", [(b"Content-Length", b"2"), (b"Connection", b"keep-alive")])
+    first = response_head(200, raw, False, True, False)
+    assert response_head(200, raw, False, True, False) is first
+    closing = response_head(200, raw, False, True, True)
+    assert closing is not first and b"Connection: close" in closing.data
+    assert response_head(200, raw, True, True, False).bodiless
+    assert not response_head(200, raw, False, False, False).data.endswith(
+        b"Content-Length: 2\r\n\r\n")  # an HTTP/1.0 client is told keep-alive
+    for n in range(http_heads.MEMO_ENTRIES * 2):
+        response_head(200, _raw(b"HTTP/1.1 200 OK", [(b"X-N", b"%d" % n)]), False, True, False)
+    assert len(http_heads._MEMO) <= http_heads.MEMO_ENTRIES
+    big = _raw(b"HTTP/1.1 200 OK", [(b"X-Big", b"x" * http_heads.MEMO_HEAD)])
+    response_head(200, big, False, True, False)
+    assert (big, False, True, False) not in http_heads._MEMO

@@ -273,7 +273,7 @@ def test_admin_commands_and_errors(backend: StartBackend, lb_process: StartLB) -
         lb.admin.drain("web", "zz")
     with pytest.raises(LBError, match="400.*active group 'q'"):
         lb.admin._call("PUT", "/v1/routes", {"frontends": [
-            frontend("w", 0, {"a": [a.addr]}, "q")]})
+            frontend("w", free_port(), {"a": [a.addr]}, "q")]})
     with pytest.raises(LBError, match="400 expected {\"group\": NAME}"):
         lb.admin._call("POST", "/v1/frontends/web/switch", "x")
     assert lb.admin.routes() == table
@@ -387,3 +387,55 @@ def test_bytes_after_an_interim_or_101_head_in_the_same_read_are_kept(
 async def _close_server(server: asyncio.Server) -> None:
     server.close()
     await server.wait_closed()
+
+
+def test_an_answer_nobody_asked_for_never_reaches_a_client(
+        loops: LoopThread, lb_process: StartLB) -> None:
+    # The first backend connection answers its request twice in one write: the second
+    # answer must neither follow the first to the client nor wait in the pool for the
+    # next request (response poisoning by a broken backend).
+    answers = [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst"
+               b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale",
+               b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh"]
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        answer = answers.pop(0) if len(answers) > 1 else answers[0]
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = loops.run(asyncio.start_server(serve, "127.0.0.1", 0))
+    backend_port = server.sockets[0].getsockname()[1]
+    port = free_port()
+    lb_process({"frontends": [frontend("web", port, {"a": [f"127.0.0.1:{backend_port}"]},
+                                       "a")]})
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        bodies = []
+        for _ in range(2):
+            conn.request("GET", "/")
+            resp = conn.getresponse()
+            bodies.append(resp.read())
+        conn.close()
+        assert bodies == [b"first", b"fresh"]
+    finally:
+        loops.run(_close_server(server))
+
+
+def test_a_frontend_reopened_on_its_own_port_takes_it_again(
+        backend: StartBackend, lb_process: StartLB) -> None:
+    # The LB binds its ports alone (no SO_REUSEPORT): a table that changes a frontend's
+    # mode closes its listener and opens a new one on the same port in one command.
+    a = backend("A")
+    port = free_port()
+    lb = lb_process({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]})
+    assert get(f"http://127.0.0.1:{port}/") == (200, "A")
+    for mode in ("tcp", "http"):
+        lb.admin.set_routes(RoutingTable.from_dict(
+            {"frontends": [frontend("web", port, {"a": [a.addr]}, "a", mode=mode)]}))
+        assert get(f"http://127.0.0.1:{port}/") == (200, "A")
+        assert lb.admin.routes().frontend("web").mode == mode

@@ -53,21 +53,36 @@ def _fe(**over: Any) -> dict[str, Any]:
 @pytest.mark.parametrize("data, message", [
     ([], "expected an object"),
     ({"frontend": []}, "unknown key"),
-    (_fe(listen=70000), "listen must be a port"),
+    (_fe(listen=70000), "listen must be a port number from 1 to 65535"),
+    (_fe(listen=0), "listen must be a port number from 1 to 65535"),
+    (_fe(timeouts={"read": float("nan")}), "timeouts.read must be a finite number"),
+    (_fe(timeouts={"body": float("inf")}), "timeouts.body must be a finite number"),
+    (_fe(timeouts={"tunnel": 10 ** 400}), "timeouts.tunnel must be a finite number"),
+    (_fe(timeouts={"connect": True}), "timeouts.connect must be a finite number"),
+    (_fe(name="we\nb"), "printable"),
+    (_fe(name="x" * 300), "at most 200"),
+    (_fe(groups={"a/b": {"backends": ["h:1"]}}, active="a/b"), "group name"),
+    (_fe(host="caf\xe9"), "host must be an IP address"),
+    (_fe(groups={"a": {"backends": ["h\x00:1"]}}), "not a host name"),
+    (_fe(groups={"a": {"backends": ["h:0"]}}), "port 1-65535"),
+    (_fe(groups={"a": {"backends": ["[x]:1"]}}), "not an IPv6 address"),
     (_fe(mode="udp"), "mode must be one of"),
     (_fe(active="b"), "active group 'b'"),
     (_fe(groups={}), "groups must be a non-empty"),
     (_fe(groups={"a": {"backends": ["nohost"]}}), "expected host:port"),
     (_fe(groups={"a": {"backends": ["h:1"], "state": "draining"}}), "cannot be draining"),
     (_fe(groups={"a": {"backends": ["h:1"], "state": "gone"}}), "state must be"),
-    (_fe(timeouts={"read": -1}), "timeouts.read must be a positive"),
+    (_fe(timeouts={"read": -1}), "timeouts.read must be a finite number of seconds, more than 0"),
     (_fe(retries=99), "retries must be"),
     (_fe(policy="trace"), "policy must be one of"),
     (_fe(engine="fast"), "the 'engine' key is gone: the LB has one HTTP engine"),
-    (_fe(timeouts={"header": 0}), "timeouts.header must be a positive"),
+    (_fe(timeouts={"header": 0}), "timeouts.header must be a finite number of seconds"),
     (_fe(colour="red"), "unknown key"),
     ({"frontends": [_fe()["frontends"][0], _fe()["frontends"][0]]}, "two frontends named"),
-], ids=["not-object", "typo", "port", "mode", "active", "no-groups", "target", "draining-active",
+], ids=["not-object", "typo", "port", "port-0", "nan-timeout", "infinite-timeout",
+        "huge-int-timeout", "bool-timeout", "control-char-name", "long-name", "slash-in-group",
+        "non-ip-listen-host", "nul-backend", "backend-port-0", "bad-ipv6", "mode", "active",
+        "no-groups", "target", "draining-active",
         "state", "timeout", "retries", "policy", "engine-key-gone", "header-timeout", "unknown",
         "duplicate"])
 def test_invalid_tables(data: Any, message: str) -> None:
@@ -97,3 +112,19 @@ def test_start_up_configuration(tmp_path: Any) -> None:
     secret.write_text("s3cret\n")
     assert load_token(None, {"DANS_LB_TOKEN_FILE": str(secret), "DANS_LB_TOKEN": "x"}) == "s3cret"
     assert load_token(None, {"DANS_LB_TOKEN": "x"}) == "x"
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"frontends": [{"name": "w", "listen": 80, "active": "a", "timeouts": {"read": NaN},'
+     ' "groups": {"a": {"backends": ["h:1"]}}}]}', "NaN is not a JSON number"),
+    ('{"frontends": [], "x": Infinity}', "Infinity is not a JSON number"),
+    ('{"frontends": [], "x": -Infinity}', "-Infinity is not a JSON number"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    (b'{"frontends": [{"name": "caf\xe9"}]}', "not UTF-8"),
+    ("{", "not valid JSON"),
+], ids=["nan", "infinity", "minus-infinity", "deep-nesting", "not-utf8", "syntax"])
+def test_table_json_that_is_not_strict_json_is_one_clear_error(
+        text: str | bytes, message: str) -> None:
+    with pytest.raises(LBError, match=message) as caught:
+        RoutingTable.from_json(text)
+    assert "\n" not in str(caught.value)

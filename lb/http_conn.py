@@ -1,0 +1,493 @@
+"""One client connection of the HTTP engine: llhttp parsing every byte, the state table.
+
+Shape (uvicorn's httptools protocol, h11's state table): `ClientConnection` owns the socket,
+the llhttp request parser, flow control and timeouts; each request is a `lb.http_cycle.Cycle`;
+`lb.upstream.Upstream` parses the answer. The connection's state is one of STATES and every
+change goes through `_to`, which refuses any transition not in TRANSITIONS:
+
+    IDLE     no request yet (keep-alive timeout)     -> HEAD, CLOSED
+    HEAD     a request head is arriving (header)     -> BODY, WAIT, CLOSED
+    BODY     its body is arriving (body idle)        -> WAIT, DISCARD, CLOSED
+    WAIT     request complete, answer pending (read) -> IDLE, HEAD, BODY, WAIT, TUNNEL, CLOSED
+    DISCARD  answered early; the rest of the body is read and dropped, bounded -> CLOSED
+    TUNNEL   after a 101: bytes pass both ways (tunnel idle) -> CLOSED
+
+llhttp always knows where a message ends, so body bytes are never taken for a head; requests
+pipelined behind the current one are parsed and held (bounded) until it is answered. Flow
+control: `read_paused` / `write_paused` of this connection and of the Upstream; a side whose
+peer's write buffer is above HIGH_WATER stops reading, so at most HIGH_WATER plus one read is
+buffered per direction. Deadlines (`deadline`, `up_deadline`) are checked by the engine's
+sweep (`lb.http_engine.HttpEngine`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from time import monotonic
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+from lb.http_cycle import Cycle
+from lb.http_heads import BadMessage, RequestHead, request_head
+from lb.upstream import HIGH_WATER
+
+if TYPE_CHECKING:
+    from lb.http_engine import HttpEngine
+
+__all__ = ["ClientConnection", "IDLE", "STATES", "TRANSITIONS"]
+
+log = logging.getLogger("dans.lb")
+IDLE, HEAD, BODY, WAIT, DISCARD, TUNNEL, CLOSED = range(7)
+STATES = ("IDLE", "HEAD", "BODY", "WAIT", "DISCARD", "TUNNEL", "CLOSED")
+TRANSITIONS: dict[int, frozenset[int]] = {
+    IDLE: frozenset({HEAD, CLOSED}),
+    HEAD: frozenset({BODY, WAIT, CLOSED}),
+    BODY: frozenset({WAIT, DISCARD, CLOSED}),
+    WAIT: frozenset({IDLE, HEAD, BODY, WAIT, TUNNEL, CLOSED}),
+    DISCARD: frozenset({CLOSED}),
+    TUNNEL: frozenset({CLOSED}),
+    CLOSED: frozenset({CLOSED}),
+}
+MAX_TARGET = 8 * 1024  # 414 beyond
+MAX_HEAD = 64 * 1024  # 431 beyond (request line and headers)
+MAX_HEADERS = 100  # 431 beyond
+MAX_PIPELINE = 32  # requests parsed ahead of the current one; the client must wait beyond
+DISCARD_LIMIT = 1 << 20  # body bytes read and dropped after an early answer, then close
+DISCARD_TIME = 5.0
+REASONS = {400: b"Bad Request", 405: b"Method Not Allowed", 408: b"Request Timeout",
+           414: b"URI Too Long", 417: b"Expectation Failed",
+           431: b"Request Header Fields Too Large", 501: b"Not Implemented",
+           502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout",
+           505: b"HTTP Version Not Supported"}
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection: its parser, its requests one after the other, its timeouts."""
+
+    def __init__(self, engine: HttpEngine) -> None:
+        self.engine = engine
+        self.fe = engine.fe
+        self.pool = engine.pool
+        self.balancer = engine.balancer
+        self.timeouts = engine.fe.spec.timeouts
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.state = IDLE
+        self.peer = b""
+        self.cycle: Cycle | None = None  # the request being answered
+        self.reading: Cycle | None = None  # the request llhttp is parsing (maybe queued)
+        self.queue: deque[Cycle] = deque()  # pipelined requests behind `cycle`
+        self.pending = 0  # request bytes held in cycles, not yet written to a backend
+        self.in_head = False
+        self.head_raw = 0
+        self.read_paused = False
+        self.write_paused = False
+        self.eof = False
+        self.broken: BadMessage | None = None  # a bad pipelined request, answered in turn
+        self.hold: bytearray | None = None  # bytes after an Upgrade request, until answered
+        self.discard_left = 0
+        # The last request head built: (method, target, version, fields, RequestHead).
+        self.last: tuple[bytes, bytes, str, list[tuple[bytes, bytes]], RequestHead] | None = None
+        self.tunnel_eofs = 0  # half-closes seen in a tunnel; both: it is over
+        # Deadlines (monotonic seconds, 0 = none) for the client and the backend side.
+        self.deadline = monotonic() + self.timeouts.header
+        self.up_deadline = 0.0
+
+    def state_name(self) -> str:
+        """The connection state's name (for logs and tests)."""
+        return STATES[self.state]
+
+    def _to(self, state: int) -> None:
+        if state not in TRANSITIONS[self.state]:
+            # A bug, never the client's fault: refuse to guess, drop the connection.
+            log.error("frontend %s: illegal transition %s -> %s", self.fe.name,
+                      STATES[self.state], STATES[state])
+            self.abort()
+            raise RuntimeError("illegal connection state transition")
+        self.state = state
+
+    # -- transport events -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(HIGH_WATER)
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]).encode() if peer else b""
+        self.engine.conns.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.engine.conns.discard(self)
+        self._closed()
+        self.queue.clear()
+
+    def data_received(self, data: bytes) -> None:
+        state = self.state
+        if state == TUNNEL:
+            self._tunnel_to_backend(data)
+            return
+        if state == CLOSED or self.broken is not None:
+            return
+        if self.hold is not None:
+            self.hold += data
+            self.pending += len(data)
+            self.flow()
+            return
+        if self.in_head:
+            self.head_raw += len(data)
+            if self.head_raw > MAX_HEAD:
+                self._bad(BadMessage(431, "request head too large"))
+                return
+        elif state == BODY or state == DISCARD:
+            self.deadline = monotonic() + self.timeouts.body
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            # The request asked to switch protocols: what follows is not HTTP until the
+            # backend answers (a 101 opens the tunnel; anything else closes).
+            rest = data[exc.args[0]:]
+            self.hold = bytearray(rest)
+            self.pending += len(rest)
+            self.flow()
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, BadMessage):
+                self._bad(cause)
+            else:
+                log.exception("frontend %s: engine error", self.fe.name, exc_info=cause)
+                self.abort()
+        except httptools.HttpParserError as exc:
+            self._bad(BadMessage(400, str(exc) or "malformed request"))
+
+    def eof_received(self) -> bool:
+        # The client shut its write side. Requests already complete still get their answers
+        # (the write side stays open); a request cut short can never complete.
+        self.eof = True
+        if self.state == TUNNEL:
+            return self._tunnel_eof_to_backend()
+        reading = self.reading
+        if reading is not None:
+            self.reading = None
+            if reading is self.cycle and reading.head is not None and not reading.finished:
+                reading.fail(400, b"the request ended early", "client")
+                return True
+            if reading is self.cycle or reading.discarding:
+                self.close()
+                return True
+            if reading in self.queue:
+                self.queue.remove(reading)
+        return self.cycle is not None
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        cycle = self.cycle
+        if cycle is not None and cycle.up is not None:
+            cycle.up.pause_reading()
+            if self.up_deadline:
+                # The client must keep reading: its stall is timed like a body stall.
+                self.up_deadline = monotonic() + self.timeouts.body
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        cycle = self.cycle
+        if cycle is not None and cycle.up is not None:
+            cycle.up.resume_reading()
+            if self.up_deadline:
+                self.up_deadline = monotonic() + self.timeouts.read
+
+    def flow(self) -> None:
+        """Pause or resume reading from the client: its bytes wait while a peer is full."""
+        cycle = self.cycle
+        up_full = cycle is not None and cycle.up is not None and cycle.up.write_paused
+        paused = up_full or self.pending > HIGH_WATER or len(self.queue) >= MAX_PIPELINE
+        if paused != self.read_paused and self.transport is not None and self.state != CLOSED:
+            self.read_paused = paused
+            if paused:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+
+    # -- llhttp callbacks -------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.state == CLOSED or self.state == DISCARD:
+            raise BadMessage(400, "no request may follow")  # stops llhttp; nothing is sent
+        now = monotonic()
+        cycle = Cycle(self, now)
+        self.reading = cycle
+        self.in_head = True
+        self.head_raw = 0
+        if self.cycle is None:
+            self.cycle = cycle
+            self._to(HEAD)
+            self.deadline = now + self.timeouts.header
+        else:
+            self.queue.append(cycle)
+            if len(self.queue) > MAX_PIPELINE * 2:
+                raise BadMessage(400, "too many pipelined requests")
+
+    def on_url(self, url: bytes) -> None:
+        cycle = self.reading
+        assert cycle is not None
+        cycle.url += url
+        if len(cycle.url) > MAX_TARGET:
+            raise BadMessage(414, "request target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        cycle = self.reading
+        assert cycle is not None
+        cycle.head_size += len(name) + len(value) + 4
+        if cycle.head_size > MAX_HEAD:
+            raise BadMessage(431, "request head too large")
+        if cycle.head is None:
+            cycle.headers.append((name, value))
+            if len(cycle.headers) > MAX_HEADERS:
+                raise BadMessage(431, "too many header fields")
+        # else a trailer field: counted, dropped (the LB ends a re-chunked body itself)
+
+    def on_headers_complete(self) -> None:
+        cycle = self.reading
+        assert cycle is not None
+        self.in_head = False
+        parser = self.parser
+        method = parser.get_method()
+        version = parser.get_http_version()
+        # A keep-alive client often sends the same request again: the head the backend gets
+        # depends on nothing else (peer and port are the connection's), so it is reused.
+        last = self.last
+        if last is not None and last[0] == method and last[1] == cycle.url \
+                and last[2] == version and last[3] == cycle.headers:
+            cycle.head = last[4]
+        else:
+            cycle.head = request_head(method, cycle.url, version, cycle.headers, self.peer,
+                                      self.engine.port)
+            self.last = (method, cycle.url, version, cycle.headers, cycle.head)
+        if cycle is self.cycle:
+            self._begin(cycle)
+        else:
+            self.pending += cycle.head_size
+            self.flow()
+
+    def on_body(self, data: bytes) -> None:
+        cycle = self.reading
+        assert cycle is not None
+        cycle.body(data)
+
+    def on_message_complete(self) -> None:
+        cycle = self.reading
+        assert cycle is not None
+        self.reading = None
+        if cycle.discarding:
+            self.close()  # the body after an early answer is read; its answer is sent
+            return
+        cycle.end()
+        if cycle is self.cycle and self.state == BODY:
+            self._to(WAIT)
+            self.deadline = 0.0
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def _begin(self, cycle: Cycle) -> None:
+        """The current request's head is complete: send it on."""
+        if cycle.body_done:
+            self._to(WAIT)
+            self.deadline = 0.0
+        elif cycle.head is not None and cycle.head.has_body:
+            self._to(BODY)
+            self.deadline = monotonic() + self.timeouts.body
+        else:
+            self._to(WAIT)  # llhttp calls on_message_complete right after
+            self.deadline = 0.0
+        cycle.start()
+
+    def closing_after(self, cycle: Cycle) -> bool:
+        """True when the connection closes after `cycle`'s answer."""
+        head = cycle.head
+        return (self.balancer.closing or head is None or not head.keep_alive
+                or self.hold is not None or (self.eof and not self.queue)
+                or self.broken is not None)
+
+    def cycle_done(self, cycle: Cycle, now: float) -> None:
+        """The current request is answered (at `now`): close, discard, or take the next."""
+        self.up_deadline = 0.0
+        if self.state == CLOSED:
+            return
+        if not cycle.body_done:
+            # An early answer: the rest of this body is read and dropped, within bounds.
+            self._to(DISCARD)
+            cycle.discarding = True
+            self.pending = 0
+            self.discard_left = DISCARD_LIMIT
+            self.deadline = now + min(self.timeouts.body, DISCARD_TIME)
+            self.cycle = None
+            self.flow()
+            return
+        if self.broken is not None:
+            self._answer_bad(self.broken)
+            return
+        if self.closing_after(cycle):
+            self.close()
+            return
+        self.cycle = None
+        if self.queue:
+            following = self.queue.popleft()
+            self.cycle = following
+            if following.head is None:
+                self._to(HEAD)
+                self.deadline = following.begun + self.timeouts.header
+            else:
+                self.pending -= following.head_size
+                self._begin(following)
+        else:
+            self._to(IDLE)
+            self.deadline = now + self.timeouts.keepalive
+        if self.read_paused or self.pending:
+            self.flow()
+
+    def discarded(self, n: int) -> None:
+        """Body bytes dropped after an early answer."""
+        self.discard_left -= n
+        if self.discard_left < 0:
+            self.close()
+
+    # -- tunnels ----------------------------------------------------------------------------
+
+    def tunnel_open(self, cycle: Cycle) -> None:
+        """The backend answered 101: the held bytes go to it, and bytes pass both ways."""
+        self._to(TUNNEL)
+        self.deadline = self.up_deadline = 0.0
+        self._touch_tunnel()
+        hold = self.hold or b""
+        self.hold = None
+        self.pending = 0
+        if hold:
+            self._tunnel_to_backend(bytes(hold))
+        self.flow()
+
+    def _touch_tunnel(self) -> None:
+        self.deadline = monotonic() + self.timeouts.tunnel
+
+    def _tunnel_to_backend(self, data: bytes) -> None:
+        cycle = self.cycle
+        if cycle is not None and cycle.up is not None and cycle.up.transport is not None:
+            self._touch_tunnel()
+            cycle.up.transport.write(data)
+            self.flow()
+
+    def tunnel_data_from_backend(self, data: bytes) -> None:
+        """Tunnelled bytes for the client."""
+        self._touch_tunnel()
+        self.send(data)
+
+    def _tunnel_eof_to_backend(self) -> bool:
+        cycle = self.cycle
+        self.tunnel_eofs += 1
+        if self.tunnel_eofs == 2:
+            self.close()  # both sides are done
+            return True
+        if cycle is not None and cycle.up is not None and cycle.up.transport is not None \
+                and cycle.up.transport.can_write_eof():
+            cycle.up.transport.write_eof()
+            return True
+        self.close()
+        return True
+
+    def tunnel_eof(self) -> bool:
+        """The backend half-closed the tunnel: half-close towards the client too."""
+        self.tunnel_eofs += 1
+        if self.tunnel_eofs == 2:
+            self.close()
+            return False
+        if self.transport is not None and self.transport.can_write_eof():
+            self.transport.write_eof()
+            return True
+        self.close()
+        return False
+
+    # -- timeouts ---------------------------------------------------------------------------
+
+    def client_timeout(self) -> None:
+        """The client side's deadline passed (the sweep calls this)."""
+        self.deadline = 0.0
+        state = self.state
+        metrics = self.balancer.metrics
+        if state == IDLE or state == DISCARD or state == TUNNEL:
+            self.close()
+        elif state == HEAD:
+            metrics.error(self.fe.name, "-", "header_timeout")
+            metrics.observe(self.fe.name, "-", 408, self.timeouts.header)
+            if self.cycle is not None:
+                self.cycle.finished = True
+            self.local(408, b"the request head did not arrive in time")
+        elif state == BODY and self.cycle is not None:
+            self.cycle.timed_out(408, "body_timeout", b"the request body stalled")
+
+    def backend_timeout(self) -> None:
+        """The backend side's deadline passed: no answer in time, or the client stalled."""
+        self.up_deadline = 0.0
+        cycle = self.cycle
+        if cycle is None or cycle.finished or self.state == TUNNEL:
+            return
+        if self.write_paused:
+            cycle.timed_out(408, "client_timeout", b"the client does not read")
+        else:
+            cycle.timed_out(504, "timeout", b"the backend did not answer in time")
+
+    # -- endings ----------------------------------------------------------------------------
+
+    def _bad(self, bad: BadMessage) -> None:
+        """A malformed request: answered in its turn (after the ones before it), closed."""
+        if self.state == CLOSED or self.state == DISCARD:
+            self.close()  # an answer went out already
+            return
+        cycle = self.cycle
+        if cycle is not None and self.reading is cycle and cycle.head is not None \
+                and not cycle.finished:
+            cycle.fail(400, bad.reason.encode(), "client")  # its body broke mid-way
+            return
+        if cycle is not None and self.reading is not cycle and not cycle.finished:
+            self.broken = bad  # the current request is answered first
+            self.flow()
+            return
+        self._answer_bad(bad)
+
+    def _answer_bad(self, bad: BadMessage) -> None:
+        self.balancer.metrics.error(self.fe.name, "-", "bad_request")
+        self.balancer.metrics.observe(self.fe.name, "-", bad.status, 0.0)
+        self.local(bad.status, bad.reason.encode())
+
+    def send(self, data: bytes) -> None:
+        """Bytes for the client."""
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def local(self, status: int, text: bytes) -> None:
+        """Answer from the LB itself, then close (the request's rest may be unread)."""
+        if self.transport is not None and not self.transport.is_closing():
+            body = text + b"\n"
+            self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\n"
+                                 b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                                 % (status, REASONS.get(status, b"Error"), len(body), body))
+        self.close()
+
+    def close(self) -> None:
+        """Close after what was written is sent."""
+        self._closed()
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Close now, dropping anything unsent."""
+        self._closed()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _closed(self) -> None:
+        status = 101 if self.state == TUNNEL else 499
+        self.state = CLOSED
+        self.deadline = self.up_deadline = 0.0
+        for cycle in (self.cycle, *self.queue):
+            if cycle is not None and not cycle.finished:
+                cycle.client_gone(status)
