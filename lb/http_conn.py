@@ -37,7 +37,7 @@ from lb.upstream import HIGH_WATER
 if TYPE_CHECKING:
     from lb.http_engine import HttpEngine
 
-__all__ = ["ClientConnection", "IDLE", "STATES", "TRANSITIONS"]
+__all__ = ["IDLE", "STATES", "TRANSITIONS", "ClientConnection"]
 
 log = logging.getLogger("dans.lb")
 IDLE, HEAD, BODY, WAIT, DISCARD, TUNNEL, CLOSED = range(7)

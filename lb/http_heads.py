@@ -98,8 +98,19 @@ def _chunked_request(values: list[bytes], http11: bool) -> None:
 class RequestHead:
     """A client's request as the LB forwards it: the backend's head and the framing."""
 
-    __slots__ = ("method", "data", "length", "chunked", "keep_alive", "upgrade",
-                 "expect_continue", "headers", "http11", "has_body", "idempotent")
+    __slots__ = (
+        "chunked",
+        "data",
+        "expect_continue",
+        "has_body",
+        "headers",
+        "http11",
+        "idempotent",
+        "keep_alive",
+        "length",
+        "method",
+        "upgrade",
+    )
 
     def __init__(self) -> None:
         self.method = b""
@@ -285,7 +296,7 @@ _RESPONSE_HOP = re.compile(
 class ResponseHead:
     """A backend's answer as the LB forwards it: the client's head and the framing."""
 
-    __slots__ = ("data", "length", "chunked", "until_close", "bodiless")
+    __slots__ = ("bodiless", "chunked", "data", "length", "until_close")
 
     def __init__(self) -> None:
         self.data = b""
@@ -398,7 +409,7 @@ def _end_to_end(status: int, raw: bytes
                 length = pieces[i + 1].rstrip(b" \t")
             elif lname == b"connection":
                 value = pieces[i + 1].rstrip(b" \t")
-                connection = [value] if connection is None else connection + [value]
+                connection = [value] if connection is None else [*connection, value]
             elif lname == b"transfer-encoding":
                 chunked = True  # llhttp accepted it: chunked is the final coding
             elif lname == b"upgrade":

@@ -19,7 +19,7 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 class Series:
     """The counters of one frontend and group: answers by status, latency, errors, in flight."""
 
-    __slots__ = ("codes", "counts", "sum", "count", "errors", "retries", "in_flight")
+    __slots__ = ("codes", "count", "counts", "errors", "in_flight", "retries", "sum")
 
     def __init__(self) -> None:
         self.codes: dict[int, int] = {}

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from lb.backends import GroupRuntime
     from lb.balancer import FrontendRuntime
 
-__all__ = ["ActivePolicy", "Policy", "POLICIES"]
+__all__ = ["POLICIES", "ActivePolicy", "Policy"]
 
 
 class Policy(Protocol):

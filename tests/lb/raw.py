@@ -61,7 +61,7 @@ class CaptureBackend:
 
         class Proto:
             url = b""
-            headers: list[tuple[bytes, bytes]] = []
+            headers: list[tuple[bytes, bytes]]  # set by on_message_begin, llhttp's first call
 
             def on_message_begin(self) -> None:
                 self.url = b""

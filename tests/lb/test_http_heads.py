@@ -143,7 +143,7 @@ def _feed(data: bytes, cuts: list[int]) -> _Collect:
     sink = _Collect()
     parser = httptools.HttpRequestParser(sink)
     last = 0
-    for cut in sorted(c % (len(data) + 1) for c in cuts) + [len(data)]:
+    for cut in [*sorted(c % (len(data) + 1) for c in cuts), len(data)]:
         parser.feed_data(data[last:cut])
         last = cut
     return sink

@@ -8,6 +8,7 @@ LB service to one replica per node itself, as a stand-in, and checks all three a
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -68,6 +69,6 @@ def test_dans_deploy_with_the_lb_image_from_the_registry(
     mn_gateway.wait_converged(lb, timeout=180)
     assert len({t["NodeID"] for t in mn_gateway.tasks(lb, desired_running=True)}) == 3
     for node in cluster.nodes:
-        seen = wait_until(lambda n=node: answer(f"http://{n}:{port}/"), timeout=60,
+        seen = wait_until(functools.partial(answer, f"http://{node}:{port}/"), timeout=60,
                           what=f"the LB answering on {node}:{port}")
         assert seen == {"front": ["1"], "api": ["1"]}, node
