@@ -17,12 +17,13 @@ harness:
 multinode: venv harness
 	bash scripts/multinode.sh up
 
-test: venv harness
+test: venv lint harness
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 unit: venv
 	$(PY) -m pytest -q -m 'not swarm' $(PYTEST_ARGS)
 
+# Part of `make test`: ruff (pinned, with C90 and RUF), mypy --strict on the packages.
 lint: venv
 	$(VENV)/bin/ruff check compose_translator upgrade_manager lb tests scripts examples
 	$(VENV)/bin/mypy --strict compose_translator upgrade_manager lb
