@@ -62,6 +62,9 @@ def _translated(what: str) -> Iterator[None]:
         if status == 503 and "swarm" in text.lower():
             raise EngineUnavailable(f"{what}: {text}") from exc
         raise EngineError(f"{what}: {text}") from exc
+    except requests.exceptions.Timeout as exc:
+        raise EngineUnavailable(f"{what}: the Docker engine did not answer in time ({exc})") \
+            from exc
     except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
         raise EngineUnavailable(f"{what}: cannot reach the Docker engine ({exc})") from exc
 
