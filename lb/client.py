@@ -43,8 +43,7 @@ class AdminClient:
         )
         what = f"LB admin {method} {path}"
         try:
-            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as resp:
-                payload = resp.read()
+            payload = self._send(request, timeout or self.timeout)
         except urllib.error.HTTPError as exc:
             try:
                 detail = exc.read().decode(errors="replace")
@@ -64,6 +63,23 @@ class AdminClient:
             return json.loads(payload)
         except ValueError:
             raise LBError(f"{what}: the answer is not JSON") from None
+
+    @staticmethod
+    def _send(request: urllib.request.Request, timeout: float) -> bytes:
+        # A GET or PUT that never got an answer (a reset or broken pipe on a loaded host) is
+        # sent once more: both are idempotent, so the LB ends in the same state.
+        attempts = 2 if request.get_method() in ("GET", "PUT") else 1
+        for attempt in range(attempts):
+            try:
+                with urllib.request.urlopen(request, timeout=timeout) as resp:
+                    return bytes(resp.read())
+            except urllib.error.HTTPError:
+                raise
+            except (urllib.error.URLError, OSError):
+                if attempt + 1 == attempts:
+                    raise
+                time.sleep(0.5)
+        raise AssertionError("unreachable")
 
     def healthy(self) -> bool:
         """True when the LB answers its liveness probe."""

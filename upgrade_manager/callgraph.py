@@ -5,7 +5,10 @@ Real images carry their callees' URLs in code and config files, so the edges dan
 - a service that declares `x-dans: {calls: [...]}` calls exactly those services (plus the
   ones its Compose keys name): its declaration narrows the graph;
 - every other service may call every service it shares a network with (the stack's edge
-  network excepted: only the LB calls over it, by full name).
+  network excepted: only the LB calls over it, by full name);
+- a network declared `external: true` is shared with things outside the stack, which dans
+  neither sees nor can copy or move: a service on one may be called from outside (and may
+  call outside services), so the planner treats it as having outside callers (`external`).
 Known edges also give the order in which new versions start (callees first); assumed edges
 only widen the set of services that move together.
 """
@@ -39,6 +42,7 @@ class CallGraph:
     declared: frozenset[str]
     networks: dict[str, tuple[str, ...]]
     members: dict[str, tuple[str, ...]]
+    external: dict[str, tuple[str, ...]] = field(default_factory=dict)  # short -> ext. nets
 
     @classmethod
     def of(cls, desired: ManagedStack) -> CallGraph:
@@ -52,6 +56,8 @@ class CallGraph:
         declared = frozenset(s for s, ext in specs.extensions.items() if "calls" in ext)
         networks: dict[str, tuple[str, ...]] = {}
         members: dict[str, list[str]] = {}
+        outside = set(specs.external_networks)
+        external: dict[str, tuple[str, ...]] = {}
         for full, spec in sorted(specs.services.items()):
             if full == desired.lb_service:
                 continue
@@ -59,9 +65,12 @@ class CallGraph:
             nets = tuple(sorted({n["Target"] for n in spec["TaskTemplate"].get("Networks") or []
                                  if n["Target"] != desired.edge_network}))
             networks[short] = nets
+            if outside & set(nets):
+                external[short] = tuple(n for n in nets if n in outside)
             for net in nets:
                 members.setdefault(net, []).append(short)
-        return cls(known, declared, networks, {k: tuple(v) for k, v in members.items()})
+        return cls(known, declared, networks, {k: tuple(v) for k, v in members.items()},
+                   external)
 
     def closure(self, changed: Iterable[str], can_move: set[str]) -> Closure:
         """Every service that may call a changed one, directly or through others.

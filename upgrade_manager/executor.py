@@ -12,11 +12,13 @@ from __future__ import annotations
 import base64
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from lb.table import RoutingTable
+from upgrade_manager.convergence import LIVE_TASK_STATES
 from upgrade_manager.deploy import resolve_references
 from upgrade_manager.diff import diff_specs, normalize
 from upgrade_manager.errors import Conflict, ConvergeTimeout, DansError, NotFound, UpgradeError
@@ -26,6 +28,15 @@ from upgrade_manager.plan import FAST_UPDATE, Plan, Step
 
 __all__ = ["NO_RETURN_STEP", "Executor", "Timeouts", "rollback_steps"]
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+# Engine calls one step keeps in flight: the SDK pools 10 connections to the engine and the
+# state's heartbeat needs one of them.
+PARALLEL_CALLS = 8
+# Seconds between two looks at services the executor waits for (two engine calls a look,
+# however many services).
+POLL_INTERVAL = 0.3
 
 # Once new requests go to the converged canonical services, the old version is gone from
 # them: undoing would mean another upgrade, so rollback stops being offered here.
@@ -151,21 +162,22 @@ class Executor:
     # -- services --------------------------------------------------------------------------
 
     def _do_create_service(self, step: Step) -> None:
-        if not self.gw.service_exists(step.target):
-            self.gw.create_service(resolve_references(self.gw, step.args["spec"]))
-        self._healthy(step.target)
+        self._create_all({step.target: step.args["spec"]})
 
     _do_create_relay = _do_create_service
     _do_create_temp = _do_create_service
 
     def _do_create_services(self, step: Step) -> None:
-        """Create every service of the step, then wait for all: they start side by side."""
-        specs: dict[str, Spec] = step.args["services"]
-        for name, spec in specs.items():
+        """Create every service of the step side by side, then wait for all together."""
+        self._create_all(step.args["services"])
+
+    def _create_all(self, specs: dict[str, Spec]) -> None:
+        def create(name: str) -> None:
             if not self.gw.service_exists(name):
-                self.gw.create_service(resolve_references(self.gw, spec))
-        for name in specs:
-            self._healthy(name)
+                self.gw.create_service(resolve_references(self.gw, specs[name]))
+
+        each(create, specs)
+        self._healthy(specs)
 
     def _do_update_service(self, step: Step) -> None:
         self._update_all({step.target: step.args["spec"]}, step.args.get("via"))
@@ -178,21 +190,27 @@ class Executor:
 
         Safe to repeat: a changed service that already has its new spec is neither stopped
         nor updated again; an unchanged caller of the chain (a companion) restarts again.
+        Every service of the old chain stops at once, and each level's services take their
+        new specs at once.
         """
         services: dict[str, Spec] = step.args["services"]
         levels: list[list[str]] = step.args.get("levels") or [sorted(services)]
         companions = set(step.args.get("companions", []))
-        todo = [n for n in step.args.get("stop", []) if n in services
-                and (n in companions or not self._matches(n, services[n]))]
+        stop = [n for n in step.args.get("stop", []) if n in services]
+        current = self.gw.inspect_services(stop)
+        nets = self.gw.network_names()
+        todo = [n for n in stop if n in companions
+                or not _same(current[n]["Spec"], services[n], nets)]
         # A service with no task left takes its new spec directly: the engine starts all its
         # tasks at once, so the `via` round (all at once, then the exact spec) is not needed.
-        stopped = {n for n in todo if self._scale_to_zero(n)}
+        stopped = {n for n, zero in zip(todo, each(self._scale_to_zero, todo), strict=True) if zero}
+        ids = [str(current[n]["ID"]) for n in todo]
         deadline = self.clock.monotonic() + self.timeouts.remove
-        while not all(self._stopped(n) for n in todo):
+        while any(t["Status"]["State"] in LIVE_TASK_STATES for t in self.gw.tasks_of(ids)):
             if self.clock.monotonic() > deadline:
                 raise UpgradeError("the old chain did not stop within "
                                    f"{self.timeouts.remove:.0f} s: {', '.join(todo)}")
-            self.clock.sleep(0.3)
+            self.clock.sleep(POLL_INTERVAL)
         for level in levels:
             self._update_all({n: services[n] for n in level if n in services},
                              step.args.get("via"), direct=stopped)
@@ -209,46 +227,38 @@ class Executor:
             self.gw.update_service(name, spec, version=int(current["Version"]["Index"]))
         return True
 
-    def _stopped(self, name: str) -> bool:
-        return not any(t["Status"]["State"] in LIVE_TASK_STATES for t in self.gw.tasks(name))
-
     def _do_remove_service(self, step: Step) -> None:
         self._remove_all([step.target])
 
     def _do_remove_services(self, step: Step) -> None:
         self._remove_all(step.args["names"])
 
-    def _healthy(self, name: str) -> None:
+    def _healthy(self, names: Iterable[str]) -> None:
         try:
-            self.gw.wait_converged(name, timeout=self.timeouts.healthy)
+            self.gw.wait_all_converged(names, timeout=self.timeouts.healthy,
+                                       interval=POLL_INTERVAL)
         except ConvergeTimeout as exc:
             raise UpgradeError(f"{exc}") from exc
 
     def _update_all(self, specs: dict[str, Spec], via: dict[str, Any] | None,
                     direct: set[str] | frozenset[str] = frozenset()) -> None:
-        """Send every update first, then wait for all: services update side by side.
+        """Send every update first (side by side), then wait for all together.
 
         With `via`, each service first takes the new task spec under the `via` update config
         (e.g. all tasks at once while no traffic reaches it), then its exact spec, which
         differs only in update config and so replaces no task. Services in `direct` (no
         task left to replace) take their exact spec at once.
         """
-        todo = {n: s for n, s in specs.items() if not self._matches(n, s)}
+        current = self.gw.inspect_services(specs)
+        nets = self.gw.network_names()
+        todo = {n: s for n, s in specs.items() if not _same(current[n]["Spec"], s, nets)}
         if via:
             first = {n: {**copy.deepcopy(s), "UpdateConfig": via} for n, s in todo.items()
                      if n not in direct}
-            for name, spec in first.items():
-                self._send_update(name, spec)
-            for name in first:
-                self._healthy(name)
-        for name, spec in todo.items():
-            self._send_update(name, spec)
-        for name in todo:
-            self._healthy(name)
-
-    def _matches(self, name: str, spec: Spec) -> bool:
-        running = self.gw.inspect_service(name)["Spec"]
-        return not diff_specs(normalize(running, self.gw.network_names()), normalize(spec))
+            each(lambda n: self._send_update(n, first[n]), first)
+            self._healthy(first)
+        each(lambda n: self._send_update(n, todo[n]), todo)
+        self._healthy(todo)
 
     def _send_update(self, name: str, spec: Spec) -> None:
         current = self.gw.inspect_service(name)
@@ -256,20 +266,22 @@ class Executor:
                                version=int(current["Version"]["Index"]))
 
     def _remove_all(self, names: list[str]) -> None:
-        ids = []
-        for name in names:
+        def remove(name: str) -> str | None:
             try:
-                ids.append(str(self.gw.inspect_service(name)["ID"]))
+                sid = str(self.gw.inspect_service(name)["ID"])
             except NotFound:
-                continue
+                return None
             self.gw.remove_service(name, missing_ok=True)
+            return sid
+
+        ids = [i for i in each(remove, names) if i]
         # Wait until their tasks have stopped (on every node), so their networks can go.
         deadline = self.clock.monotonic() + self.timeouts.remove
-        while any(self.gw.live_tasks(i) for i in ids):
+        while any(self.gw.live_tasks_of(ids).values()):
             if self.clock.monotonic() > deadline:
                 raise UpgradeError("removed services still have running tasks after "
                                    f"{self.timeouts.remove:.0f} s: {', '.join(names)}")
-            self.clock.sleep(0.3)
+            self.clock.sleep(POLL_INTERVAL)
 
     # -- the LB ----------------------------------------------------------------------------
 
@@ -279,6 +291,30 @@ class Executor:
     def _do_drain(self, step: Step) -> None:
         for frontend in step.args["frontends"]:
             self.lb.wait_drained(frontend, step.args["group"], timeout=self.timeouts.drain)
+
+
+def each(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """`fn(item)` for every item, side by side; once all have finished, the first error.
+
+    Every call ends before this returns or raises, so a failed step never leaves engine
+    calls in flight behind it, and the recorded progress stays what the engine holds.
+    """
+    todo = list(items)
+    if len(todo) <= 1:
+        return [fn(i) for i in todo]
+    with ThreadPoolExecutor(max_workers=min(PARALLEL_CALLS, len(todo)),
+                            thread_name_prefix="dans-step") as pool:
+        futures = [pool.submit(fn, i) for i in todo]
+    for f in futures:
+        exc = f.exception()
+        if exc is not None:
+            raise exc
+    return [f.result() for f in futures]
+
+
+def _same(running: Spec, wanted: Spec, network_names: dict[str, str]) -> bool:
+    """True when a running spec already is the wanted one (networks read by name)."""
+    return not diff_specs(normalize(running, network_names), normalize(wanted))
 
 
 def rollback_steps(plan: Plan, done: int) -> list[Step]:

@@ -12,9 +12,8 @@ import base64
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import docker
@@ -22,6 +21,13 @@ import docker.auth
 import docker.errors
 import requests.exceptions
 
+from upgrade_manager.convergence import (
+    LIVE_TASK_STATES,
+    ServiceState,
+    live_count,
+    state_of,
+    task_summary,
+)
 from upgrade_manager.errors import (
     Conflict,
     ConvergeTimeout,
@@ -31,13 +37,10 @@ from upgrade_manager.errors import (
 )
 from upgrade_manager.model import Spec
 
-__all__ = ["STACK_LABEL", "Gateway", "ServiceState", "task_summary"]
+__all__ = ["Gateway", "ServiceState", "STACK_LABEL", "task_summary", "LIVE_TASK_STATES"]
 
 STACK_LABEL = "com.docker.stack.namespace"
 Labels = dict[str, str]
-
-# Task states after which a task will never run again.
-_BAD_UPDATE_STATES = {"paused", "rollback_started", "rollback_paused", "rollback_completed"}
 
 
 @contextmanager
@@ -62,6 +65,9 @@ def _translated(what: str) -> Iterator[None]:
     except requests.exceptions.JSONDecodeError as exc:
         raise EngineError(f"{what}: the engine's answer is not JSON; is DOCKER_HOST "
                           "(or the socket) really a Docker engine?") from exc
+    except requests.exceptions.Timeout as exc:
+        raise EngineUnavailable(f"{what}: the Docker engine did not answer in time ({exc})") \
+            from exc
     except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
         raise EngineUnavailable(f"{what}: cannot reach the Docker engine ({exc})") from exc
 
@@ -91,44 +97,6 @@ def _check_unix_socket() -> None:
 
 def _explain(exc: docker.errors.APIError) -> str:
     return str(exc.explanation or exc).strip()
-
-
-@dataclass(frozen=True)
-class ServiceState:
-    """How far a service is from its desired state, as seen in one look at its tasks."""
-
-    name: str
-    desired: int | None  # None for global services: one task per eligible node
-    running: int
-    pending: int
-    update_state: str | None
-    update_message: str | None
-    problem: str | None  # latest error of a task that failed or was rejected
-
-    @property
-    def converged(self) -> bool:
-        """True when the update finished and exactly the desired tasks run (healthy)."""
-        if self.update_state not in (None, "completed"):
-            return False
-        if self.pending:
-            return False
-        if self.desired is None:
-            return self.running > 0
-        return self.running == self.desired
-
-
-# Task states in which a task may still run or start (the engine's order, up to running).
-LIVE_TASK_STATES = frozenset({"new", "pending", "assigned", "accepted", "ready", "preparing",
-                              "starting", "running"})
-
-
-def task_summary(task: Spec) -> str:
-    """One line about a task for error messages: slot, state and its error if any."""
-    status = task.get("Status", {})
-    slot = task.get("Slot")
-    where = f"task {task.get('ID', '?')[:12]}" + (f" (slot {slot})" if slot else "")
-    err = status.get("Err") or status.get("Message") or ""
-    return f"{where}: {status.get('State', '?')}" + (f": {err}" if err else "")
 
 
 class Gateway:
@@ -264,44 +232,52 @@ class Gateway:
         found.sort(key=lambda t: t.get("UpdatedAt", ""), reverse=True)
         return found
 
+    def inspect_services(self, names: Iterable[str]) -> dict[str, Spec]:
+        """Inspect several services by name in one engine call; NotFound names any missing."""
+        wanted = list(dict.fromkeys(names))
+        if not wanted:
+            return {}
+        with _translated(f"listing services {', '.join(wanted[:3])}"
+                         + (", ..." if len(wanted) > 3 else "")):
+            found = self.api.services(filters={"name": wanted})
+        # The engine's name filter also matches prefixes; keep exact names.
+        by_name = {s["Spec"]["Name"]: dict(s) for s in found if s["Spec"]["Name"] in wanted}
+        missing = [n for n in wanted if n not in by_name]
+        if missing:
+            raise NotFound(f"service {', '.join(missing)}: not found")
+        return by_name
+
+    def tasks_of(self, service_ids: Iterable[str]) -> list[Spec]:
+        """The tasks of several existing services (by ID) in one engine call."""
+        ids = list(dict.fromkeys(service_ids))
+        if not ids:
+            return []
+        with _translated("listing tasks"):
+            return [t for t in self.api.tasks(filters={"service": ids})
+                    if t.get("ServiceID") in ids]
+
     def live_tasks(self, service_id: str) -> int:
         """How many tasks of a service (by ID, so also after its removal) may still run."""
-        # Not the engine's "service" filter: it answers 404 once the service is removed.
-        with _translated(f"listing tasks of service {service_id}"):
-            found = self.api.tasks()
-        return sum(1 for t in found if t.get("ServiceID") == service_id
-                   and t["Status"]["State"] in LIVE_TASK_STATES)
+        return self.live_tasks_of([service_id])[service_id]
+
+    def live_tasks_of(self, service_ids: Iterable[str]) -> dict[str, int]:
+        """For each service ID (removed services too), how many of its tasks may still run."""
+        # Not the engine's "service" filter: it answers 404 once a service is removed.
+        ids = list(service_ids)
+        with _translated("listing tasks"):
+            found = self.api.tasks() if ids else []
+        return {i: live_count(i, found) for i in ids}
 
     def service_state(self, name: str) -> ServiceState:
         """Look once at a service and its tasks."""
         svc = self.inspect_service(name)
-        mode = svc["Spec"].get("Mode", {})
-        desired: int | None
-        if "Replicated" in mode:
-            desired = int(mode["Replicated"].get("Replicas", 1))
-        elif "Global" in mode:
-            desired = None
-        else:  # jobs: converged when the job's tasks completed; treat as no running target
-            desired = 0
-        tasks = self.tasks(name)
-        live = [t for t in tasks if t.get("DesiredState") == "running"]
-        running = sum(1 for t in live if t["Status"]["State"] == "running")
-        pending = len(live) - running
-        problem = None
-        for t in tasks:
-            if t["Status"]["State"] in ("failed", "rejected") or t["Status"].get("Err"):
-                problem = task_summary(t)
-                break
-        update = svc.get("UpdateStatus") or {}
-        return ServiceState(
-            name=name,
-            desired=desired,
-            running=running,
-            pending=pending,
-            update_state=update.get("State"),
-            update_message=update.get("Message"),
-            problem=problem,
-        )
+        return state_of(svc, self.tasks_of([svc["ID"]]))
+
+    def service_states(self, names: Iterable[str]) -> dict[str, ServiceState]:
+        """Look once at several services and their tasks: two engine calls for all of them."""
+        services = self.inspect_services(names)
+        tasks = self.tasks_of(s["ID"] for s in services.values())
+        return {n: state_of(s, tasks) for n, s in services.items()}
 
     def wait_converged(
         self,
@@ -318,26 +294,41 @@ class Gateway:
         error when the deadline passes, or at once when the engine paused or rolled back
         the update.
         """
+        return self.wait_all_converged([name], timeout=timeout, interval=interval,
+                                       progress=progress)[name]
+
+    def wait_all_converged(
+        self,
+        names: Iterable[str],
+        *,
+        timeout: float = 180.0,
+        interval: float = 0.5,
+        progress: Callable[[ServiceState], None] | None = None,
+    ) -> dict[str, ServiceState]:
+        """`wait_converged` for several services at once, looking at all of them per round.
+
+        The cost of a round does not grow with the number of services (two engine calls),
+        so services that start side by side are also waited for side by side.
+        """
+        wanted = list(dict.fromkeys(names))
         deadline = time.monotonic() + timeout
-        state = self.service_state(name)
-        while not state.converged:
-            if state.update_state in _BAD_UPDATE_STATES:
-                raise ConvergeTimeout(
-                    f"service {name}: update {state.update_state}: "
-                    f"{state.update_message or ''} {state.problem or ''}".strip()
-                )
+        while True:
+            states = self.service_states(wanted) if wanted else {}
+            waiting = [s for s in states.values() if not s.converged]
+            if not waiting:
+                return states
+            stuck = [s for s in waiting if s.stuck]
+            if stuck:
+                raise ConvergeTimeout("; ".join(f"service {s.name}: {s.describe()}"
+                                                for s in stuck))
             if time.monotonic() > deadline:
-                want = "one per node" if state.desired is None else str(state.desired)
-                raise ConvergeTimeout(
-                    f"service {name} did not converge within {timeout:.0f} s: "
-                    f"{state.running}/{want} tasks running"
-                    + (f"; {state.problem}" if state.problem else "")
-                )
+                raise ConvergeTimeout("; ".join(
+                    f"service {s.name} did not converge within {timeout:.0f} s: {s.describe()}"
+                    for s in waiting))
             if progress:
-                progress(state)
+                for s in waiting:
+                    progress(s)
             time.sleep(interval)
-            state = self.service_state(name)
-        return state
 
     # -- networks -------------------------------------------------------------------------
 
@@ -417,23 +408,31 @@ class Gateway:
             result = self.api._result(self.api._post_json(url, data=body), json=True)
         return str(result["ID"])
 
-    def update_config_labels(self, name: str, spec: Spec, *, version: int | None = None) -> None:
+    def update_config_labels(self, name: str, spec: Spec, *, version: int | None = None,
+                             config_id: str | None = None) -> None:
         """Configs are immutable but for labels: replace a config's labels.
 
         With `version`, the write succeeds only if the config is still at that version
         (Conflict otherwise): a compare-and-swap that the durable upgrade state relies on.
+        With `config_id` too, the write is one engine call (no inspect first).
         """
-        self._update_object("config", name, spec, version)
+        self._update_object("config", name, spec, version, config_id)
 
     def update_secret_labels(self, name: str, spec: Spec) -> None:
         """Secrets are immutable but for labels: replace a secret's labels."""
-        self._update_object("secret", name, spec, None)
+        self._update_object("secret", name, spec, None, None)
 
-    def _update_object(self, kind: str, name: str, spec: Spec, version: int | None) -> None:
+    def _update_object(self, kind: str, name: str, spec: Spec, version: int | None,
+                       object_id: str | None) -> None:
         with _translated(f"updating {kind} {name}"):
-            current = self.api._result(self.api._get(self.api._url(f"/{kind}s/{{0}}", name)), True)
-            url = self.api._url(f"/{kind}s/{{0}}/update", current["ID"])
-            params = {"version": current["Version"]["Index"] if version is None else version}
+            if version is None or object_id is None:
+                current = self.api._result(
+                    self.api._get(self.api._url(f"/{kind}s/{{0}}", name)), True)
+                object_id = str(current["ID"])
+                if version is None:
+                    version = int(current["Version"]["Index"])
+            url = self.api._url(f"/{kind}s/{{0}}/update", object_id)
+            params = {"version": version}
             self.api._raise_for_status(self.api._post_json(url, data=spec, params=params))
 
     def remove_config(self, name: str, *, missing_ok: bool = False) -> None:

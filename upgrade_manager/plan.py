@@ -216,6 +216,7 @@ def _decide_chain(desired: ManagedStack, calls: CallGraph, d: _Differences,
             f"`x-dans: {{calls: []}}` on it (or list what it calls)"
         )
     chain = {full_of[s] for s in closure.members if s in full_of} - {lb}
+    out.refusals += _outside_callers(calls, chain, d.replaced, short_of)
     if len(chain) == 1 and not chain & desired.entry_services() and not closure.blocked:
         # One changed service that no other service may call: there is no pair to mix.
         out.warnings.append(f"{short_of[next(iter(chain))]} is called by no service of the "
@@ -229,6 +230,33 @@ def _decide_chain(desired: ManagedStack, calls: CallGraph, d: _Differences,
         )
         chain = set()
     out.chain = chain
+    return out
+
+
+def _outside_callers(calls: CallGraph, chain: set[str], replaced: set[str],
+                     short_of: Mapping[str, str]) -> list[str]:
+    """Refusals for members of the chain on an external network (DESIGN §8: when in doubt).
+
+    Such a network is shared with services outside the stack: they may call the member and
+    dans can neither copy nor move them (the LB only moves the stack's published ports), the
+    member's canonical service stops while it converges, and its temporary copy, which is
+    on the generation network only, could not reach what is outside.
+    """
+    out = []
+    for full in sorted(chain):
+        short = short_of[full]
+        nets = calls.external.get(short)
+        if not nets:
+            continue
+        fix = ("declare `x-dans: {compatible: true}` on it if its new version accepts the old "
+               "callers (it then rolls in place)" if full in replaced else
+               "if it calls none of the changed services, declare what it calls with "
+               "`x-dans: {calls: [...]}`")
+        out.append(
+            f"{short} is on the external network {', '.join(nets)}, shared with services "
+            "outside the stack: they may call it and dans cannot move them, it stops while "
+            f"it converges, and its temporary copy could not reach them; {fix}"
+        )
     return out
 
 

@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 from upgrade_manager.errors import Conflict, NotFound, UpgradeError, UpgradeLocked
 from upgrade_manager.gateway import STACK_LABEL, Gateway
@@ -82,6 +83,9 @@ class StateStore:
         self._beat: threading.Thread | None = None
         self._stop = threading.Event()
         self.lost: str | None = None  # set when another writer took over
+        # The config's ID and spec as last read: a write then costs two engine calls (the
+        # update and a read of the new version), not four.
+        self._raw: dict[str, Any] | None = None
 
     def load(self) -> UpgradeState | None:
         """The stored state, or None when no upgrade is recorded."""
@@ -89,6 +93,7 @@ class StateStore:
             raw = self.gw.inspect_config(self.name)
         except NotFound:
             return None
+        self._raw = raw
         labels = raw["Spec"].get("Labels") or {}
         plan = Plan.from_json(base64.b64decode(raw["Spec"]["Data"]))
         return UpgradeState(
@@ -168,16 +173,17 @@ class StateStore:
 
     def _write(self, state: UpgradeState) -> None:
         assert self._state is not None
-        spec = self.gw.inspect_config(self.name)["Spec"]
-        spec["Labels"] = self._labels(state)
+        raw = self._raw or self.gw.inspect_config(self.name)
+        spec = {**raw["Spec"], "Labels": self._labels(state)}
         try:
-            self.gw.update_config_labels(self.name, spec, version=self._state.version)
+            self.gw.update_config_labels(self.name, spec, version=self._state.version,
+                                         config_id=str(raw["ID"]))
         except Conflict:
             self.lost = (f"another dans took over the upgrade of stack {self.stack}; "
                          "this process stops here")
             raise UpgradeLocked(self.lost) from None
-        version = int(self.gw.inspect_config(self.name)["Version"]["Index"])
-        self._state = replace(state, version=version)
+        self._raw = self.gw.inspect_config(self.name)
+        self._state = replace(state, version=int(self._raw["Version"]["Index"]))
 
     def _labels(self, state: UpgradeState) -> dict[str, str]:
         return {

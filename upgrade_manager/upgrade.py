@@ -333,9 +333,8 @@ def deploy(gw: Gateway, opts: Options, *, lb: bool = True, wait: bool = False,
         specs = manage(specs, settings).specs
     result = deploy_stack(gw, specs, prune=opts.prune, progress=say)
     if wait:
-        for name in sorted(specs.services):
-            say(f"Waiting for {name}")
-            gw.wait_converged(name, timeout=timeout)
+        say(f"Waiting for {len(specs.services)} services")
+        gw.wait_all_converged(sorted(specs.services), timeout=timeout)
         say("All services converged")
         if lb:
             _remove_old_content(gw, specs, say)

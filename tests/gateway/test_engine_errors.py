@@ -32,3 +32,9 @@ def test_engine_errors_are_translated(status: int, text: str,
         raise _api_error(status, text)
     assert type(caught.value) is expected
     assert str(caught.value).startswith("doing it: ")
+
+
+def test_an_engine_that_does_not_answer_in_time_is_unavailable_not_a_traceback() -> None:
+    with pytest.raises(EngineUnavailable, match="^listing services: the Docker engine did "
+                       "not answer in time"), _translated("listing services"):
+        raise requests.exceptions.ReadTimeout("Read timed out. (read timeout=60)")

@@ -319,3 +319,45 @@ def test_a_lone_service_nothing_calls_rolls_in_place() -> None:
     assert not plan.refusals
     assert [s.kind for s in plan.steps] == ["update_service"]
     assert any("called by no service" in w for w in plan.warnings)
+
+
+# -- external networks: shared with what dans cannot see, so it assumes outside callers ----
+
+EXTERNAL = {"networks": {"default": {}, "shared": {"external": True}}}
+
+
+@pytest.mark.parametrize(
+    ("changed", "on_shared", "refused", "fix"),
+    [
+        ("api", "api", "api is on the external network shared", "compatible: true"),
+        ("api", "web", "web is on the external network shared", "calls: [...]"),
+        ("job", "job", "job is on the external network shared", "compatible: true"),
+    ],
+    ids=["changed-member", "companion", "lone-service-would-roll"],
+)
+def test_a_member_on_an_external_network_is_refused(changed: str, on_shared: str,
+                                                     refused: str, fix: str) -> None:
+    svcs: dict[str, Any] = {"web": {"ports": ["8080:80"]}, "api": {},
+                            "job": {"x-dans": {"calls": []}}}
+    if changed == "job":  # nothing in the stack may call job: it would roll in place
+        svcs = {"web": {"ports": ["8080:80"], "x-dans": {"calls": []}},
+                "job": {"x-dans": {"calls": []}}}
+    svcs[on_shared] = {**svcs[on_shared], "networks": ["default", "shared"]}
+    old = {**bare(**svcs), **EXTERNAL}
+    new = {**bare(**{**svcs, changed: {**svcs[changed], "image": f"app/{changed}:2"}}),
+           **EXTERNAL}
+    plan = plan_for(new, old=old)
+    assert len(plan.refusals) == 1, plan.refusals
+    assert plan.refusals[0].startswith(refused) and fix in plan.refusals[0]
+
+
+def test_a_service_on_an_external_network_outside_the_chain_is_no_concern() -> None:
+    svcs: dict[str, Any] = {"web": {"ports": ["8080:80"]}, "api": {"x-dans": {"calls": []}},
+                            "cache": {"networks": ["back", "shared"],
+                                      "x-dans": {"calls": []}}}
+    nets = {"networks": {"default": {}, "back": {}, "shared": {"external": True}}}
+    old = {**bare(**svcs), **nets}
+    new = {**bare(**{**svcs, "api": {**svcs["api"], "image": "app/api:2"}}), **nets}
+    plan = plan_for(new, old=old)
+    assert not plan.refusals
+    assert roles(plan)["cache"] == ("unchanged", "none")
