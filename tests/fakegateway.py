@@ -24,7 +24,7 @@ import base64
 import copy
 import itertools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from tests.fakeswarm import (
@@ -200,6 +200,30 @@ class FakeGateway(Gateway):
         with self._call("live_tasks"):
             every = [t for s in self._services.values() for t in s.tasks] + self._gone
             return sum(1 for t in every if t.service_id == service_id and t.live)
+
+    def tasks_of(self, service_ids: Iterable[str]) -> list[Spec]:
+        """The tasks of several services (by ID), newest first, in one call."""
+        ids = set(service_ids)
+        with self._call("tasks_of"):
+            found = [t for s in self._services.values() for t in s.tasks if t.service_id in ids]
+            found.sort(key=lambda t: t.updated, reverse=True)
+            return [task_view(t) for t in found]
+
+    def inspect_services(self, names: Iterable[str]) -> dict[str, Spec]:
+        """Several services by name; NotFound for a missing one."""
+        return {n: self.inspect_service(n) for n in dict.fromkeys(names)}
+
+    def live_tasks_of(self, service_ids: Iterable[str]) -> dict[str, int]:
+        """`live_tasks` for several service IDs."""
+        return {i: self.live_tasks(i) for i in service_ids}
+
+    def wait_all_converged(self, names: Iterable[str], *, timeout: float = 180.0,
+                           interval: float = 0.5,
+                           progress: Callable[[ServiceState], None] | None = None
+                           ) -> dict[str, ServiceState]:
+        """`wait_converged` for each service in turn, on the fake clock."""
+        return {n: self.wait_converged(n, timeout=timeout, interval=interval, progress=progress)
+                for n in dict.fromkeys(names)}
 
     def wait_converged(self, name: str, *, timeout: float = 180.0, interval: float = 0.5,
                        progress: Callable[[ServiceState], None] | None = None) -> ServiceState:
@@ -401,7 +425,8 @@ class FakeGateway(Gateway):
         """Create a secret; a taken name is a Conflict."""
         return self._make_object(self._secrets, "secret", spec)
 
-    def update_config_labels(self, name: str, spec: Spec, *, version: int | None = None) -> None:
+    def update_config_labels(self, name: str, spec: Spec, *, version: int | None = None,
+                             config_id: str | None = None) -> None:
         """Replace a config's labels; at `version` only (Conflict when it moved on)."""
         self._relabel_object(self._configs, "config", name, spec, version)
 

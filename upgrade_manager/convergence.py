@@ -12,8 +12,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ServiceState", "LIVE_TASK_STATES", "BAD_UPDATE_STATES", "task_summary",
-           "state_of", "live_count"]
+__all__ = [
+    "BAD_UPDATE_STATES",
+    "LIVE_TASK_STATES",
+    "ServiceState",
+    "live_count",
+    "state_of",
+    "task_summary",
+]
 
 Spec = dict[str, Any]
 

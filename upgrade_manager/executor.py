@@ -22,7 +22,7 @@ from upgrade_manager.convergence import LIVE_TASK_STATES
 from upgrade_manager.deploy import resolve_references
 from upgrade_manager.diff import diff_specs, normalize
 from upgrade_manager.errors import Conflict, ConvergeTimeout, DansError, NotFound, UpgradeError
-from upgrade_manager.gateway import LIVE_TASK_STATES, Gateway
+from upgrade_manager.gateway import Gateway
 from upgrade_manager.model import Spec
 from upgrade_manager.plan import FAST_UPDATE, Plan, Step
 

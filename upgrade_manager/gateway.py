@@ -1,7 +1,8 @@
 """The one module that talks to the Docker SDK.
 
 Everything above this speaks raw Engine API spec dicts (the JSON bodies of `/services/create`,
-`/networks/create`, ...) and the project's exceptions; nothing else imports `docker`.
+`/networks/create`, ...) and the project's exceptions; nothing else imports `docker` (but
+`_sdk_errors`, which turns the SDK's failures into those exceptions).
 Updates always send the `Version.Index` of a fresh inspect, so two writers cannot silently
 overwrite each other: a stale write becomes `Conflict`.
 """
@@ -10,17 +11,15 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import docker
 import docker.auth
 import docker.errors
-import requests.exceptions
 
+from upgrade_manager._sdk_errors import check_unix_socket, translated
 from upgrade_manager.convergence import (
     LIVE_TASK_STATES,
     ServiceState,
@@ -37,66 +36,16 @@ from upgrade_manager.errors import (
 )
 from upgrade_manager.model import Spec
 
-__all__ = ["Gateway", "ServiceState", "STACK_LABEL", "task_summary", "LIVE_TASK_STATES"]
+__all__ = ["LIVE_TASK_STATES", "STACK_LABEL", "Gateway", "ServiceState", "task_summary"]
 
 STACK_LABEL = "com.docker.stack.namespace"
 Labels = dict[str, str]
-
-
-@contextmanager
-def _translated(what: str) -> Iterator[None]:
-    """Turn SDK and transport errors into the project's exceptions, naming `what`."""
-    try:
-        yield
-    except docker.errors.NotFound as exc:
-        raise NotFound(f"{what}: not found ({_explain(exc)})") from exc
-    except docker.errors.APIError as exc:
-        text = _explain(exc)
-        status = exc.status_code or 0
-        if status == 500 and text.endswith("not found"):
-            # Engine 20.10 answers 500 "network X not found" for a network Swarm removed a
-            # moment before (or a local leftover of one): for the caller, it is not there.
-            raise NotFound(f"{what}: not found ({text})") from exc
-        if status == 409 or "out of sequence" in text or "already exists" in text:
-            raise Conflict(f"{what}: {text}") from exc
-        if status == 503 and "swarm" in text.lower():
-            raise EngineUnavailable(f"{what}: {text}") from exc
-        raise EngineError(f"{what}: {text}") from exc
-    except requests.exceptions.JSONDecodeError as exc:
-        raise EngineError(f"{what}: the engine's answer is not JSON; is DOCKER_HOST "
-                          "(or the socket) really a Docker engine?") from exc
-    except requests.exceptions.Timeout as exc:
-        raise EngineUnavailable(f"{what}: the Docker engine did not answer in time ({exc})") \
-            from exc
-    except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
-        raise EngineUnavailable(f"{what}: cannot reach the Docker engine ({exc})") from exc
 
 
 def _label_filter(stack: str | None, labels: Labels | None) -> dict[str, list[str]] | None:
     wanted = [f"{STACK_LABEL}={stack}"] if stack else []
     wanted += [f"{k}={v}" for k, v in (labels or {}).items()]
     return {"label": wanted} if wanted else None
-
-
-def _check_unix_socket() -> None:
-    """Fail fast, and without the SDK's leaked socket, when a local engine socket is dead."""
-    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    if not host.startswith("unix://"):
-        return
-    path = host[len("unix://"):]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(5)
-        try:
-            sock.connect(path)
-        except OSError as exc:
-            raise EngineUnavailable(
-                f"connecting to the Docker engine: cannot reach the Docker engine at {path} "
-                f"({exc.strerror or exc}); is dockerd running? (scripts/harness.sh starts it)"
-            ) from exc
-
-
-def _explain(exc: docker.errors.APIError) -> str:
-    return str(exc.explanation or exc).strip()
 
 
 class Gateway:
@@ -113,7 +62,7 @@ class Gateway:
         image = spec.get("TaskTemplate", {}).get("ContainerSpec", {}).get("Image")
         if not self.registry_auth or not image:
             return {}
-        with _translated(f"reading the registry credentials for {image}"):
+        with translated(f"reading the registry credentials for {image}"):
             registry, _ = docker.auth.resolve_repository_name(image)
             header = docker.auth.get_config_header(self.api, registry)
         if isinstance(header, bytes):
@@ -123,8 +72,8 @@ class Gateway:
     @classmethod
     def from_env(cls, timeout: int = 60) -> Gateway:
         """Connect like the docker CLI does (DOCKER_HOST, TLS variables, or the local socket)."""
-        _check_unix_socket()
-        with _translated("connecting to the Docker engine"):
+        check_unix_socket()
+        with translated("connecting to the Docker engine"):
             try:
                 api = docker.from_env(timeout=timeout).api
             except ValueError as exc:  # the SDK's parse of DOCKER_HOST (port, IPv6 bracket)
@@ -146,7 +95,7 @@ class Gateway:
 
     def info(self) -> Spec:
         """`docker info` as a dict."""
-        with _translated("reading engine info"):
+        with translated("reading engine info"):
             return dict(self.api.info())
 
     def require_manager(self) -> None:
@@ -164,12 +113,12 @@ class Gateway:
 
     def services(self, stack: str | None = None, labels: Labels | None = None) -> list[Spec]:
         """Inspect every service, or those of `stack`, optionally filtered by more labels."""
-        with _translated(f"listing services of stack {stack}" if stack else "listing services"):
+        with translated(f"listing services of stack {stack}" if stack else "listing services"):
             return list(self.api.services(filters=_label_filter(stack, labels)))
 
     def inspect_service(self, name: str) -> Spec:
         """The service as the engine reports it (ID, Version, Spec, PreviousSpec, ...)."""
-        with _translated(f"service {name}"):
+        with translated(f"service {name}"):
             return dict(self.api.inspect_service(name, insert_defaults=False))
 
     def service_exists(self, name: str) -> bool:
@@ -182,7 +131,7 @@ class Gateway:
 
     def create_service(self, spec: Spec) -> str:
         """Create a service from a raw ServiceSpec; returns its ID."""
-        with _translated(f"creating service {spec.get('Name')}"):
+        with translated(f"creating service {spec.get('Name')}"):
             url = self.api._url("/services/create")
             resp = self.api._post_json(url, data=spec, headers=self._auth_headers(spec))
             result = self.api._result(resp, json=True)
@@ -200,7 +149,7 @@ class Gateway:
         Without `version` the Version.Index comes from a fresh inspect made here; pass the
         index of the inspect the new spec was derived from to detect concurrent writers.
         """
-        with _translated(f"updating service {name}"):
+        with translated(f"updating service {name}"):
             if version is None:
                 version = int(self.api.inspect_service(name)["Version"]["Index"])
             params: dict[str, Any] = {"version": version}
@@ -213,7 +162,7 @@ class Gateway:
     def remove_service(self, name: str, *, missing_ok: bool = False) -> None:
         """Remove a service; with `missing_ok` an absent service is not an error."""
         try:
-            with _translated(f"removing service {name}"):
+            with translated(f"removing service {name}"):
                 self.api.remove_service(name)
         except NotFound:
             if not missing_ok:
@@ -224,7 +173,7 @@ class Gateway:
         filters: dict[str, Any] = {"service": service}
         if desired_running:
             filters["desired-state"] = "running"
-        with _translated(f"listing tasks of {service}"):
+        with translated(f"listing tasks of {service}"):
             found = [t for t in self.api.tasks(filters=filters)]
         # The engine's "service" filter also matches name prefixes; keep exact matches.
         sid = self.inspect_service(service)["ID"]
@@ -237,7 +186,7 @@ class Gateway:
         wanted = list(dict.fromkeys(names))
         if not wanted:
             return {}
-        with _translated(f"listing services {', '.join(wanted[:3])}"
+        with translated(f"listing services {', '.join(wanted[:3])}"
                          + (", ..." if len(wanted) > 3 else "")):
             found = self.api.services(filters={"name": wanted})
         # The engine's name filter also matches prefixes; keep exact names.
@@ -252,7 +201,7 @@ class Gateway:
         ids = list(dict.fromkeys(service_ids))
         if not ids:
             return []
-        with _translated("listing tasks"):
+        with translated("listing tasks"):
             return [t for t in self.api.tasks(filters={"service": ids})
                     if t.get("ServiceID") in ids]
 
@@ -264,7 +213,7 @@ class Gateway:
         """For each service ID (removed services too), how many of its tasks may still run."""
         # Not the engine's "service" filter: it answers 404 once a service is removed.
         ids = list(service_ids)
-        with _translated("listing tasks"):
+        with translated("listing tasks"):
             found = self.api.tasks() if ids else []
         return {i: live_count(i, found) for i in ids}
 
@@ -334,25 +283,25 @@ class Gateway:
 
     def networks(self, stack: str | None = None, labels: Labels | None = None) -> list[Spec]:
         """Inspect networks, those of `stack` (by the stack label) or with given labels."""
-        with _translated("listing networks"):
+        with translated("listing networks"):
             found = self.api.networks(filters=_label_filter(stack, labels))
             return [dict(self.api.inspect_network(n["Id"])) for n in found]
 
     def network_names(self) -> dict[str, str]:
         """Every network's ID mapped to its name (running specs name networks by ID)."""
-        with _translated("listing networks"):
+        with translated("listing networks"):
             return {n["Id"]: n["Name"] for n in self.api.networks()}
 
     def inspect_network(self, name: str) -> Spec:
         """The network as the engine reports it."""
-        with _translated(f"network {name}"):
+        with translated(f"network {name}"):
             return dict(self.api.inspect_network(name))
 
     def create_network(self, spec: Spec) -> str:
         """Create a network from a raw `/networks/create` body; returns its ID."""
         body = dict(spec)
         body.setdefault("CheckDuplicate", True)
-        with _translated(f"creating network {spec.get('Name')}"):
+        with translated(f"creating network {spec.get('Name')}"):
             url = self.api._url("/networks/create")
             result = self.api._result(self.api._post_json(url, data=body), json=True)
         return str(result["Id"])
@@ -360,7 +309,7 @@ class Gateway:
     def remove_network(self, name: str, *, missing_ok: bool = False) -> None:
         """Remove a network; it must have no attached services or containers left."""
         try:
-            with _translated(f"removing network {name}"):
+            with translated(f"removing network {name}"):
                 self.api.remove_network(name)
         except NotFound:
             if not missing_ok:
@@ -377,18 +326,18 @@ class Gateway:
         return self._objects("secret", stack, labels)
 
     def _objects(self, kind: str, stack: str | None, labels: Labels | None) -> list[Spec]:
-        with _translated(f"listing {kind}s"):
+        with translated(f"listing {kind}s"):
             lister = self.api.configs if kind == "config" else self.api.secrets
             return list(lister(filters=_label_filter(stack, labels)))
 
     def inspect_config(self, name: str) -> Spec:
         """The config as the engine reports it (Spec.Data is base64)."""
-        with _translated(f"config {name}"):
+        with translated(f"config {name}"):
             return dict(self.api.inspect_config(name))
 
     def inspect_secret(self, name: str) -> Spec:
         """The secret as the engine reports it (without its data)."""
-        with _translated(f"secret {name}"):
+        with translated(f"secret {name}"):
             return dict(self.api.inspect_secret(name))
 
     def create_config(self, spec: Spec) -> str:
@@ -403,7 +352,7 @@ class Gateway:
         body = dict(spec)
         if isinstance(body.get("Data"), bytes):
             body["Data"] = base64.b64encode(body["Data"]).decode("ascii")
-        with _translated(f"creating {kind} {spec.get('Name')}"):
+        with translated(f"creating {kind} {spec.get('Name')}"):
             url = self.api._url(f"/{kind}s/create")
             result = self.api._result(self.api._post_json(url, data=body), json=True)
         return str(result["ID"])
@@ -424,7 +373,7 @@ class Gateway:
 
     def _update_object(self, kind: str, name: str, spec: Spec, version: int | None,
                        object_id: str | None) -> None:
-        with _translated(f"updating {kind} {name}"):
+        with translated(f"updating {kind} {name}"):
             if version is None or object_id is None:
                 current = self.api._result(
                     self.api._get(self.api._url(f"/{kind}s/{{0}}", name)), True)
@@ -445,7 +394,7 @@ class Gateway:
 
     def _remove_object(self, kind: str, name: str, missing_ok: bool) -> None:
         try:
-            with _translated(f"removing {kind} {name}"):
+            with translated(f"removing {kind} {name}"):
                 remover = self.api.remove_config if kind == "config" else self.api.remove_secret
                 remover(name)
         except NotFound:
@@ -460,14 +409,14 @@ class Gateway:
 
     def volume_names(self, prefix: str = "") -> list[str]:
         """Names of this node's volumes that start with `prefix`."""
-        with _translated("listing volumes"):
+        with translated("listing volumes"):
             found = self.api.volumes().get("Volumes") or []
         return sorted(v["Name"] for v in found if v["Name"].startswith(prefix))
 
     def remove_volume(self, name: str, *, missing_ok: bool = False) -> None:
         """Remove a volume; Conflict while a container still uses it."""
         try:
-            with _translated(f"removing volume {name}"):
+            with translated(f"removing volume {name}"):
                 self.api.remove_volume(name)
         except NotFound:
             if not missing_ok:
@@ -478,7 +427,7 @@ class Gateway:
     def image_exists(self, ref: str) -> bool:
         """True when the image is present on this engine."""
         try:
-            with _translated(f"image {ref}"):
+            with translated(f"image {ref}"):
                 self.api.inspect_image(ref)
         except NotFound:
             return False
@@ -494,7 +443,7 @@ class Gateway:
         if docker.auth.resolve_repository_name(ref)[0] == docker.auth.INDEX_NAME:
             return False
         try:
-            with _translated(f"image {ref} in its registry"):
+            with translated(f"image {ref} in its registry"):
                 self.api.inspect_distribution(ref)
         except EngineUnavailable:
             raise
@@ -518,7 +467,7 @@ class Gateway:
         """
         tail: list[str] = []
         image_id = ""
-        with _translated(f"building image {tag}"):
+        with translated(f"building image {tag}"):
             stream = self.api.build(
                 path=path, tag=tag, dockerfile=dockerfile, buildargs=buildargs,
                 rm=True, forcerm=True, pull=False, decode=True,

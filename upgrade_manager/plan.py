@@ -97,9 +97,7 @@ def make_plan(
     warnings = list(specs.warnings)
     d = _differences(running, desired)
     lb = desired.lb_service
-    stateful = {n for n in d.replaced if _has_volume(specs.services[n]) and n != lb}
-    compatible = {n for n in d.replaced - stateful
-                  if specs.extensions.get(short_of.get(n, ""), {}).get("compatible")}
+    stateful, compatible = _in_place(desired, d)
     calls = CallGraph.of(desired)
     decision = _Decision()
     if strategy == "dans":
@@ -117,14 +115,7 @@ def make_plan(
                     for full in sorted(set(specs.services) | set(running.services)))
     steps = _steps(running, desired, strategy, generation, d, chain, levels, relays,
                    stateful, compatible)
-    if prune:
-        steps += [Step("remove_service", n, note="not in the new file") for n in d.removed]
-        steps += StepBuilder(running, desired, generation).prune_objects()
-    elif d.removed:
-        warnings.append("services not in the new file are kept (use --prune to remove): "
-                        + ", ".join(d.removed))
-    steps += StepBuilder(running, desired, generation).unused_objects()
-
+    steps += _cleanup(running, desired, generation, d, prune, warnings)
     return Plan(
         stack=desired.stack,
         strategy=strategy,
@@ -143,6 +134,31 @@ def make_plan(
         assumptions=tuple(decision.assumptions),
         levels=tuple(tuple(level) for level in levels),
     )
+
+
+def _in_place(desired: ManagedStack, d: _Differences) -> tuple[set[str], set[str]]:
+    """Changed services that are updated where they are: stateful ones (a named volume can
+    be mounted by one version only) and those declared `compatible`."""
+    specs = desired.specs
+    stateful = {n for n in d.replaced
+                if _has_volume(specs.services[n]) and n != desired.lb_service}
+    compatible = {n for n in d.replaced - stateful
+                  if specs.extensions.get(specs.short_names.get(n, ""), {}).get("compatible")}
+    return stateful, compatible
+
+
+def _cleanup(running: RunningStack, desired: ManagedStack, generation: str,
+             d: _Differences, prune: bool, warnings: list[str]) -> list[Step]:
+    """The last steps: services the file dropped (with --prune) and unused objects."""
+    build = StepBuilder(running, desired, generation)
+    steps: list[Step] = []
+    if prune:
+        steps += [Step("remove_service", n, note="not in the new file") for n in d.removed]
+        steps += build.prune_objects()
+    elif d.removed:
+        warnings.append("services not in the new file are kept (use --prune to remove): "
+                        + ", ".join(d.removed))
+    return steps + build.unused_objects()
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ import docker.errors
 import pytest
 import requests
 
+from upgrade_manager._sdk_errors import translated as _translated
 from upgrade_manager.errors import Conflict, EngineError, EngineUnavailable, NotFound
-from upgrade_manager.gateway import _translated
 
 
 def _api_error(status: int, text: str) -> docker.errors.APIError:
@@ -35,6 +35,6 @@ def test_engine_errors_are_translated(status: int, text: str,
 
 
 def test_an_engine_that_does_not_answer_in_time_is_unavailable_not_a_traceback() -> None:
-    with pytest.raises(EngineUnavailable, match="^listing services: the Docker engine did "
-                       "not answer in time"), _translated("listing services"):
+    with pytest.raises(EngineUnavailable, match=r"^listing services: the Docker engine did "
+                       r"not answer in time"), _translated("listing services"):
         raise requests.exceptions.ReadTimeout("Read timed out. (read timeout=60)")
