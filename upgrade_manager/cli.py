@@ -71,6 +71,10 @@ class DansGroup(click.Group):
             raise ValueError(f"{module_name}:{attribute} is not a click command")
         return command
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[_ARGV] = tuple(args)  # for a subcommand's own --debug, seen on errors
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -94,11 +98,14 @@ class DansGroup(click.Group):
 
 
 EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE
+_ARGV = "dans.argv"
 
 
 def _debug(ctx: click.Context) -> bool:
+    # `dans --debug CMD`, DANS_DEBUG=1, or a subcommand's own --debug (`dans lb --debug`).
     root = ctx.find_root()
-    return bool(root.params.get("debug")) or os.environ.get("DANS_DEBUG", "") not in ("", "0")
+    return (bool(root.params.get("debug")) or "--debug" in ctx.meta.get(_ARGV, ())
+            or os.environ.get("DANS_DEBUG", "") not in ("", "0"))
 
 
 def _printable_lines(text: str) -> str:
