@@ -111,8 +111,9 @@ def _owner_gone(owner: str) -> bool:
 class _ExecPipe:
     """The exec's hijacked connection: lines out on stdin, frames of stdout/stderr back."""
 
-    def __init__(self, sock: Any) -> None:
-        self.sock = sock
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw  # what the engine client returned (a unix socket comes in a SocketIO)
+        self.sock = getattr(raw, "_sock", raw)
         self.buf = b""
         self.stderr = b""
 
@@ -146,10 +147,11 @@ class _ExecPipe:
         return data
 
     def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        for part in (self.raw, self.sock):
+            try:
+                part.close()
+            except OSError:
+                pass
 
 
 class AdminChannel:

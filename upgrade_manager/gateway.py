@@ -201,14 +201,15 @@ class Gateway:
         """Run `cmd` in a container of this engine with stdin open; the hijacked connection.
 
         What is sent is the process's stdin as is; what comes back is multiplexed (8-byte
-        frame headers: stream 1 stdout, 2 stderr), as the engine sends it without a TTY. The
-        object has the socket calls (sendall, recv, settimeout, close).
+        frame headers: stream 1 stdout, 2 stderr), as the engine sends it without a TTY. It is
+        the SDK's object: a socket, or for a unix socket a SocketIO around one (`._sock`);
+        close both.
         """
         with _translated(f"exec in container {container[:12]}"):
             exec_id = self.api.exec_create(container, cmd, stdin=True, stdout=True,
                                            stderr=True, tty=False)["Id"]
             raw = self.api.exec_start(exec_id, socket=True)
-        return getattr(raw, "_sock", raw)  # a unix socket comes wrapped in a SocketIO
+        return raw
 
     # -- services -------------------------------------------------------------------------
 
