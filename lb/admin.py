@@ -10,15 +10,23 @@
     GET  /metrics                                    Prometheus text format
 
 A request without `Authorization: Bearer <token>` matching the LB's token gets 401 and
-changes nothing. Errors are {"error": message} with 400 (bad input), 404 (unknown frontend or
-group) or 409 (a command that contradicts the state, e.g. draining the active group).
+changes nothing. The token is compared in constant time (digests of equal length, so neither
+its content nor its length leaks through timing); a header that is not text (non-ASCII bytes)
+is a wrong token, not an error. Every failed attempt is logged with the peer's address, and a
+peer with `FAIL_LIMIT` failures within `FAIL_WINDOW` seconds gets 429 (without a token check)
+until the window has passed: a guessing client learns nothing faster than that.
+Errors are {"error": message} with 400 (bad input), 404 (unknown frontend or group) or 409
+(a command that contradicts the state, e.g. draining the active group).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import math
+import time
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -27,10 +35,13 @@ from aiohttp import web
 from lb.table import RoutingTable, parse_json
 from upgrade_manager.errors import LBError
 
-__all__ = ["Controller", "make_admin_app", "status_of"]
+__all__ = ["Controller", "FailedAttempts", "make_admin_app", "status_of", "token_matches"]
 
-log = logging.getLogger("dans.lb")
+log = logging.getLogger("dans.lb.admin")
 MAX_DRAIN_WAIT = 300.0
+FAIL_LIMIT = 10  # failed attempts per peer ...
+FAIL_WINDOW = 60.0  # ... within this many seconds, then 429 until the window has passed
+_MAX_PEERS = 4096  # peers tracked at once (the oldest are forgotten): bounded memory
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -42,6 +53,67 @@ def _app_key(name: str) -> Any:
 
 CONTROLLER = _app_key("dans_lb_controller")
 TOKEN = _app_key("dans_lb_token")
+FAILURES = _app_key("dans_lb_auth_failures")
+
+
+def token_matches(header: str, expected: str | None) -> bool:
+    """True when an Authorization header value carries `expected` as its bearer token.
+
+    Constant-time: both sides are hashed first, so the comparison runs over equal lengths
+    whatever was sent. A value that is not encodable text (aiohttp keeps undecodable bytes as
+    surrogates) simply does not match.
+    """
+    if not expected:
+        return False
+    scheme, _, token = header.partition(" ")
+    try:
+        given = token.strip().encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    ok = hmac.compare_digest(hashlib.sha256(given).digest(),
+                             hashlib.sha256(expected.encode("utf-8")).digest())
+    return ok and scheme.lower() == "bearer"
+
+
+class FailedAttempts:
+    """Failed token checks per peer within a sliding window; bounded in peers and entries."""
+
+    def __init__(self, limit: int = FAIL_LIMIT, window: float = FAIL_WINDOW,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self._peers: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def _recent(self, peer: str) -> deque[float]:
+        times = self._peers.get(peer)
+        if times is None:
+            return deque()
+        horizon = self.clock() - self.window
+        while times and times[0] <= horizon:
+            times.popleft()
+        if not times:
+            del self._peers[peer]
+        return times
+
+    def blocked_for(self, peer: str) -> float:
+        """Seconds until `peer` may try again (0 when it may now)."""
+        times = self._recent(peer)
+        if len(times) < self.limit:
+            return 0.0
+        return max(0.0, times[0] + self.window - self.clock())
+
+    def record(self, peer: str) -> int:
+        """Count one failure of `peer`; returns its failures within the window."""
+        times = self._recent(peer)
+        if peer not in self._peers:
+            self._peers[peer] = times
+            while len(self._peers) > _MAX_PEERS:
+                self._peers.popitem(last=False)
+        times.append(self.clock())
+        while len(times) > self.limit:
+            times.popleft()
+        return len(times)
 
 
 def status_of(exc: LBError) -> int:
@@ -82,11 +154,17 @@ def _error(status: int, message: str) -> web.Response:
 async def _auth(request: web.Request, handler: _Handler) -> web.StreamResponse:
     if request.path == "/healthz":
         return await handler(request)
-    expected: str | None = request.app[TOKEN]
-    given = request.headers.get("Authorization", "")
-    scheme, _, token = given.partition(" ")
-    if (not expected or scheme.lower() != "bearer"
-            or not hmac.compare_digest(token.strip().encode(), expected.encode())):
+    failures: FailedAttempts = request.app[FAILURES]
+    peer = request.remote or "local"
+    wait = failures.blocked_for(peer)
+    if wait > 0:
+        return web.json_response({"error": "too many failed attempts; retry later"},
+                                 status=429, headers={"Retry-After": str(int(wait) + 1)})
+    if not token_matches(request.headers.get("Authorization", ""), request.app[TOKEN]):
+        count = failures.record(peer)
+        log.warning("admin API: refused %s %r from %s: missing or wrong token (%d of %d "
+                    "allowed failures in %.0f s)", request.method, request.path[:100], peer,
+                    count, failures.limit, failures.window)
         return _error(401, "missing or wrong admin token")
     try:
         return await handler(request)
@@ -167,6 +245,7 @@ def make_admin_app(controller: Controller, token: str | None) -> web.Application
     app = web.Application(middlewares=[_auth], client_max_size=8 << 20)
     app[CONTROLLER] = controller
     app[TOKEN] = token
+    app[FAILURES] = FailedAttempts()
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/v1/status", _status)
     app.router.add_get("/v1/routes", _get_routes)

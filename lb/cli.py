@@ -138,6 +138,25 @@ def relay(target: str, listen: int, redirect: bool, idle_timeout: float) -> None
     _guarded(click.get_current_context(), start)
 
 
+@lb.command("admin-pipe", hidden=True)
+@click.option("--target", required=True, metavar="HOST", help="The LB, e.g. tasks.shop_dans-lb.")
+@click.option("--port", type=click.IntRange(1, 65535), default=_HELP_ADMIN_PORT,
+              show_default=True, help="The LB's admin port.")
+@click.option("--token-file", default="/run/secrets/dans_lb_token", show_default=True,
+              help="The LB's token (the Docker secret the helper mounts).")
+def admin_pipe(target: str, port: int, token_file: str) -> None:
+    """Forward admin requests (JSON lines on stdin) to the LB, adding the token.
+
+    The far end of dans's admin channel, run by `docker exec` in the per-upgrade helper
+    container on the LB's network (lb.admin_pipe); not meant to be typed.
+    """
+    import sys
+
+    from lb.admin_pipe import run_pipe
+
+    sys.exit(run_pipe(target, port, token_file))
+
+
 def main() -> None:
     """`python -m lb.cli ...`: `dans lb ...` without loading the rest of the dans CLI.
 

@@ -1,7 +1,10 @@
 """A small synchronous client of the LB's admin API, for the upgrade manager and the CLI.
 
 Standard library only (urllib), so the CLI process needs no event loop. Every failure (no
-answer, 401, 4xx/5xx with the LB's message) becomes `LBError`.
+answer, 401, 4xx/5xx with the LB's message) becomes `LBError`. How a request reaches the LB
+is a `Transport`: plain HTTP to a URL by default (`HTTPTransport`), or the upgrade manager's
+channel through a helper container on the LB's network (`upgrade_manager.admin_channel`),
+which adds the token itself, so that dans never holds it.
 
     client = AdminClient("http://127.0.0.1:9900", token)
     client.set_routes(table)
@@ -17,69 +20,106 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any
+from typing import Any, Protocol
 
 from lb.table import RoutingTable
 from upgrade_manager.errors import LBError
 
-__all__ = ["AdminClient"]
+__all__ = ["AdminClient", "HTTPTransport", "Transport"]
+
+
+class Transport(Protocol):
+    """Carries one admin request to the LB and returns (status, body)."""
+
+    where: str  # for messages: where the LB is reached
+
+    def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
+                timeout: float) -> tuple[int, bytes]:
+        """Send one request; LBError when the LB cannot be reached."""
+
+    def close(self) -> None:
+        """Release what the transport holds."""
+
+
+class HTTPTransport:
+    """Plain HTTP to `base_url` (a test LB on loopback, or a URL the operator tunnels)."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.where = self.base_url
+
+    def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
+                timeout: float) -> tuple[int, bytes]:
+        """Send one request with urllib."""
+        req = urllib.request.Request(self.base_url + path, data=body, method=method,
+                                     headers=headers)
+        # A GET or PUT that never got an answer (a reset or broken pipe on a loaded host) is
+        # sent once more: both are idempotent, so the LB ends in the same state.
+        attempts = 2 if method in ("GET", "PUT") else 1
+        for attempt in range(attempts):
+            try:
+                with urllib.request.urlopen(req, timeout=timeout) as resp:
+                    return int(resp.status), bytes(resp.read())
+            except urllib.error.HTTPError as exc:
+                try:
+                    return int(exc.code), bytes(exc.read())
+                finally:
+                    exc.close()
+            except (urllib.error.URLError, OSError) as exc:
+                if attempt + 1 < attempts:
+                    time.sleep(0.5)
+                    continue
+                reason = getattr(exc, "reason", exc)
+                raise LBError(f"cannot reach the LB at {self.base_url} ({reason})") from None
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Nothing to release: urllib opens a connection per request."""
 
 
 class AdminClient:
-    """Calls the admin API at `base_url` with the bearer `token`."""
+    """Calls the admin API at `base_url` with the bearer `token`, or through `transport`.
 
-    def __init__(self, base_url: str, token: str, timeout: float = 10.0) -> None:
-        self.base_url = base_url.rstrip("/")
+    With a transport that authenticates by itself (the helper channel), `token` is None and
+    no Authorization header is sent from here.
+    """
+
+    def __init__(self, base_url: str, token: str | None, timeout: float = 10.0, *,
+                 transport: Transport | None = None) -> None:
+        self.transport: Transport = transport or HTTPTransport(base_url)
+        self.base_url = self.transport.where
         self.token = token
         self.timeout = timeout
+
+    def close(self) -> None:
+        """Release the transport (the helper channel removes its helper)."""
+        self.transport.close()
 
     def _call(self, method: str, path: str, body: Any = None, *,
               timeout: float | None = None, raw: bool = False) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.base_url + path, data=data, method=method,
-            headers={"Authorization": f"Bearer {self.token}",
-                     "Content-Type": "application/json"},
-        )
+        headers = {"Content-Type": "application/json"}
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
         what = f"LB admin {method} {path}"
         try:
-            payload = self._send(request, timeout or self.timeout)
-        except urllib.error.HTTPError as exc:
-            try:
-                detail = exc.read().decode(errors="replace")
-            finally:
-                exc.close()
+            status, payload = self.transport.request(method, path, data, headers,
+                                                     timeout or self.timeout)
+        except LBError as exc:
+            raise LBError(f"{what}: {exc}") from None
+        if status >= 400:
+            detail = payload.decode(errors="replace")
             try:
                 detail = json.loads(detail).get("error", detail)
             except (ValueError, AttributeError):
                 pass
-            raise LBError(f"{what}: {exc.code} {detail}".strip()) from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise LBError(f"{what}: cannot reach the LB at {self.base_url} ({reason})") from None
+            raise LBError(f"{what}: {status} {detail}".strip())
         if raw:
             return payload.decode()
         try:
             return json.loads(payload)
         except ValueError:
             raise LBError(f"{what}: the answer is not JSON") from None
-
-    @staticmethod
-    def _send(request: urllib.request.Request, timeout: float) -> bytes:
-        # A GET or PUT that never got an answer (a reset or broken pipe on a loaded host) is
-        # sent once more: both are idempotent, so the LB ends in the same state.
-        attempts = 2 if request.get_method() in ("GET", "PUT") else 1
-        for attempt in range(attempts):
-            try:
-                with urllib.request.urlopen(request, timeout=timeout) as resp:
-                    return bytes(resp.read())
-            except urllib.error.HTTPError:
-                raise
-            except (urllib.error.URLError, OSError):
-                if attempt + 1 == attempts:
-                    raise
-                time.sleep(0.5)
-        raise AssertionError("unreachable")
 
     def healthy(self) -> bool:
         """True when the LB answers its liveness probe."""

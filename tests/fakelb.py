@@ -49,6 +49,9 @@ class FakeLB:
         if not self._running(lb_service_name(self.stack)):
             raise LBError(f"LB admin GET /healthz: the LB of {self.stack} is not running")
 
+    def close(self) -> None:
+        """Nothing to release (the real client's channel removes its helper here)."""
+
     def routes(self) -> RoutingTable:
         """The routing table in force."""
         return self.table

@@ -102,15 +102,18 @@ def translate_cmd(files: tuple[str, ...], stack_arg: str | None, stack_option: s
 @click.option("--lb-image", help="Image of the edge LB (default: dans-lb:VERSION, built when "
                                  "missing; an existing LB keeps its image).")
 @click.option("--lb-admin-port", type=int,
-              help="Published port of the LB's admin API (default 9900, or the LB's own).")
+              help="Port of the LB's admin API inside the stack's edge network; it is never "
+                   "published (default 9900, or the LB's own).")
+@click.option("--rotate-lb-token", is_flag=True,
+              help="Give the LB a new admin token (a new Docker secret); the LB restarts.")
 @click.option("--wait", is_flag=True, help="Wait until every service has converged.")
 @click.option("--timeout", type=float, default=300.0, show_default=True,
               help="Seconds to wait per service with --wait.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def deploy_cmd(files: tuple[str, ...], stack_arg: str | None, stack_option: str | None,
                prune: bool, with_registry_auth: bool, resolve_image: str | None, no_lb: bool,
-               lb_image: str | None, lb_admin_port: int | None, wait: bool,
-               timeout: float, as_json: bool) -> None:
+               lb_image: str | None, lb_admin_port: int | None, rotate_lb_token: bool,
+               wait: bool, timeout: float, as_json: bool) -> None:
     """Create or update a stack from Compose files.
 
     By default the stack's published ports belong to a dans edge LB service
@@ -140,7 +143,8 @@ def deploy_cmd(files: tuple[str, ...], stack_arg: str | None, stack_option: str 
     gw.registry_auth = with_registry_auth
     try:
         gw.require_manager()
-        result = deploy(gw, opts, lb=not no_lb, wait=wait, timeout=timeout, say=say)
+        result = deploy(gw, opts, lb=not no_lb, wait=wait, timeout=timeout, say=say,
+                        rotate_token=rotate_lb_token)
     finally:
         gw.close()
     if as_json:

@@ -63,7 +63,8 @@ def stack_options(fn: Any) -> Any:
                       "be copied, a stateful service that must restart, changed services no "
                       "published port reaches): requests may then fail or mix versions.")(fn)
     fn = click.option("--lb-url", envvar="DANS_LB_URL",
-                      help="Admin URL of the stack's LB (default: http://127.0.0.1:ADMIN_PORT).")(fn)
+                      help="Admin URL of the stack's LB, for an operator's own tunnel (token "
+                      "from DANS_LB_TOKEN); default: through a helper on the LB's network.")(fn)
     fn = docker_deploy_options(fn)
     fn = click.option("--prune", is_flag=True,
                       help="Remove services and networks that the new file no longer has.")(fn)

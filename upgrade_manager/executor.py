@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -71,8 +72,11 @@ class Executor:
 
     def __init__(self, gw: Gateway, lb: Callable[[], LBAdmin],
                  report: Callable[[str, Step, float, str], None],
-                 timeouts: Timeouts | None = None, *, clock: Clock | None = None) -> None:
+                 timeouts: Timeouts | None = None, *, clock: Clock | None = None,
+                 secret_data: Mapping[str, bytes] | None = None) -> None:
         self.gw = gw
+        # Secret content by name, from the Compose files: plans hold only digests.
+        self.secret_data = dict(secret_data or {})
         self._lb_factory = lb
         self._lb: LBAdmin | None = None
         self.report = report
@@ -121,7 +125,22 @@ class Executor:
         self._create_object(step, self.gw.inspect_config, self.gw.create_config)
 
     def _do_create_secret(self, step: Step) -> None:
-        self._create_object(step, self.gw.inspect_secret, self.gw.create_secret)
+        if "digest" not in step.args:  # a driver-backed secret, or a plan of an older dans
+            self._create_object(step, self.gw.inspect_secret, self.gw.create_secret)
+            return
+        try:
+            self.gw.inspect_secret(step.target)
+            return
+        except NotFound:
+            pass
+        data = self.secret_data.get(step.target)
+        if data is None or "sha256:" + hashlib.sha256(data).hexdigest() != step.args["digest"]:
+            raise UpgradeError(
+                f"secret {step.args.get('logical') or step.target}: its content is not what "
+                "the upgrade was planned with (the plan keeps only a digest); run it with the "
+                "same files, or roll it back"
+            )
+        self.gw.create_secret({**step.args["spec"], "Data": data})
 
     def _create_object(self, step: Step, inspect: Callable[[str], Spec],
                        create: Callable[[Spec], str]) -> None:
@@ -129,7 +148,8 @@ class Executor:
             inspect(step.target)
         except NotFound:
             spec = dict(step.args["spec"])
-            spec["Data"] = base64.b64decode(spec["Data"])
+            if "Data" in spec:  # a driver-backed secret has none
+                spec["Data"] = base64.b64decode(spec["Data"])
             create(spec)
 
     def _do_remove_network(self, step: Step) -> None:

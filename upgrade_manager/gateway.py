@@ -109,6 +109,24 @@ class Gateway:
         if not swarm.get("ControlAvailable"):
             raise EngineUnavailable("this node is a swarm worker; run dans on a manager")
 
+    def node_id(self) -> str:
+        """The swarm node ID of this engine: where a service constrained to it runs."""
+        return str(self.info().get("Swarm", {}).get("NodeID", ""))
+
+    def exec_socket(self, container: str, cmd: list[str]) -> Any:
+        """Run `cmd` in a container of this engine with stdin open; the hijacked connection.
+
+        What is sent is the process's stdin as is; what comes back is multiplexed (8-byte
+        frame headers: stream 1 stdout, 2 stderr), as the engine sends it without a TTY. It is
+        the SDK's object: a socket, or for a unix socket a SocketIO around one (`._sock`);
+        close both.
+        """
+        with _translated(f"exec in container {container[:12]}"):
+            exec_id = self.api.exec_create(container, cmd, stdin=True, stdout=True,
+                                           stderr=True, tty=False)["Id"]
+            raw = self.api.exec_start(exec_id, socket=True)
+        return raw
+
     # -- services -------------------------------------------------------------------------
 
     def services(self, stack: str | None = None, labels: Labels | None = None) -> list[Spec]:

@@ -7,7 +7,10 @@ returns what `dans deploy` creates instead (DESIGN.md §5):
 - every service that publishes ports (an entry service) loses its TCP published ports and
   joins the edge network; its name and other networks stay as they were;
 - an LB service `STACK_dans-lb` on the edge network only, publishing those ports with the
-  same numbers and modes (plus the admin port) and proxying each to `tasks.STACK_svc:TARGET`.
+  same numbers and modes and proxying each to `tasks.STACK_svc:TARGET`. Its admin API is
+  published on no port (dans reaches it over the edge network: `admin_channel`), and its
+  token is a Docker secret mounted at /run/secrets/dans_lb_token, never an environment
+  variable or a label.
 - configs and secrets are named after their content (`STACK_name-<digest>`), so changed
   content is a new object that the new version uses while the old version keeps the old.
 The LB's spec depends only on the entry services' ports, so redeploying or upgrading a stack
@@ -41,6 +44,11 @@ __all__ = [
     "lb_service_name",
     "manage",
     "routing_table",
+    "LOGICAL_NAME_LABEL",
+    "TOKEN_FILE",
+    "TOKEN_ROLE",
+    "token_secret_name",
+    "token_secret_ref",
 ]
 
 ROLE_LABEL = "io.dans.role"
@@ -48,6 +56,23 @@ LOGICAL_NAME_LABEL = "io.dans.logical-name"
 CONTENT_DIGEST_LEN = 10
 ADMIN_PORT_LABEL = "io.dans.lb.admin-port"
 MAIN_GROUP = "main"
+TOKEN_FILE = "dans_lb_token"  # /run/secrets/<this> in the LB (lb.server.DEFAULT_SECRET)
+TOKEN_ROLE = "lb-token"
+
+
+def token_secret_name(stack: str, suffix: str) -> str:
+    """The name of a stack's LB token secret; a new suffix for each token (secrets are
+    immutable, so rotating the token is a new secret)."""
+    return f"{stack}_dans-lb-token-{suffix}"
+
+
+def token_secret_ref(spec: Spec) -> Spec | None:
+    """The LB spec's reference to its token secret (the one mounted as TOKEN_FILE), if any."""
+    container = spec["TaskTemplate"]["ContainerSpec"]
+    for ref in container.get("Secrets") or []:
+        if (ref.get("File") or {}).get("Name") == TOKEN_FILE:
+            return dict(ref)
+    return None
 
 
 def lb_service_name(stack: str) -> str:
@@ -65,7 +90,7 @@ class LBSettings:
     """How the edge LB is run; read back from its service spec so upgrades reuse them."""
 
     image: str
-    token: str
+    token_secret: str  # the Docker secret holding the admin token (never the token itself)
     admin_port: int = 9900
     replicas: int = 1
 
@@ -235,27 +260,32 @@ def _take_ports(spec: Spec, full: str, short: str, protocol: str) -> list[EntryP
     return owned
 
 
-def lb_env(table: dict[str, Any], token: str, admin_port: int) -> list[str]:
-    """The environment the LB image reads its start-up table, token and admin port from."""
+def lb_env(table: dict[str, Any], admin_port: int) -> list[str]:
+    """The environment the LB image reads its start-up table and admin port from (the token
+    comes from its secret file)."""
     return [
         f"DANS_LB_ADMIN_PORT={admin_port}",
         f"DANS_LB_CONFIG={json.dumps(table, sort_keys=True)}",
-        f"DANS_LB_TOKEN={token}",
+        f"DANS_LB_TOKEN_FILE=/run/secrets/{TOKEN_FILE}",
     ]
 
 
 def lb_service_spec(stack: str, entries: tuple[EntryPort, ...], settings: LBSettings) -> Spec:
-    """The edge LB's ServiceSpec: on the edge network only, owning the entries' ports."""
+    """The edge LB's ServiceSpec: on the edge network only, owning the entries' ports.
+
+    The admin port is not published: a published port would be open on every node's
+    addresses (ingress) past the host firewall, in plaintext; dans reaches the admin API over
+    the edge network instead (`admin_channel`).
+    """
     table = routing_table(entries)
-    host_mode = any(e.mode == "host" for e in entries)
     ports = [
         {"Protocol": "tcp", "TargetPort": e.published, "PublishedPort": e.published,
          "PublishMode": e.mode}
         for e in entries
     ]
-    ports.append({"Protocol": "tcp", "TargetPort": settings.admin_port,
-                  "PublishedPort": settings.admin_port,
-                  "PublishMode": "host" if host_mode else "ingress"})
+    endpoint: Spec = {"Mode": "vip"}
+    if ports:
+        endpoint["Ports"] = ports
     return {
         "Name": lb_service_name(stack),
         "Labels": {
@@ -266,8 +296,11 @@ def lb_service_spec(stack: str, entries: tuple[EntryPort, ...], settings: LBSett
         "TaskTemplate": {
             "ContainerSpec": {
                 "Image": settings.image,
-                "Env": lb_env(table.to_dict(), settings.token, settings.admin_port),
+                "Env": lb_env(table.to_dict(), settings.admin_port),
                 "Labels": {STACK_LABEL: stack},
+                "Secrets": [{"SecretName": settings.token_secret,
+                             "File": {"Name": TOKEN_FILE, "UID": "0", "GID": "0",
+                                      "Mode": 0o400}}],
                 "StopGracePeriod": 30_000_000_000,
             },
             "Networks": [{"Target": edge_network_name(stack)}],
@@ -275,5 +308,5 @@ def lb_service_spec(stack: str, entries: tuple[EntryPort, ...], settings: LBSett
         },
         "Mode": {"Replicated": {"Replicas": settings.replicas}},
         "UpdateConfig": {"Parallelism": 1, "Order": "stop-first", "FailureAction": "pause"},
-        "EndpointSpec": {"Mode": "vip", "Ports": ports},
+        "EndpointSpec": endpoint,
     }

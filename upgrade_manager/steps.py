@@ -7,11 +7,12 @@ builder only turns those decisions into executor steps with their specs and rout
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from typing import Any
 
 from upgrade_manager.gateway import STACK_LABEL
-from upgrade_manager.managed import ROLE_LABEL, ManagedStack
+from upgrade_manager.managed import LOGICAL_NAME_LABEL, ROLE_LABEL, ManagedStack
 from upgrade_manager.model import (
     FAST_UPDATE,
     GENERATION_LABEL,
@@ -44,7 +45,7 @@ class StepBuilder:
         steps += [Step("create_config", n, {"spec": _encodable(s)})
                   for n, s in sorted(self.specs.configs.items())
                   if n not in self.running.configs]
-        steps += [Step("create_secret", n, {"spec": _encodable(s)})
+        steps += [Step("create_secret", n, _secret_args(s))
                   for n, s in sorted(self.specs.secrets.items())
                   if n not in self.running.secrets]
         return steps
@@ -210,8 +211,24 @@ def _update_config(spec: Spec) -> dict[str, Any]:
     return dict(spec.get("UpdateConfig") or {})
 
 
+def _secret_args(spec: Spec) -> dict[str, Any]:
+    """A secret's step: its spec without the data, and the data's digest.
+
+    The plan is stored in a Docker config, which any `docker config inspect` shows and the
+    swarm does not encrypt at rest: secret content never goes there. The executor gets the
+    content from the Compose files (again, on resume) and checks it against the digest.
+    """
+    out = {k: v for k, v in spec.items() if k != "Data"}
+    args: dict[str, Any] = {"spec": out,
+                            "logical": (spec.get("Labels") or {}).get(LOGICAL_NAME_LABEL)}
+    if isinstance(spec.get("Data"), bytes):
+        args["digest"] = "sha256:" + hashlib.sha256(spec["Data"]).hexdigest()
+    return args
+
+
 def _encodable(spec: Spec) -> Spec:
-    """Config and secret specs carry bytes; the plan stores them as base64 text."""
+    """Config specs carry bytes; the plan stores them as base64 text (configs are not
+    secret: the engine shows their data to anyone who inspects them)."""
     out = dict(spec)
     if isinstance(out.get("Data"), bytes):
         out["Data"] = base64.b64encode(out["Data"]).decode("ascii")

@@ -18,25 +18,30 @@ from compose_translator import ComposeProject, StackSpecs, load_project, transla
 from lb.client import AdminClient
 from lb.image import ensure_lb_image, source_tag
 from upgrade_manager._compose import compose_input
+from upgrade_manager.admin_channel import AdminChannel
 from upgrade_manager.deploy import DeployResult, deploy_stack
 from upgrade_manager.errors import (
     Conflict,
     DansError,
     LBError,
+    NotFound,
     PlanError,
     UpgradeError,
     UpgradeLocked,
 )
 from upgrade_manager.executor import Executor, Timeouts, rollback_steps
-from upgrade_manager.gateway import Gateway
+from upgrade_manager.gateway import STACK_LABEL, Gateway
 from upgrade_manager.managed import (
     ADMIN_PORT_LABEL,
     LOGICAL_NAME_LABEL,
     ROLE_LABEL,
+    TOKEN_ROLE,
     LBSettings,
     ManagedStack,
     lb_service_name,
     manage,
+    token_secret_name,
+    token_secret_ref,
 )
 from upgrade_manager.plan import (
     GENERATION_LABEL,
@@ -93,27 +98,42 @@ def read_running(gw: Gateway, stack: str) -> RunningStack:
         networks=frozenset(n["Name"] for n in gw.networks(stack)),
         configs=frozenset(c["Spec"]["Name"] for c in gw.configs(stack)
                           if ROLE_LABEL not in (c["Spec"].get("Labels") or {})),
-        secrets=frozenset(s["Spec"]["Name"] for s in gw.secrets(stack)),
+        # dans's own secrets (the LB token) are not the file's: plans never remove them.
+        secrets=frozenset(s["Spec"]["Name"] for s in gw.secrets(stack)
+                          if ROLE_LABEL not in (s["Spec"].get("Labels") or {})),
     )
 
 
-def lb_settings(running: RunningStack, opts: Options) -> LBSettings:
-    """The LB settings: the running LB's token, admin port and image unless overridden."""
+def lb_settings(running: RunningStack, opts: Options, *, rotate: bool = False) -> LBSettings:
+    """The LB settings: the running LB's token secret, admin port and image unless
+    overridden; a new token secret's name for a new LB (or with `rotate`)."""
     lb = running.services.get(lb_service_name(opts.stack))
-    token = secrets.token_urlsafe(24)
+    token_secret = token_secret_name(opts.stack, secrets.token_hex(4))
     image = opts.lb_image or os.environ.get("DANS_LB_IMAGE") or source_tag()
     admin_port = opts.lb_admin_port or 9900
     if lb is not None:
-        env = _env(lb)
-        token = env.get("DANS_LB_TOKEN", token)
+        ref = token_secret_ref(lb)
+        if ref is not None and not rotate:
+            token_secret = str(ref["SecretName"])
         image = opts.lb_image or lb["TaskTemplate"]["ContainerSpec"]["Image"]
         admin_port = opts.lb_admin_port or int(lb.get("Labels", {}).get(ADMIN_PORT_LABEL, 9900))
-    return LBSettings(image=image, token=token, admin_port=admin_port)
+    return LBSettings(image=image, token_secret=token_secret, admin_port=admin_port)
 
 
-def _env(spec: Mapping[str, Any]) -> dict[str, str]:
-    pairs = spec["TaskTemplate"]["ContainerSpec"].get("Env") or []
-    return dict(p.split("=", 1) for p in pairs if "=" in p)
+def ensure_token_secret(gw: Gateway, stack: str, name: str) -> bool:
+    """Create the LB's token secret `name` with a fresh random token unless it exists.
+
+    The token is made here and goes straight into the swarm's encrypted secret store: dans
+    keeps no copy, and no config, label, environment variable or plan ever holds it.
+    """
+    try:
+        gw.inspect_secret(name)
+        return False
+    except NotFound:
+        pass
+    gw.create_secret({"Name": name, "Labels": {STACK_LABEL: stack, ROLE_LABEL: TOKEN_ROLE},
+                      "Data": secrets.token_urlsafe(32).encode()})
+    return True
 
 
 def desired_stack(opts: Options, settings: LBSettings,
@@ -138,17 +158,71 @@ def specs_of(project: ComposeProject, stack: str) -> StackSpecs:
 
 
 def lb_admin(gw: Gateway, stack: str, url: str | None = None) -> AdminClient:
-    """An admin client for the stack's edge LB (URL from the option or its published port)."""
+    """An admin client for the stack's edge LB; close it when done.
+
+    By default through an `AdminChannel` (a helper on the LB's network, removed on close):
+    the admin API has no published port. With `url` (an operator's own tunnel), plain HTTP
+    to it with the token from $DANS_LB_TOKEN.
+    """
     try:
-        lb = gw.inspect_service(lb_service_name(stack))["Spec"]
+        gw.inspect_service(lb_service_name(stack))
     except DansError:
         raise PlanError(f"stack {stack} has no dans LB; deploy it with `dans deploy` first") \
             from None
-    port = int((lb.get("Labels") or {}).get(ADMIN_PORT_LABEL, 9900))
-    return AdminClient(url or f"http://127.0.0.1:{port}", _env(lb).get("DANS_LB_TOKEN", ""))
+    if url:
+        return AdminClient(url, os.environ.get("DANS_LB_TOKEN", ""))
+    channel = AdminChannel(gw, stack)
+    channel.start()  # the helper starts while the caller does other work
+    return AdminClient("", None, transport=channel)
 
 
-def plan_upgrade(gw: Gateway, opts: Options) -> tuple[Plan, ManagedStack]:
+class LBSession:
+    """One admin client for a whole dans session (plan, run, rollback), made on first use.
+
+    One helper per session keeps every route and drain call a few milliseconds; `close`
+    removes it, and callers close in `finally`.
+    """
+
+    def __init__(self, gw: Gateway, opts: Options) -> None:
+        self.gw = gw
+        self.opts = opts
+        self._client: AdminClient | None = None
+        self._ready = False
+
+    def client(self) -> AdminClient:
+        """The admin client (its helper created, not waited for)."""
+        if self._client is None:
+            self._client = lb_admin(self.gw, self.opts.stack, self.opts.lb_url)
+        return self._client
+
+    def ready(self) -> AdminClient:
+        """The admin client, once the LB answers."""
+        client = self.client()
+        if not self._ready:
+            client.wait_ready(timeout=30)
+            self._ready = True
+        return client
+
+    def close(self) -> None:
+        """Close the client and remove its helper."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+            self._ready = False
+
+
+def _check_lb_token(running: RunningStack, stack: str) -> None:
+    lb = running.services[lb_service_name(stack)]
+    if token_secret_ref(lb) is None:
+        raise PlanError(
+            f"the LB of stack {stack} keeps its admin token in its environment (an older "
+            f"dans deployed it); run `dans deploy` once with the stack's current file to move "
+            f"the token into a Docker secret and close the admin port, then upgrade"
+        )
+
+
+def plan_upgrade(gw: Gateway, opts: Options, session: LBSession | None = None,
+                 ) -> tuple[Plan, ManagedStack]:
     """Plan moving the running stack to the files in `opts`; no change is made."""
     project = load(opts)  # bad input is reported before anything about the stack
     running = read_running(gw, opts.stack)
@@ -157,13 +231,19 @@ def plan_upgrade(gw: Gateway, opts: Options) -> tuple[Plan, ManagedStack]:
             raise PlanError(f"stack {opts.stack} does not exist; create it with `dans deploy`")
         raise PlanError(f"stack {opts.stack} is not managed by dans (no edge LB); "
                         f"redeploy it once with `dans deploy` to put it behind the LB")
+    _check_lb_token(running, opts.stack)
     desired = desired_stack(opts, lb_settings(running, opts), project)
     old_table = None
     if opts.strategy == "dans":
+        own = session is None
+        session = session or LBSession(gw, opts)
         try:
-            old_table = lb_admin(gw, opts.stack, opts.lb_url).routes().to_dict()
+            old_table = session.client().routes().to_dict()
         except LBError:
             old_table = desired.routing_table().to_dict()
+        finally:
+            if own:
+                session.close()
     generation = f"{int(time.time()) % 100000:05d}"
     plan = make_plan(running, desired, strategy=opts.strategy, prune=opts.prune,
                      generation=generation, old_table=old_table)
@@ -172,18 +252,28 @@ def plan_upgrade(gw: Gateway, opts: Options) -> tuple[Plan, ManagedStack]:
 
 def run_upgrade(gw: Gateway, opts: Options, report: Reporter) -> Plan:
     """Plan and execute an upgrade, or resume the recorded one; roll back on failure."""
+    session = LBSession(gw, opts)
+    try:
+        return _run_upgrade(gw, opts, report, session)
+    finally:
+        session.close()
+
+
+def _run_upgrade(gw: Gateway, opts: Options, report: Reporter, session: LBSession) -> Plan:
     store = StateStore(gw, opts.stack)
     existing = store.load()
     if existing is not None:
-        plan, state = _resume_state(gw, store, existing, opts, report)
+        plan, state, desired = _resume_state(gw, store, existing, opts, report)
     else:
-        plan, _ = plan_upgrade(gw, opts)
+        plan, desired = plan_upgrade(gw, opts, session)
         check_refusals(plan, opts.allow_mixed)
         if plan.is_noop:
             report("info", None, 0.0, "nothing to do: the stack already matches the file")
             return plan
         state = store.create(plan)
-    executor = Executor(gw, lambda: _ready_lb(gw, opts), report, opts.timeouts)
+    # The plan records secrets by name and digest only; their content comes from the files.
+    secret_data = {n: s["Data"] for n, s in desired.specs.secrets.items() if "Data" in s}
+    executor = Executor(gw, session.ready, report, opts.timeouts, secret_data=secret_data)
     try:
         executor.run(plan.steps, state.done, lambda n: store.update(done=n))
     except UpgradeLocked:
@@ -198,7 +288,7 @@ def run_upgrade(gw: Gateway, opts: Options, report: Reporter) -> Plan:
     except DansError as exc:
         store.update(status="failed", message=str(exc))
         report("info", None, 0.0, f"upgrade failed: {exc}; rolling back")
-        _rollback(gw, store, opts, report)
+        _rollback(gw, store, opts, report, session)
         raise UpgradeError(f"upgrade failed and was rolled back: {exc}") from exc
     store.finish()
     return plan
@@ -216,7 +306,7 @@ def check_refusals(plan: Plan, allow_mixed: bool) -> None:
 
 
 def _resume_state(gw: Gateway, store: StateStore, existing: UpgradeState, opts: Options,
-                  report: Reporter) -> tuple[Plan, UpgradeState]:
+                  report: Reporter) -> tuple[Plan, UpgradeState, ManagedStack]:
     if existing.status in ("rolling-back", "failed"):
         raise UpgradeError(
             f"the last upgrade of stack {opts.stack} failed and is not rolled back yet "
@@ -224,6 +314,14 @@ def _resume_state(gw: Gateway, store: StateStore, existing: UpgradeState, opts: 
         )
     state = store.take_over(existing)
     desired = desired_stack(opts, lb_settings(read_running(gw, opts.stack), opts))
+    changed = _changed_secrets(state.plan, desired)
+    if changed:
+        store.release()
+        raise UpgradeError(
+            f"the content of secret {', '.join(changed)} changed since the unfinished upgrade "
+            f"of stack {opts.stack} was planned (the plan keeps only its digest); resume with "
+            f"the files as they were, or undo it with `dans rollback --stack {opts.stack}`"
+        )
     if fingerprint(desired) != state.plan.fingerprint:
         store.release()
         raise UpgradeError(
@@ -232,13 +330,18 @@ def _resume_state(gw: Gateway, store: StateStore, existing: UpgradeState, opts: 
         )
     report("info", None, 0.0, f"resuming the unfinished upgrade at step "
            f"{state.done + 1}/{len(state.plan.steps)}")
-    return state.plan, state
+    return state.plan, state, desired
 
 
-def _ready_lb(gw: Gateway, opts: Options) -> AdminClient:
-    client = lb_admin(gw, opts.stack, opts.lb_url)
-    client.wait_ready(timeout=30)
-    return client
+def _changed_secrets(plan: Plan, desired: ManagedStack) -> list[str]:
+    """Secrets the plan creates whose content the files no longer give (by logical name).
+
+    Secret names carry a digest of their content, so changed content is a name the desired
+    stack lacks; the step's logical name says which secret of the file it was.
+    """
+    have = set(desired.specs.secrets)
+    return sorted({str(s.args.get("logical") or s.target) for s in plan.steps
+                   if s.kind == "create_secret" and s.target not in have})
 
 
 def rollback(gw: Gateway, opts: Options, report: Reporter) -> Plan:
@@ -248,11 +351,16 @@ def rollback(gw: Gateway, opts: Options, report: Reporter) -> Plan:
     if existing is None:
         raise UpgradeError(f"stack {opts.stack} has no unfinished upgrade to roll back")
     store.take_over(existing)
-    _rollback(gw, store, opts, report)
+    session = LBSession(gw, opts)
+    try:
+        _rollback(gw, store, opts, report, session)
+    finally:
+        session.close()
     return existing.plan
 
 
-def _rollback(gw: Gateway, store: StateStore, opts: Options, report: Reporter) -> None:
+def _rollback(gw: Gateway, store: StateStore, opts: Options, report: Reporter,
+              session: LBSession) -> None:
     state = store.update(status="rolling-back")
     try:
         steps = rollback_steps(state.plan, state.done)
@@ -260,7 +368,7 @@ def _rollback(gw: Gateway, store: StateStore, opts: Options, report: Reporter) -
         store.update(status="running")
         store.release()
         raise
-    executor = Executor(gw, lambda: _ready_lb(gw, opts), report, opts.timeouts)
+    executor = Executor(gw, session.ready, report, opts.timeouts)
     try:
         executor.run(steps, 0, lambda n: None)
     except DansError:
@@ -309,12 +417,13 @@ def status(gw: Gateway, stack: str) -> dict[str, Any]:
 
 def deploy(gw: Gateway, opts: Options, *, lb: bool = True, wait: bool = False,
            timeout: float = 300.0, say: Callable[[str], None] = lambda _m: None,
-           ) -> DeployResult:
+           rotate_token: bool = False) -> DeployResult:
     """Create or update a stack from Compose files, behind its edge LB unless `lb` is False.
 
     Without the LB this is exactly `docker stack deploy --resolve-image never`. With it, the
-    LB image is built when missing and the stack is rewritten by `managed.manage`. Refuses
-    while an upgrade of the stack is unfinished.
+    LB image is built when missing, the LB's token secret is created when missing (a new one
+    with `rotate_token`: the LB restarts with it) and the stack is rewritten by
+    `managed.manage`. Refuses while an upgrade of the stack is unfinished.
     """
     specs = specs_of(load(opts), opts.stack)
     if lb:
@@ -324,12 +433,14 @@ def deploy(gw: Gateway, opts: Options, *, lb: bool = True, wait: bool = False,
                 f"stack {opts.stack} has an unfinished upgrade ({state.status}); finish it with "
                 f"`dans upgrade` or undo it with `dans rollback --stack {opts.stack}` first"
             )
-        settings = lb_settings(read_running(gw, opts.stack), opts)
+        settings = lb_settings(read_running(gw, opts.stack), opts, rotate=rotate_token)
         # On a cluster the LB image comes from a registry (`--lb-image REGISTRY/...`): a copy
         # built here would exist on this manager only, so build only what no registry holds.
         if not gw.image_exists(settings.image) and not gw.image_in_registry(settings.image):
             say(f"Building the LB image {settings.image} (a minute or two the first time)")
             ensure_lb_image(settings.image, gateway=gw)
+        if ensure_token_secret(gw, opts.stack, settings.token_secret):
+            say(f"Creating secret {settings.token_secret} (the LB's admin token)")
         specs = manage(specs, settings).specs
     result = deploy_stack(gw, specs, prune=opts.prune, progress=say)
     if wait:
@@ -338,7 +449,22 @@ def deploy(gw: Gateway, opts: Options, *, lb: bool = True, wait: bool = False,
         say("All services converged")
         if lb:
             _remove_old_content(gw, specs, say)
+            _remove_old_tokens(gw, specs.stack, settings.token_secret, say)
     return result
+
+
+def _remove_old_tokens(gw: Gateway, stack: str, current: str,
+                       say: Callable[[str], None]) -> None:
+    """Remove the stack's LB token secrets other than `current` (left by a rotation)."""
+    for obj in gw.secrets(stack, labels={ROLE_LABEL: TOKEN_ROLE}):
+        name = obj["Spec"]["Name"]
+        if name == current:
+            continue
+        try:
+            gw.remove_secret(name, missing_ok=True)
+            say(f"Removed secret {name} (an older LB token)")
+        except Conflict:
+            say(f"Kept secret {name}: a service still uses it")
 
 
 def _remove_old_content(gw: Gateway, specs: StackSpecs, say: Callable[[str], None]) -> None:

@@ -27,7 +27,7 @@ from upgrade_manager.upgrade import (
 __all__ = ["STACK", "deployed", "images", "options", "plan_of", "replicas", "snapshot"]
 
 STACK = "st"
-_TOKEN = re.compile(r"DANS_LB_TOKEN=\S+")
+_TOKEN_SECRET = re.compile(r"_dans-lb-token-[0-9a-f]+$")
 
 
 def options(document: dict[str, Any], **kw: Any) -> Options:
@@ -53,7 +53,8 @@ def plan_of(gw: FakeGateway, lb: FakeLB, document: dict[str, Any], **kw: Any) ->
 
 
 def snapshot(gw: FakeGateway, lb: FakeLB | None = None) -> dict[str, Any]:
-    """Everything that makes the stack what it is, free of IDs, versions and the LB token.
+    """Everything that makes the stack what it is, free of IDs, versions and the name of the
+    LB's token secret (random per deploy).
 
     Services: normalized spec (network IDs read as names) and the image and state of every
     task meant to run; networks, configs and secrets by name (the upgrade state excluded);
@@ -74,15 +75,16 @@ def snapshot(gw: FakeGateway, lb: FakeLB | None = None) -> dict[str, Any]:
         "networks": sorted(n["Name"] for n in gw.networks(STACK)),
         "configs": sorted(c["Spec"]["Name"] for c in gw.configs(STACK)
                           if c["Spec"]["Name"] != state_name(STACK)),
-        "secrets": sorted(s["Spec"]["Name"] for s in gw.secrets(STACK)),
+        "secrets": sorted(_TOKEN_SECRET.sub("_dans-lb-token-*", s["Spec"]["Name"])
+                          for s in gw.secrets(STACK)),
         "routes": lb.routes().to_dict() if lb else None,
     }
 
 
 def _masked(spec: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(spec)
-    env = out["TaskTemplate"]["ContainerSpec"].get("Env") or []
-    out["TaskTemplate"]["ContainerSpec"]["Env"] = [_TOKEN.sub("DANS_LB_TOKEN=*", e) for e in env]
+    for ref in out["TaskTemplate"]["ContainerSpec"].get("Secrets") or []:
+        ref["SecretName"] = _TOKEN_SECRET.sub("_dans-lb-token-*", ref["SecretName"])
     return out
 
 

@@ -11,7 +11,7 @@ from compose_translator import load_project, translate
 from upgrade_manager.managed import LBSettings, ManagedStack, manage
 from upgrade_manager.plan import RunningStack
 
-SETTINGS = LBSettings(image="dans-lb:test", token="tok")
+SETTINGS = LBSettings(image="dans-lb:test", token_secret="st_dans-lb-token-0")
 
 BASE: dict[str, Any] = {
     "version": "3.8",
