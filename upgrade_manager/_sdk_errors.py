@@ -1,4 +1,4 @@
-"""How the Docker SDK's failures become the project's exceptions (the gateway's other half).
+"""The gateway's helpers: SDK failures as the project's exceptions, the socket check, filters.
 
 `translated(what)` wraps every SDK call of `gateway.py`: Engine answers become NotFound,
 Conflict, EngineUnavailable or EngineError naming `what`; transport failures (no socket, a
@@ -17,7 +17,9 @@ import requests.exceptions
 
 from upgrade_manager.errors import Conflict, EngineError, EngineUnavailable, NotFound
 
-__all__ = ["check_unix_socket", "translated"]
+__all__ = ["STACK_LABEL", "check_unix_socket", "label_filter", "translated"]
+
+STACK_LABEL = "com.docker.stack.namespace"
 
 
 @contextmanager
@@ -68,3 +70,10 @@ def check_unix_socket() -> None:
 
 def _explain(exc: docker.errors.APIError) -> str:
     return str(exc.explanation or exc).strip()
+
+
+def label_filter(stack: str | None, labels: dict[str, str] | None) -> dict[str, list[str]] | None:
+    """The engine filter for objects of `stack` and with `labels`."""
+    wanted = [f"{STACK_LABEL}={stack}"] if stack else []
+    wanted += [f"{k}={v}" for k, v in (labels or {}).items()]
+    return {"label": wanted} if wanted else None

@@ -46,7 +46,7 @@ from upgrade_manager.managed import (
     token_secret_ref,
 )
 
-__all__ = ["AdminChannel", "helper_spec", "HELPER_ROLE", "HELPER_STACK_LABEL", "HELPER_TTL"]
+__all__ = ["HELPER_ROLE", "HELPER_STACK_LABEL", "HELPER_TTL", "AdminChannel", "helper_spec"]
 
 HELPER_ROLE = "admin-helper"
 HELPER_STACK_LABEL = "io.dans.admin.stack"

@@ -19,7 +19,7 @@ import docker
 import docker.auth
 import docker.errors
 
-from upgrade_manager._sdk_errors import check_unix_socket, translated
+from upgrade_manager._sdk_errors import STACK_LABEL, check_unix_socket, label_filter, translated
 from upgrade_manager.convergence import (
     LIVE_TASK_STATES,
     ServiceState,
@@ -38,14 +38,7 @@ from upgrade_manager.model import Spec
 
 __all__ = ["LIVE_TASK_STATES", "STACK_LABEL", "Gateway", "ServiceState", "task_summary"]
 
-STACK_LABEL = "com.docker.stack.namespace"
 Labels = dict[str, str]
-
-
-def _label_filter(stack: str | None, labels: Labels | None) -> dict[str, list[str]] | None:
-    wanted = [f"{STACK_LABEL}={stack}"] if stack else []
-    wanted += [f"{k}={v}" for k, v in (labels or {}).items()]
-    return {"label": wanted} if wanted else None
 
 
 class Gateway:
@@ -121,7 +114,7 @@ class Gateway:
         the SDK's object: a socket, or for a unix socket a SocketIO around one (`._sock`);
         close both.
         """
-        with _translated(f"exec in container {container[:12]}"):
+        with translated(f"exec in container {container[:12]}"):
             exec_id = self.api.exec_create(container, cmd, stdin=True, stdout=True,
                                            stderr=True, tty=False)["Id"]
             raw = self.api.exec_start(exec_id, socket=True)
@@ -132,7 +125,7 @@ class Gateway:
     def services(self, stack: str | None = None, labels: Labels | None = None) -> list[Spec]:
         """Inspect every service, or those of `stack`, optionally filtered by more labels."""
         with translated(f"listing services of stack {stack}" if stack else "listing services"):
-            return list(self.api.services(filters=_label_filter(stack, labels)))
+            return list(self.api.services(filters=label_filter(stack, labels)))
 
     def inspect_service(self, name: str) -> Spec:
         """The service as the engine reports it (ID, Version, Spec, PreviousSpec, ...)."""
@@ -302,7 +295,7 @@ class Gateway:
     def networks(self, stack: str | None = None, labels: Labels | None = None) -> list[Spec]:
         """Inspect networks, those of `stack` (by the stack label) or with given labels."""
         with translated("listing networks"):
-            found = self.api.networks(filters=_label_filter(stack, labels))
+            found = self.api.networks(filters=label_filter(stack, labels))
             return [dict(self.api.inspect_network(n["Id"])) for n in found]
 
     def network_names(self) -> dict[str, str]:
@@ -346,7 +339,7 @@ class Gateway:
     def _objects(self, kind: str, stack: str | None, labels: Labels | None) -> list[Spec]:
         with translated(f"listing {kind}s"):
             lister = self.api.configs if kind == "config" else self.api.secrets
-            return list(lister(filters=_label_filter(stack, labels)))
+            return list(lister(filters=label_filter(stack, labels)))
 
     def inspect_config(self, name: str) -> Spec:
         """The config as the engine reports it (Spec.Data is base64)."""

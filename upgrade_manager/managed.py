@@ -36,6 +36,8 @@ __all__ = [
     "LOGICAL_NAME_LABEL",
     "MAIN_GROUP",
     "ROLE_LABEL",
+    "TOKEN_FILE",
+    "TOKEN_ROLE",
     "EntryPort",
     "LBSettings",
     "ManagedStack",
@@ -44,9 +46,6 @@ __all__ = [
     "lb_service_name",
     "manage",
     "routing_table",
-    "LOGICAL_NAME_LABEL",
-    "TOKEN_FILE",
-    "TOKEN_ROLE",
     "token_secret_name",
     "token_secret_ref",
 ]
