@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import IN_CI, Names
+from tests.support import IN_CI, Names, names_for_test
 from tests.voting_app.stacks import APP_DIR
 from upgrade_manager.errors import DansError
 from upgrade_manager.gateway import Gateway
@@ -31,8 +31,7 @@ def gateway() -> Iterator[Gateway]:
 @pytest.fixture
 def names(gateway: Gateway, request: pytest.FixtureRequest) -> Iterator[Names]:
     """A unique name prefix for this test; everything named with it is removed afterwards."""
-    hint = "".join(c for c in request.node.name.lower() if c.isalnum())[:6] or "t"
-    n = Names(gateway, hint)
+    n = names_for_test(gateway, request)
     yield n
     n.cleanup()
 

@@ -94,6 +94,12 @@ def wait_until(
         time.sleep(interval)
 
 
+def names_for_test(gw: Gateway, request: Any) -> Names:
+    """The Names of one pytest test (a prefix from its name), on the engine `gw` talks to."""
+    hint = "".join(c for c in request.node.name.lower() if c.isalnum())[:6] or "t"
+    return Names(gw, hint)
+
+
 class Names:
     """A unique name prefix for one test, and the cleanup of everything carrying it.
 

@@ -9,7 +9,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -364,11 +364,7 @@ def test_bytes_after_an_interim_or_101_head_in_the_same_read_are_kept(
         await reader.read()  # until the LB closes its side
         writer.close()
 
-    server = loops.run(asyncio.start_server(serve, "127.0.0.1", 0))
-    backend_port = server.sockets[0].getsockname()[1]
-    port = free_port()
-    lb_process({"frontends": [frontend("web", port, {"a": [f"127.0.0.1:{backend_port}"]},
-                                       "a")]})
+    server, port = _raw_backend_behind_lb(loops, lb_process, serve)
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
             s.sendall(request_head)
@@ -383,6 +379,19 @@ def test_bytes_after_an_interim_or_101_head_in_the_same_read_are_kept(
         assert b" 100 " not in got  # the interim answer is not passed on
     finally:
         loops.run(_close_server(server))  # in the loop's own thread: servers are not thread-safe
+
+
+def _raw_backend_behind_lb(loops: LoopThread, lb_process: StartLB,
+                           serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                           Awaitable[None]]) -> tuple[asyncio.Server, int]:
+    """A hand-written backend on loopback and an LB process whose frontend `web` sends to
+    it; returns the backend's server (close it with `_close_server`) and the LB's port."""
+    server = loops.run(asyncio.start_server(serve, "127.0.0.1", 0))
+    backend_port = server.sockets[0].getsockname()[1]
+    port = free_port()
+    lb_process({"frontends": [frontend("web", port, {"a": [f"127.0.0.1:{backend_port}"]},
+                                       "a")]})
+    return server, port
 
 
 async def _close_server(server: asyncio.Server) -> None:
@@ -409,11 +418,7 @@ def test_an_answer_nobody_asked_for_never_reaches_a_client(
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
 
-    server = loops.run(asyncio.start_server(serve, "127.0.0.1", 0))
-    backend_port = server.sockets[0].getsockname()[1]
-    port = free_port()
-    lb_process({"frontends": [frontend("web", port, {"a": [f"127.0.0.1:{backend_port}"]},
-                                       "a")]})
+    server, port = _raw_backend_behind_lb(loops, lb_process, serve)
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         bodies = []

@@ -19,7 +19,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.support import IN_CI, Names
+from tests.support import IN_CI, Names, names_for_test
 from upgrade_manager.gateway import Gateway
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "multinode.sh"
@@ -82,8 +82,7 @@ def mn_gateway(cluster: Cluster) -> Iterator[Gateway]:
 @pytest.fixture
 def mn_names(mn_gateway: Gateway, request: pytest.FixtureRequest) -> Iterator[Names]:
     """A unique name prefix on the cluster; everything named with it is removed afterwards."""
-    hint = "".join(c for c in request.node.name.lower() if c.isalnum())[:6] or "t"
-    n = Names(mn_gateway, hint)
+    n = names_for_test(mn_gateway, request)
     yield n
     n.cleanup()
 
