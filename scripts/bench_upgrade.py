@@ -10,7 +10,8 @@ incompatible API change is:
 - fanout: one entry calling 20 services, all 21 change;
 - deep: a 10-deep chain, every service changes.
 Each (stack, strategy) is deployed afresh with `dans deploy`, loaded through its LB from 4
-threads (loopback only, bounded in count and time), upgraded, and removed. Printed per run:
+threads at a fixed offered rate (`--rate`, the same for every run; loopback only, bounded in
+count and time), upgraded, and removed. Printed per run:
 seconds from the upgrade's start until every answer is a consistent new-version one ("v2
 after"), seconds until the upgrade command returned with the stack clean ("clean after"),
 ok / failed / mixed answers; then the ratios dans / rolling in this one run.
@@ -81,7 +82,8 @@ def step_times(output: str) -> dict[str, float]:
     return times
 
 
-def run_one(gw: Gateway, image: str, kind: str, strategy: str, where: Path) -> dict[str, Any]:
+def run_one(gw: Gateway, image: str, kind: str, strategy: str, where: Path,
+            rate: float) -> dict[str, Any]:
     """Deploy v1, upgrade to v2 under load with `strategy`, remove; the figures."""
     names = Names(gw, "bench")
     stack, port = names(kind[:5]), free_port()
@@ -94,7 +96,7 @@ def run_one(gw: Gateway, image: str, kind: str, strategy: str, where: Path) -> d
             sys.exit(f"bench: deploy failed: {done.stderr or done.stdout}")
         url = f"http://127.0.0.1:{port}/"
         wait_until(lambda: serves(url), timeout=120, what=f"{kind} through the LB")
-        load = Load(url, changed=stacks("2")[kind][2], limit=900)
+        load = Load(url, changed=stacks("2")[kind][2], limit=900, rate=rate)
         wait_until(lambda: load.count("ok-old") >= 20, timeout=60, what="steady load")
         t0 = time.monotonic()
         done = dans("upgrade", "-f", str(v2), "--stack", stack, "--strategy", strategy)
@@ -120,6 +122,10 @@ def main() -> int:
     parser.add_argument("--stacks", default="chain,fanout,deep")
     parser.add_argument("--strategies", default="dans,rolling")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--rate", type=float, default=20.0,
+                        help="requests per second offered over the 4 load threads, the same "
+                        "for every run (0: each thread sends its next request at once, which "
+                        "on a small machine lets the load starve the engine; default 20)")
     args = parser.parse_args()
     gw = Gateway.from_env()
     gw.require_manager()
@@ -130,7 +136,7 @@ def main() -> int:
         for kind in args.stacks.split(","):
             for strategy in args.strategies.split(","):
                 print(f"bench: {kind} with {strategy} ...", file=sys.stderr, flush=True)
-                rows.append(run_one(gw, image, kind, strategy, Path(tmp)))
+                rows.append(run_one(gw, image, kind, strategy, Path(tmp), args.rate))
                 print(f"bench:   {rows[-1]}", file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps(rows, indent=2))

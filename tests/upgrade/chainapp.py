@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["APP", "Load", "Service", "serves", "stack_document"]
+__all__ = ["APP", "PROBE", "Load", "Service", "serves", "stack_document"]
 
 APP = """
 import json, signal, sys, threading, urllib.request
@@ -58,7 +58,7 @@ server.server_close()
 
 # A connect to the port: bash's /dev/tcp costs far less than starting Python, which
 # matters when dozens of tasks start at once on two cores.
-_PROBE = "exec 3<>/dev/tcp/127.0.0.1/$$0"
+PROBE = "exec 3<>/dev/tcp/127.0.0.1/$$0"
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def stack_document(services: dict[str, Service], image: str, entry: str,
             "image": image,
             "entrypoint": ["python3", "-c", APP, name, svc.version, "1" if svc.strict else "0",
                            str(svc.port), *urls],
-            "healthcheck": {"test": ["CMD", "bash", "-c", _PROBE, str(svc.port)],
+            "healthcheck": {"test": ["CMD", "bash", "-c", PROBE, str(svc.port)],
                             "interval": "1s", "timeout": "2s", "retries": 3,
                             "start_period": "30s"},
             "deploy": {"endpoint_mode": "dnsrr", "replicas": svc.replicas,
@@ -113,12 +113,16 @@ class Load:
     """Requests from `threads` threads until stopped; bounded by count and by `limit` s.
 
     Records each answer's time and whether it failed, mixed versions, or was wholly at
-    version `new` (for the changed services `changed`).
+    version `new` (for the changed services `changed`). With `rate` (requests per second
+    over all threads) each thread paces itself, so the offered load is the same whatever
+    the stack answers; without it every thread sends its next request at once.
     """
 
     def __init__(self, url: str, changed: set[str], new: str = "2", threads: int = 4,
-                 limit: float = 600.0, max_requests: int = 200_000) -> None:
+                 limit: float = 600.0, max_requests: int = 200_000,
+                 rate: float = 0.0) -> None:
         self.url, self.changed, self.new = url, changed, new
+        self.period = threads / rate if rate > 0 else 0.0
         self.stop = threading.Event()
         self.t0 = time.monotonic()
         self.deadline = self.t0 + limit
@@ -139,7 +143,14 @@ class Load:
         return "ok-new" if versions == {self.new} else "ok-old"
 
     def _run(self) -> None:
+        due = time.monotonic()
         for _ in range(self.budget):
+            if self.period:
+                # Pacing, not synchronisation: the next request is due one period later;
+                # a thread that fell behind sends at once rather than in a burst.
+                due = max(due + self.period, time.monotonic())
+                if self.stop.wait(max(0.0, due - time.monotonic())):
+                    return
             if self.stop.is_set() or time.monotonic() > self.deadline:
                 return
             kind, error = "failed", None
