@@ -119,7 +119,7 @@ def test_plans_that_never_route_through_the_lb_send_no_report(lb: FakeLB,
 
 
 def test_group_versions_follow_the_steps() -> None:
-    table = {"frontends": [{"groups": {"main": {}, "dans-9": {}}}]}
+    table: dict[str, Any] = {"frontends": [{"groups": {"main": {}, "dans-9": {}}}]}
     steps = [Step("route", "lb", {"table": table}), Step("converge", "canonical"),
              Step("route", "lb-back", {"table": table})]
     assert group_versions(steps, "9", 0, "9") == {"dans-9": "9"}
