@@ -8,6 +8,7 @@ process of its own under steady load.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
@@ -63,8 +64,13 @@ def test_metrics_follow_an_upgrade_step_by_step_and_count_by_version(
         final = client.metrics()
     finally:
         client.close()
-    assert stats["failed"] == 0, stats["errors"]
     running = [s for s in seen if s[0] == 1]
+    by_version = {dict(labels)["version"]: n for labels, n in
+                  values(final, "dans_lb_requests_total").items()}
+    print(f"\n/metrics polled {len(seen)} times during the upgrade, step indices seen "
+          f"{sorted({int(s[1]) for s in running})}; generation {generation}; requests by "
+          f"(version) {json.dumps(by_version)}; load {stats['ok']} ok, {stats['failed']} failed")
+    assert stats["failed"] == 0, stats["errors"]
     assert len({s[1] for s in running}) >= 3, seen  # the step index moved while it ran
     assert {s[2] for s in running} == {generation} and generation, seen
     assert total(final, "dans_lb_upgrade_active") == 0
