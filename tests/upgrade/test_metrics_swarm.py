@@ -65,8 +65,10 @@ def test_metrics_follow_an_upgrade_step_by_step_and_count_by_version(
     finally:
         client.close()
     running = [s for s in seen if s[0] == 1]
-    by_version = {dict(labels)["version"]: n for labels, n in
-                  values(final, "dans_lb_requests_total").items()}
+    by_version: dict[str, float] = {}
+    for labels, n in values(final, "dans_lb_requests_total").items():
+        version = dict(labels)["version"]
+        by_version[version] = by_version.get(version, 0) + n
     print(f"\n/metrics polled {len(seen)} times during the upgrade, step indices seen "
           f"{sorted({int(s[1]) for s in running})}; generation {generation}; requests by "
           f"(version) {json.dumps(by_version)}; load {stats['ok']} ok, {stats['failed']} failed")
