@@ -7,6 +7,7 @@
     POST /v1/frontends/F/switch body: {"group": G}   {"frontend", "active", "previous"}
     POST /v1/frontends/F/groups/G/drain              {"frontend", "group", "state", "in_flight"}
     GET  /v1/frontends/F/groups/G/drained?timeout=S  {"drained": bool, "in_flight": n}
+    PUT  /v1/upgrade            body: see lb.progress {"upgrade": state, "versions": {...}}
     GET  /metrics                                    Prometheus text format
 
 A request without `Authorization: Bearer <token>` matching the LB's token gets 401 and
@@ -32,6 +33,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from lb.progress import UpgradeStatus, parse_update
 from lb.table import RoutingTable, parse_json
 from upgrade_manager.errors import LBError
 
@@ -39,6 +41,7 @@ __all__ = ["Controller", "FailedAttempts", "make_admin_app", "status_of", "token
 
 log = logging.getLogger("dans.lb.admin")
 MAX_DRAIN_WAIT = 300.0
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # the Prometheus text format
 FAIL_LIMIT = 10  # failed attempts per peer ...
 FAIL_WINDOW = 60.0  # ... within this many seconds, then 429 until the window has passed
 _MAX_PEERS = 4096  # peers tracked at once (the oldest are forgotten): bounded memory
@@ -142,6 +145,9 @@ class Controller(Protocol):
     async def status(self) -> dict[str, Any]:
         """Everything the LB knows, JSON-ready."""
 
+    async def upgrade(self, status: UpgradeStatus, versions: dict[str, str]) -> dict[str, Any]:
+        """Take the upgrade manager's progress and the versions groups serve (for metrics)."""
+
     async def metrics(self) -> str:
         """Prometheus text."""
 
@@ -234,10 +240,14 @@ async def _drained(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
+async def _upgrade(request: web.Request) -> web.Response:
+    status, versions = parse_update(await _body(request))
+    return web.json_response(await _ctl(request).upgrade(status, versions))
+
+
 async def _metrics(request: web.Request) -> web.Response:
     text = await _ctl(request).metrics()
-    return web.Response(text=text, content_type="text/plain", charset="utf-8",
-                        headers={"X-Content-Type": "version=0.0.4"})
+    return web.Response(body=text.encode(), headers={"Content-Type": METRICS_TYPE})
 
 
 def make_admin_app(controller: Controller, token: str | None) -> web.Application:
@@ -253,6 +263,7 @@ def make_admin_app(controller: Controller, token: str | None) -> web.Application
     app.router.add_post("/v1/frontends/{frontend}/switch", _switch)
     app.router.add_post("/v1/frontends/{frontend}/groups/{group}/drain", _drain)
     app.router.add_get("/v1/frontends/{frontend}/groups/{group}/drained", _drained)
+    app.router.add_put("/v1/upgrade", _upgrade)
     app.router.add_get("/metrics", _metrics)
     return app
 

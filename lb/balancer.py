@@ -95,7 +95,25 @@ class FrontendRuntime:
             else:
                 group.update(gspec)
             groups[name] = group
+        for name, gone in self.groups.items():
+            if name not in groups:
+                self.metrics.retire(gone.series)
         self.groups = groups
+
+    def recount(self) -> None:
+        """Move each group whose version changed to the series of its new version.
+
+        What is in flight moves along (it finishes under the new series), so the in-flight
+        gauges stay right; the upgrade manager changes a version only while its group
+        serves nothing (drained, or not yet routed to).
+        """
+        for name, group in self.groups.items():
+            series = self.metrics.series(self.name, name)
+            if series is not group.series:
+                series.in_flight += group.series.in_flight
+                group.series.in_flight = 0
+                self.metrics.retire(group.series)
+                group.series = series
 
     def same_listener(self, spec: Frontend) -> bool:
         """True when `spec` can keep this frontend's listening socket."""
@@ -170,6 +188,12 @@ class Balancer:
             await asyncio.gather(*(g.refresh_now() for fe in self.frontends.values()
                                    for g in fe.groups.values()))
 
+    def set_versions(self, versions: dict[str, str]) -> None:
+        """Count the requests of each named group under its version from now on."""
+        self.metrics.set_versions(versions)
+        for fe in self.frontends.values():
+            fe.recount()
+
     def frontend(self, name: str) -> FrontendRuntime:
         """The runtime frontend of that name; LBError (404) when there is none."""
         fe = self.frontends.get(name)
@@ -237,6 +261,8 @@ class Balancer:
         """Stop accepting; let in-flight work finish in the background, then close."""
         if fe.server is not None:
             fe.server.close()
+        for group in fe.groups.values():
+            self.metrics.retire(group.series)
         log.info("frontend %s: closed (%d in flight)", fe.name, fe.in_flight())
 
         async def finish() -> None:

@@ -176,6 +176,12 @@ class AdminClient:
                               f"{result.get('in_flight')} request(s) in flight after "
                               f"{timeout:.0f} s")
 
+    def report_upgrade(self, progress: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+        """Tell the LB the upgrade's progress and group versions (`lb.progress`), for
+        /metrics; returns {"upgrade": state, "versions": {group: version}}."""
+        result: dict[str, Any] = self._call("PUT", "/v1/upgrade", progress, timeout=timeout)
+        return result
+
     def metrics(self) -> str:
         """The Prometheus text exposition."""
         text: str = self._call("GET", "/metrics", raw=True)

@@ -21,6 +21,7 @@ from typing import Any
 from lb.admin import make_admin_app
 from lb.admin_server import start_admin
 from lb.balancer import Balancer
+from lb.progress import Progress, UpgradeStatus
 from lb.settings import DEFAULT_ADMIN_PORT, Settings, load_table, load_token
 from lb.table import RoutingTable
 
@@ -32,10 +33,16 @@ GC_THRESHOLD = 20_000  # container allocations between two young-generation coll
 
 
 class LocalController:
-    """Drives the balancer of this process (the admin API's Controller)."""
+    """Drives the balancer of this process (the admin API's Controller).
 
-    def __init__(self, balancer: Balancer) -> None:
+    The process that serves the public admin API keeps the upgrade's progress (`progress`);
+    a worker behind a parent (`lb.workers`) only takes the versions, since the parent adds
+    its workers' samples up and exports the progress once itself.
+    """
+
+    def __init__(self, balancer: Balancer, *, progress: bool = True) -> None:
         self.balancer = balancer
+        self.progress = Progress() if progress else None
 
     async def apply(self, table: RoutingTable) -> None:
         """Make `table` the routing table."""
@@ -61,9 +68,16 @@ class LocalController:
         """Everything the balancer knows."""
         return {"workers": 1, **self.balancer.status()}
 
+    async def upgrade(self, status: UpgradeStatus, versions: dict[str, str]) -> dict[str, Any]:
+        """Keep the upgrade's progress; count each group's requests under its version."""
+        self.balancer.set_versions(versions)
+        state = self.progress.update(status) if self.progress is not None else None
+        return {"upgrade": state, "versions": dict(self.balancer.metrics.versions)}
+
     async def metrics(self) -> str:
         """Prometheus text."""
-        return self.balancer.metrics.render()
+        text = self.balancer.metrics.render()
+        return text + self.progress.render() if self.progress is not None else text
 
 
 async def serve(settings: Settings, ready: Callable[[], Awaitable[None]] | None = None) -> None:
@@ -84,8 +98,8 @@ async def serve(settings: Settings, ready: Callable[[], Awaitable[None]] | None 
         if not settings.token:
             log.warning("no admin token (DANS_LB_TOKEN, DANS_LB_TOKEN_FILE): the admin API "
                         "refuses every command")
-        runner = await start_admin(make_admin_app(LocalController(balancer), settings.token),
-                                   settings)
+        controller = LocalController(balancer, progress=settings.admin_unix is None)
+        runner = await start_admin(make_admin_app(controller, settings.token), settings)
     except BaseException:
         await balancer.shutdown(0)
         raise

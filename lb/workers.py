@@ -24,6 +24,7 @@ import aiohttp
 
 from lb.admin import make_admin_app
 from lb.balancer import check_free
+from lb.progress import Progress, UpgradeStatus
 from lb.table import RoutingTable
 from upgrade_manager.errors import LBError
 
@@ -53,6 +54,8 @@ class WorkerPool:
         self.workers = [_Worker(i, os.path.join(rundir, f"worker{i}.sock"))
                         for i in range(settings.workers)]
         self.stopping = False
+        self.progress = Progress()
+        self.versions: dict[str, str] = {}  # told to every worker, again after a restart
 
     async def start(self) -> None:
         """Start every worker and wait until each answers."""
@@ -80,6 +83,8 @@ class WorkerPool:
                               f"(code {worker.proc.returncode})")
             try:
                 await self._call(worker, "GET", "/healthz")
+                if self.versions:
+                    await self._call(worker, "PUT", "/v1/upgrade", {"versions": self.versions})
                 log.info("worker %d ready (pid %d)", worker.index, worker.proc.pid)
                 return
             except LBError:
@@ -197,8 +202,14 @@ class WorkerPool:
                             tgroup[key] += group[key]
         return dict(merged)
 
+    async def upgrade(self, status: UpgradeStatus, versions: dict[str, str]) -> dict[str, Any]:
+        """Give every worker the versions; keep the progress here (exported once)."""
+        results = await self._all("PUT", "/v1/upgrade", {"versions": versions})
+        self.versions = dict(results[0]["versions"])
+        return {"upgrade": self.progress.update(status), "versions": self.versions}
+
     async def metrics(self) -> str:
-        """Every worker's samples, added up per series."""
+        """Every worker's samples, added up per series, then the upgrade's progress."""
         texts = await self._all("GET", "/metrics")
         families: dict[str, list[str]] = {}  # family -> HELP/TYPE lines, then series
         values: dict[str, float] = {}
@@ -218,7 +229,7 @@ class WorkerPool:
                     values[series] += float(value)
         out = [f"{line} {_num(values[line])}" if line in values else line
                for lines in families.values() for line in lines]
-        return "\n".join(out) + "\n"
+        return "\n".join(out) + "\n" + self.progress.render()
 
 
 def _check_ports(table: RoutingTable, current: RoutingTable) -> None:

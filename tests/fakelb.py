@@ -6,13 +6,17 @@ parses every table with the LB's own `RoutingTable.from_dict` (so a table the re
 refuse is refused here), answers 404-like `LBError`s for unknown frontends and groups, and,
 with `watch=True`, checks continuity (DESIGN.md §4.2) before every engine call: each
 frontend's active group must route to services that have a running (healthy) task. No
-traffic is modelled, so a drain is over at once.
+traffic is modelled, so a drain is over at once. Upgrade progress reports are read with the
+LB's own `lb.progress.parse_update` and kept in `reports`.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
+from lb.metrics import Metrics
+from lb.progress import Progress, parse_update
 from lb.table import RoutingTable
 from tests.fakegateway import FakeGateway
 from upgrade_manager.errors import LBError, NotFound
@@ -30,6 +34,9 @@ class FakeLB:
         self.table = self._start_up_table()
         self.sent: list[RoutingTable] = []
         self.violations: list[str] = []
+        self.reports: list[dict[str, Any]] = []  # the progress reports, as sent
+        self.progress = Progress()
+        self.metrics = Metrics()  # only its group versions are used
         if watch:
             gw.hooks.append(lambda _name, _mutating: self._check(self.table, "engine call"))
 
@@ -69,6 +76,13 @@ class FakeLB:
         fe = self.table.frontend(frontend)
         if group not in fe.groups:
             raise LBError(f"LB admin GET drained: 404 frontend {frontend} has no group {group}")
+
+    def report_upgrade(self, progress: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+        """Keep a progress report (checked as the LB checks it)."""
+        status, versions = parse_update(json.loads(json.dumps(progress)))
+        self.reports.append(progress)
+        self.metrics.set_versions(versions)
+        return {"upgrade": self.progress.update(status), "versions": dict(self.metrics.versions)}
 
     # -- checks -----------------------------------------------------------------------------
 

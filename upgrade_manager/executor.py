@@ -27,7 +27,7 @@ from upgrade_manager.gateway import Gateway
 from upgrade_manager.model import Spec
 from upgrade_manager.plan import FAST_UPDATE, Plan, Step
 
-__all__ = ["NO_RETURN_STEP", "Executor", "Timeouts", "rollback_steps"]
+__all__ = ["NO_RETURN_STEP", "Executor", "StepHook", "Timeouts", "rollback_steps"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -42,6 +42,9 @@ POLL_INTERVAL = 0.3
 # Once new requests go to the converged canonical services, the old version is gone from
 # them: undoing would mean another upgrade, so rollback stops being offered here.
 NO_RETURN_STEP = "route:lb-back"
+
+
+StepHook = Callable[[str, int, int, Step], None]
 
 
 class LBAdmin(Protocol):
@@ -73,8 +76,12 @@ class Executor:
     def __init__(self, gw: Gateway, lb: Callable[[], LBAdmin],
                  report: Callable[[str, Step, float, str], None],
                  timeouts: Timeouts | None = None, *, clock: Clock | None = None,
-                 secret_data: Mapping[str, bytes] | None = None) -> None:
+                 secret_data: Mapping[str, bytes] | None = None,
+                 on_step: StepHook | None = None) -> None:
         self.gw = gw
+        # Told (event, index, total, step) as each step starts, finishes or fails: how the
+        # LB's /metrics learns the progress (upgrade_manager.lb_progress).
+        self.on_step: StepHook = on_step or (lambda *_: None)
         # Secret content by name, from the Compose files: plans hold only digests.
         self.secret_data = dict(secret_data or {})
         self._lb_factory = lb
@@ -98,13 +105,16 @@ class Executor:
             step = steps[i]
             t0 = time.monotonic()
             self.report("start", step, 0.0, f"{i + 1}/{len(steps)}")
+            self.on_step("start", i, len(steps), step)
             try:
                 self.apply(step)
             except DansError as exc:
                 self.report("failed", step, time.monotonic() - t0, str(exc))
+                self.on_step("failed", i, len(steps), step)
                 raise
             self.report("done", step, time.monotonic() - t0, "")
             done(i + 1)
+            self.on_step("done", i, len(steps), step)
 
     def apply(self, step: Step) -> None:
         """Carry out one step; safe to repeat."""

@@ -31,6 +31,7 @@ from upgrade_manager.errors import (
 )
 from upgrade_manager.executor import Executor, Timeouts, rollback_steps
 from upgrade_manager.gateway import STACK_LABEL, Gateway
+from upgrade_manager.lb_progress import LBProgress
 from upgrade_manager.managed import (
     ADMIN_PORT_LABEL,
     LOGICAL_NAME_LABEL,
@@ -273,7 +274,9 @@ def _run_upgrade(gw: Gateway, opts: Options, report: Reporter, session: LBSessio
         state = store.create(plan)
     # The plan records secrets by name and digest only; their content comes from the files.
     secret_data = {n: s["Data"] for n, s in desired.specs.secrets.items() if "Data" in s}
-    executor = Executor(gw, session.ready, report, opts.timeouts, secret_data=secret_data)
+    progress = LBProgress(session.ready, plan, opts.stack, report)
+    executor = Executor(gw, session.ready, report, opts.timeouts, secret_data=secret_data,
+                        on_step=progress.step)
     try:
         executor.run(plan.steps, state.done, lambda n: store.update(done=n))
     except UpgradeLocked:
@@ -288,9 +291,10 @@ def _run_upgrade(gw: Gateway, opts: Options, report: Reporter, session: LBSessio
     except DansError as exc:
         store.update(status="failed", message=str(exc))
         report("info", None, 0.0, f"upgrade failed: {exc}; rolling back")
-        _rollback(gw, store, opts, report, session)
+        _rollback(gw, store, opts, report, session, before=progress.before)
         raise UpgradeError(f"upgrade failed and was rolled back: {exc}") from exc
     store.finish()
+    progress.finish("done")
     return plan
 
 
@@ -360,7 +364,7 @@ def rollback(gw: Gateway, opts: Options, report: Reporter) -> Plan:
 
 
 def _rollback(gw: Gateway, store: StateStore, opts: Options, report: Reporter,
-              session: LBSession) -> None:
+              session: LBSession, before: str | None = None) -> None:
     state = store.update(status="rolling-back")
     try:
         steps = rollback_steps(state.plan, state.done)
@@ -368,7 +372,9 @@ def _rollback(gw: Gateway, store: StateStore, opts: Options, report: Reporter,
         store.update(status="running")
         store.release()
         raise
-    executor = Executor(gw, session.ready, report, opts.timeouts)
+    progress = LBProgress(session.ready, state.plan, opts.stack, report, steps=steps,
+                          before=before)
+    executor = Executor(gw, session.ready, report, opts.timeouts, on_step=progress.step)
     try:
         executor.run(steps, 0, lambda n: None)
     except DansError:
@@ -376,6 +382,7 @@ def _rollback(gw: Gateway, store: StateStore, opts: Options, report: Reporter,
         store.release()
         raise
     store.finish()
+    progress.finish("rolled-back")
 
 
 def status(gw: Gateway, stack: str) -> dict[str, Any]:

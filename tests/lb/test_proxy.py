@@ -109,7 +109,8 @@ def test_backend_that_disappears_is_retried_elsewhere(
     assert result.errors == [] and set(result.statuses) == {200}, result
     assert set(result.bodies) == {"A2"}
     metrics = lb.admin.metrics()
-    assert 'dans_lb_errors_total{frontend="web",group="a",kind="connect"}' in metrics
+    assert ('dans_lb_errors_total{frontend="web",group="a",version="deployed",'
+            'kind="connect"}') in metrics
     eps = lb.admin.status()["frontends"]["web"]["groups"]["a"]["backends"][0]["endpoints"]
     assert eps[0]["failures"] >= 1
 
@@ -280,7 +281,7 @@ def test_admin_commands_and_errors(backend: StartBackend, lb_process: StartLB) -
     assert lb.admin.routes() == table
     metrics = lb.admin.metrics()
     assert "dans_lb_request_duration_seconds_bucket" in metrics
-    assert 'dans_lb_in_flight{frontend="web",group="b"} 0' in metrics
+    assert 'dans_lb_in_flight{frontend="web",group="b",version="deployed"} 0' in metrics
     wrong = type(lb.admin)(f"http://127.0.0.1:{free_port()}", "t")
     with pytest.raises(LBError, match="cannot reach"):
         wrong.status()
