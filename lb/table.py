@@ -34,7 +34,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from upgrade_manager.errors import LBError
+from lb.errors import LBError
 
 __all__ = [
     "ACTIVE",
@@ -45,7 +45,6 @@ __all__ = [
     "Group",
     "RoutingTable",
     "Timeouts",
-    "lb_error",
     "split_target",
 ]
 
@@ -58,13 +57,6 @@ MAX_TIMEOUT = 30 * 86400.0  # seconds; a longer wait is a typo, and asyncio need
 MAX_NAME = 200
 # A backend host: a DNS name (tasks.SERVICE) or an IPv4 literal; IPv6 literals come in [].
 _HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})")
-
-
-def lb_error(message: str, http_status: int = 400) -> LBError:
-    """An LBError that the admin API answers with `http_status` (404 unknown, 409 conflict)."""
-    exc = LBError(message)
-    exc.http_status = http_status  # type: ignore[attr-defined]
-    return exc
 
 
 def split_target(target: str) -> tuple[str, int]:
@@ -272,7 +264,7 @@ class RoutingTable:
         for fe in self.frontends:
             if fe.name == name:
                 return fe
-        raise lb_error(f"no frontend named {name!r}", 404)
+        raise LBError(f"no frontend named {name!r}", 404)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""

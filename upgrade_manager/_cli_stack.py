@@ -42,7 +42,7 @@ class StackNameError(DansError):
 def read_stdin() -> bytes:
     """Standard input as bytes for a '-' Compose file, one byte over the translator's limit
     at most (so a larger input is refused, not read to the end); decoding is the loader's."""
-    from compose_translator._files import MAX_COMPOSE_BYTES  # lazy: the package is heavy
+    from compose_translator import MAX_COMPOSE_BYTES  # lazy: the package is heavy
     return sys.stdin.buffer.read(MAX_COMPOSE_BYTES + 1)
 
 

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from upgrade_manager.gateway import Gateway
     from upgrade_manager.plan import Plan, Step
 
+__all__ = ["Progress", "format_plan", "plan_cmd", "plan_json", "rollback_cmd", "status_cmd",
+           "upgrade_cmd"]
+
 # The strategies of `upgrade_manager.plan.STRATEGIES`, repeated so that building the options
 # does not import the planner (a unit test keeps the two equal).
 STRATEGIES = ("dans", "rolling", "isolated")

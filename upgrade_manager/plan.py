@@ -43,6 +43,7 @@ from upgrade_manager.model import (
     ServiceChange,
     Spec,
     Step,
+    StepKind,
     temp_name,
 )
 from upgrade_manager.steps import StepBuilder
@@ -56,6 +57,7 @@ __all__ = [
     "RunningStack",
     "ServiceChange",
     "Step",
+    "StepKind",
     "fingerprint",
     "make_plan",
     "temp_name",
@@ -153,7 +155,7 @@ def _cleanup(running: RunningStack, desired: ManagedStack, generation: str,
     build = StepBuilder(running, desired, generation)
     steps: list[Step] = []
     if prune:
-        steps += [Step("remove_service", n, note="not in the new file") for n in d.removed]
+        steps += [Step(StepKind.REMOVE_SERVICE, n, note="not in the new file") for n in d.removed]
         steps += build.prune_objects()
     elif d.removed:
         warnings.append("services not in the new file are kept (use --prune to remove): "

@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from lb.errors import LBError
 from lb.table import RoutingTable
 from tests.lb.support import (
     Backend,
@@ -27,7 +28,6 @@ from tests.lb.support import (
     raw_request,
 )
 from tests.support import wait_until
-from upgrade_manager.errors import LBError
 
 StartBackend = Callable[[str], Backend]
 StartLB = Callable[..., LBProcess]
