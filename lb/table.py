@@ -42,9 +42,9 @@ __all__ = [
     "MODES",
     "POLICIES",
     "Frontend",
+    "FrontendTimeouts",
     "Group",
     "RoutingTable",
-    "Timeouts",
     "split_target",
 ]
 
@@ -121,7 +121,7 @@ TIMEOUT_KEYS = ("connect", "read", "header", "body", "keepalive", "tunnel")
 
 
 @dataclass(frozen=True)
-class Timeouts:
+class FrontendTimeouts:
     """Seconds the LB waits: for backends (connect, read) and for clients (header, body,
     keepalive) and idle tunnels; every connection is timed, so none can hold a drain."""
 
@@ -137,7 +137,7 @@ class Timeouts:
         return {k: getattr(self, k) for k in TIMEOUT_KEYS}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str) -> Timeouts:
+    def from_dict(cls, data: dict[str, Any], where: str) -> FrontendTimeouts:
         """Parse the JSON form; `where` names the frontend in errors."""
         if not isinstance(data, dict):
             raise LBError(f"{where}: timeouts must be an object")
@@ -187,7 +187,7 @@ class Frontend:
     active: str
     mode: str = "http"
     host: str = "0.0.0.0"
-    timeouts: Timeouts = field(default_factory=Timeouts)
+    timeouts: FrontendTimeouts = field(default_factory=FrontendTimeouts)
     retries: int = 2
     policy: str = "active"
 
@@ -247,7 +247,7 @@ class Frontend:
             mode=mode,
             active=str(active),
             groups=groups,
-            timeouts=Timeouts.from_dict(data.get("timeouts", {}), where),
+            timeouts=FrontendTimeouts.from_dict(data.get("timeouts", {}), where),
             retries=retries,
             policy=policy,
         )

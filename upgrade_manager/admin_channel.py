@@ -46,6 +46,7 @@ from upgrade_manager.managed import (
     lb_service_name,
     token_secret_ref,
 )
+from upgrade_manager.model import Spec
 
 __all__ = ["HELPER_ROLE", "HELPER_STACK_LABEL", "HELPER_TTL", "AdminChannel", "helper_spec"]
 
@@ -55,7 +56,6 @@ OWNER_LABEL = "io.dans.admin.owner"
 CREATED_LABEL = "io.dans.admin.created"
 HELPER_TTL = 6 * 3600  # seconds: the helper's idle process ends by itself after this
 START_TIMEOUT = 90.0
-Spec = dict[str, Any]
 
 
 def helper_spec(stack: str, lb_spec: Spec, node_id: str, name: str, owner: str) -> Spec:

@@ -9,9 +9,7 @@ without sending a request to a version it did not start on.
 
 from __future__ import annotations
 
-import base64
 import copy
-import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -26,8 +24,7 @@ from upgrade_manager.deploy import resolve_references
 from upgrade_manager.diff import diff_specs, normalize
 from upgrade_manager.errors import Conflict, ConvergeTimeout, DansError, NotFound, UpgradeError
 from upgrade_manager.gateway import Gateway
-from upgrade_manager.model import Spec
-from upgrade_manager.plan import FAST_UPDATE, Plan, Step, StepKind
+from upgrade_manager.model import FAST_UPDATE, Plan, Spec, Step, StepKind, bytes_data, data_digest
 
 __all__ = ["NO_RETURN_STEP", "RULES", "Executor", "StepRule", "Timeouts", "Undo",
            "rollback_steps", "rule_of"]
@@ -136,7 +133,7 @@ class Executor:
         except NotFound:
             pass
         data = self.secret_data.get(step.target)
-        if data is None or "sha256:" + hashlib.sha256(data).hexdigest() != step.args["digest"]:
+        if data is None or data_digest(data) != step.args["digest"]:
             raise UpgradeError(
                 f"secret {step.args.get('logical') or step.target}: its content is not what "
                 "the upgrade was planned with (the plan keeps only a digest); run it with the "
@@ -149,10 +146,7 @@ class Executor:
         try:
             inspect(step.target)
         except NotFound:
-            spec = dict(step.args["spec"])
-            if "Data" in spec:  # a driver-backed secret has none
-                spec["Data"] = base64.b64decode(spec["Data"])
-            create(spec)
+            create(bytes_data(step.args["spec"]))  # a driver-backed secret has no Data
 
     def _do_remove_network(self, step: Step) -> None:
         deadline = self.clock.monotonic() + self.timeouts.remove

@@ -6,6 +6,8 @@ applies them) and `state` (which stores them).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -24,7 +26,10 @@ __all__ = [
     "Spec",
     "Step",
     "StepKind",
+    "bytes_data",
+    "data_digest",
     "temp_name",
+    "text_data",
 ]
 
 Spec = dict[str, Any]
@@ -186,3 +191,26 @@ class Plan:
 def temp_name(full: str, generation: str) -> str:
     """The temporary copy of a service for one upgrade generation."""
     return f"{full}-dans-{generation}"
+
+
+def text_data(spec: Spec) -> Spec:
+    """A config or secret spec with bytes `Data` as base64 text: the Engine API's form, and
+    the plan's (JSON). Anything else is returned as it is (copied)."""
+    out = dict(spec)
+    if isinstance(out.get("Data"), bytes):
+        out["Data"] = base64.b64encode(out["Data"]).decode("ascii")
+    return out
+
+
+def bytes_data(spec: Spec) -> Spec:
+    """The inverse of `text_data`: base64 text `Data` (from the engine or a plan) as bytes.
+    A spec without `Data` (a driver-backed secret) is returned as it is (copied)."""
+    out = dict(spec)
+    if isinstance(out.get("Data"), str):
+        out["Data"] = base64.b64decode(out["Data"])
+    return out
+
+
+def data_digest(data: bytes) -> str:
+    """What a plan keeps of a secret's content: `sha256:HEX`, never the content."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()

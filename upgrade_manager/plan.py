@@ -34,7 +34,6 @@ from upgrade_manager.diff import FieldDiff, diff_specs, normalize, replaces_task
 from upgrade_manager.errors import PlanError
 from upgrade_manager.managed import ManagedStack
 from upgrade_manager.model import (
-    FAST_UPDATE,
     GENERATION_LABEL,
     STRATEGIES,
     Plan,
@@ -44,24 +43,10 @@ from upgrade_manager.model import (
     Spec,
     Step,
     StepKind,
-    temp_name,
 )
 from upgrade_manager.steps import StepBuilder
 
-__all__ = [
-    "FAST_UPDATE",
-    "GENERATION_LABEL",
-    "STRATEGIES",
-    "Plan",
-    "Relay",
-    "RunningStack",
-    "ServiceChange",
-    "Step",
-    "StepKind",
-    "fingerprint",
-    "make_plan",
-    "temp_name",
-]
+__all__ = ["fingerprint", "make_plan"]  # its data types are `model`'s
 
 # Well-known ports by URL scheme, for finding where a relayed service listens.
 _SCHEME_PORTS = {

@@ -6,8 +6,6 @@ builder only turns those decisions into executor steps with their specs and rout
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 from typing import Any
 
@@ -21,7 +19,9 @@ from upgrade_manager.model import (
     Spec,
     Step,
     StepKind,
+    data_digest,
     temp_name,
+    text_data,
 )
 
 __all__ = ["StepBuilder"]
@@ -43,7 +43,7 @@ class StepBuilder:
         steps = [Step(StepKind.CREATE_NETWORK, n, {"spec": s})
                  for n, s in sorted(self.specs.networks.items())
                  if n not in self.running.networks]
-        steps += [Step(StepKind.CREATE_CONFIG, n, {"spec": _encodable(s)})
+        steps += [Step(StepKind.CREATE_CONFIG, n, {"spec": text_data(s)})
                   for n, s in sorted(self.specs.configs.items())
                   if n not in self.running.configs]
         steps += [Step(StepKind.CREATE_SECRET, n, _secret_args(s))
@@ -223,14 +223,7 @@ def _secret_args(spec: Spec) -> dict[str, Any]:
     args: dict[str, Any] = {"spec": out,
                             "logical": (spec.get("Labels") or {}).get(LOGICAL_NAME_LABEL)}
     if isinstance(spec.get("Data"), bytes):
-        args["digest"] = "sha256:" + hashlib.sha256(spec["Data"]).hexdigest()
+        args["digest"] = data_digest(spec["Data"])
     return args
 
 
-def _encodable(spec: Spec) -> Spec:
-    """Config specs carry bytes; the plan stores them as base64 text (configs are not
-    secret: the engine shows their data to anyone who inspects them)."""
-    out = dict(spec)
-    if isinstance(out.get("Data"), bytes):
-        out["Data"] = base64.b64encode(out["Data"]).decode("ascii")
-    return out

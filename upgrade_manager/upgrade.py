@@ -44,15 +44,8 @@ from upgrade_manager.managed import (
     token_secret_name,
     token_secret_ref,
 )
-from upgrade_manager.plan import (
-    GENERATION_LABEL,
-    Plan,
-    RunningStack,
-    Step,
-    StepKind,
-    fingerprint,
-    make_plan,
-)
+from upgrade_manager.model import GENERATION_LABEL, Plan, RunningStack, Step, StepKind
+from upgrade_manager.plan import fingerprint, make_plan
 from upgrade_manager.state import StateStore, UpgradeState
 
 __all__ = [

@@ -9,7 +9,7 @@ import yaml
 
 from compose_translator import load_project, translate
 from upgrade_manager.managed import LBSettings, ManagedStack, manage
-from upgrade_manager.plan import RunningStack
+from upgrade_manager.model import RunningStack
 
 SETTINGS = LBSettings(image="dans-lb:test", token_secret="st_dans-lb-token-0")
 

@@ -7,7 +7,8 @@ import pytest
 from tests.upgrade.stacks import BASE, doc, managed, running
 from upgrade_manager.errors import UpgradeError
 from upgrade_manager.executor import NO_RETURN_STEP, rollback_steps
-from upgrade_manager.plan import Plan, make_plan
+from upgrade_manager.model import Plan
+from upgrade_manager.plan import make_plan
 
 
 @pytest.fixture

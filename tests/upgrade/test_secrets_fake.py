@@ -25,7 +25,7 @@ from upgrade_manager import state as state_module
 from upgrade_manager import upgrade
 from upgrade_manager.errors import PlanError, UpgradeError
 from upgrade_manager.managed import TOKEN_FILE, lb_service_name, token_secret_ref
-from upgrade_manager.plan import Step, StepKind
+from upgrade_manager.model import Step, StepKind
 from upgrade_manager.state import StateStore
 
 OLD, NEW, ADDED = b"s3cret-old-content-1", b"s3cret-new-content-2", b"s3cret-added-3"
