@@ -11,11 +11,10 @@ import pytest
 from lb.errors import LBError as LBFault
 from tests.fakegateway import FakeGateway
 from tests.fakelb import FakeLB
-from tests.upgrade.stacks import BASE, doc, managed, running
+from tests.upgrade.stacks import front_and_api_plan
 from upgrade_manager.errors import LBError, UpgradeError
 from upgrade_manager.executor import RULES, Executor, Undo, rollback_steps, rule_of
 from upgrade_manager.model import Plan, Step, StepKind
-from upgrade_manager.plan import make_plan
 from upgrade_manager.state import StateStore
 
 # The kinds as plans recorded them before they were typed: a stored plan names them so.
@@ -29,11 +28,7 @@ RECORDED_KINDS = [
 
 @pytest.fixture
 def plan() -> Plan:
-    before = managed(BASE)
-    new = doc(front={"environment": {"API_URL": "http://api:8000/v2"}},
-              api={"image": "app/api:2"})
-    return make_plan(running(before), managed(new), generation="g1",
-                     old_table=before.routing_table().to_dict())
+    return front_and_api_plan()
 
 
 @pytest.mark.parametrize("kind", list(StepKind), ids=str)
