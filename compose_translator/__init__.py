@@ -14,8 +14,9 @@ from __future__ import annotations
 from compose_translator._convert_service import IMAGE_LABEL
 from compose_translator._deps import Dependency
 from compose_translator._errors import ComposeError
+from compose_translator._files import MAX_COMPOSE_BYTES
 from compose_translator._project import ComposeProject, load_project
 from compose_translator._translate import StackSpecs, translate
 
-__all__ = ["IMAGE_LABEL", "ComposeError", "ComposeProject", "Dependency", "StackSpecs",
-           "load_project", "translate"]
+__all__ = ["IMAGE_LABEL", "MAX_COMPOSE_BYTES", "ComposeError", "ComposeProject", "Dependency",
+           "StackSpecs", "load_project", "translate"]

@@ -100,17 +100,19 @@ def convert_deploy_mode(mode: str | None, replicas: int | None) -> Spec:
     raise ConvertError(("deploy", "mode"), f"unknown mode: {mode}")
 
 
+def _set_fields(section: Mapping[str, Any], **names: str) -> Spec:
+    """{Engine name: value} for each Compose key (keyword: Engine name) that is set and not
+    empty or zero, in the order given: the CLI leaves such fields out of the spec."""
+    return {engine: section[key] for key, engine in names.items() if section.get(key)}
+
+
 def convert_update_config(cfg: Mapping[str, Any] | None) -> Spec | None:
     """deploy.update_config / rollback_config -> UpdateConfig (parallelism defaults to 1)."""
     if cfg is None:
         return None
     out: Spec = {"Parallelism": cfg["parallelism"] if cfg.get("parallelism") is not None else 1}
-    if cfg.get("delay"):
-        out["Delay"] = cfg["delay"]
-    if cfg.get("failure_action"):
-        out["FailureAction"] = cfg["failure_action"]
-    if cfg.get("monitor"):
-        out["Monitor"] = cfg["monitor"]
+    out.update(_set_fields(cfg, delay="Delay", failure_action="FailureAction",
+                           monitor="Monitor"))
     out["MaxFailureRatio"] = cfg.get("max_failure_ratio") or 0
     out["Order"] = cfg.get("order") or ""
     return out
@@ -190,16 +192,8 @@ def convert_endpoint(mode: str | None, ports: list[Mapping[str, Any]] | None) ->
     """deploy.endpoint_mode and ports -> EndpointSpec, ports sorted by published port."""
     converted = []
     for port in ports or []:
-        item: Spec = {}
-        if port.get("protocol"):
-            item["Protocol"] = port["protocol"]
-        if port.get("target"):
-            item["TargetPort"] = port["target"]
-        if port.get("published"):
-            item["PublishedPort"] = port["published"]
-        if port.get("mode"):
-            item["PublishMode"] = port["mode"]
-        converted.append(item)
+        converted.append(_set_fields(port, protocol="Protocol", target="TargetPort",
+                                     published="PublishedPort", mode="PublishMode"))
     converted.sort(key=lambda p: p.get("PublishedPort", 0))
     out: Spec = {}
     if mode:

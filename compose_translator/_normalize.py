@@ -13,7 +13,7 @@ from typing import Any
 
 from compose_translator import _values as v
 from compose_translator._files import read_bytes, read_text
-from compose_translator._report import Reporter
+from compose_translator._report import Problems
 from compose_translator._values import shown
 
 __all__ = ["normalize_file"]
@@ -52,7 +52,7 @@ _RESOURCE_FIELDS = {"cpus": v.parse_cpus, "memory": v.parse_size, "pids": v.to_i
 
 
 class _Norm:
-    def __init__(self, rep: Reporter, workdir: str, environ: Mapping[str, str]) -> None:
+    def __init__(self, rep: Problems, workdir: str, environ: Mapping[str, str]) -> None:
         self.rep = rep
         self.workdir = workdir
         self.environ = environ
@@ -348,7 +348,7 @@ class _Norm:
             return None
 
 
-def normalize_file(data: dict[str, Any], rep: Reporter, workdir: str,
+def normalize_file(data: dict[str, Any], rep: Problems, workdir: str,
                    environ: Mapping[str, str]) -> dict[str, Any]:
     """Canonical form of one interpolated, schema-valid file (see the module docstring)."""
     norm = _Norm(rep, workdir, environ)

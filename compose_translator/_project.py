@@ -12,7 +12,7 @@ from compose_translator._files import MAX_COMPOSE_BYTES, decode_text, read_text
 from compose_translator._interpolate import interpolate, read_dotenv
 from compose_translator._merge import merge_files
 from compose_translator._normalize import normalize_file
-from compose_translator._report import Reporter, Source
+from compose_translator._report import Problems, Source
 from compose_translator._schema import forbidden, validate
 from compose_translator._values import shown
 from compose_translator._yaml import parse_yaml
@@ -92,7 +92,7 @@ def _is_a(value: Any, kind: type) -> bool:
     return isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
 
 
-def _check_x_dans(rep: Reporter, services: dict[str, dict[str, Any]]
+def _check_x_dans(rep: Problems, services: dict[str, dict[str, Any]]
                   ) -> dict[str, dict[str, Any]]:
     result: dict[str, dict[str, Any]] = {}
     for name, svc in services.items():
@@ -160,7 +160,7 @@ def _load(files: Sequence[str], environ: Mapping[str, str] | None,
         raise ComposeError(f"cannot read the .env file {os.path.join(workdir, '.env')}: "
                            f"{exc}") from None
     lookup.update(os.environ if environ is None else environ)
-    rep = Reporter()
+    rep = Problems()
     missing: set[str] = set()
     canonical = []
     for name in files:

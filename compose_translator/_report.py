@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from compose_translator._errors import ComposeError
 from compose_translator._yaml import Lines
 
-__all__ = ["Reporter", "Source", "format_key", "printable"]
+__all__ = ["Problems", "Source", "format_key", "printable"]
 
 Path = tuple[str | int, ...]
 
@@ -39,7 +39,7 @@ def format_key(path: Sequence[str | int]) -> str:
 
 
 @dataclass
-class Reporter:
+class Problems:
     """Collects errors and warnings; `raise_if_any` turns errors into one ComposeError."""
 
     sources: list[Source] = field(default_factory=list)

@@ -18,7 +18,7 @@ from compose_translator._deps import Dependency, find_dependencies
 from compose_translator._errors import ComposeError
 from compose_translator._limits import stack_problems
 from compose_translator._project import ComposeProject
-from compose_translator._report import Reporter
+from compose_translator._report import Problems
 from compose_translator._schema import IGNORED_SERVICE_KEYS
 
 __all__ = ["StackSpecs", "ignored_keys", "translate"]
@@ -88,7 +88,7 @@ def translate(project: ComposeProject, stack: str) -> StackSpecs:
     """
     if not stack or not _STACK_NAME.match(stack):
         raise ComposeError(f"invalid stack name {stack!r}: use letters, digits, '_', '.', '-'")
-    rep = Reporter(sources=project.sources)
+    rep = Problems(sources=project.sources)
     model = {"networks": project.networks, "volumes": project.volumes,
              "configs": project.configs, "secrets": project.secrets}
     services: dict[str, dict[str, Any]] = {}

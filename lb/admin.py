@@ -33,11 +33,11 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from lb.errors import LBError
 from lb.progress import UpgradeStatus, parse_update
 from lb.table import RoutingTable, parse_json
-from upgrade_manager.errors import LBError
 
-__all__ = ["Controller", "FailedAttempts", "make_admin_app", "status_of", "token_matches"]
+__all__ = ["Controller", "FailedAttempts", "make_admin_app", "token_matches"]
 
 log = logging.getLogger("dans.lb.admin")
 MAX_DRAIN_WAIT = 300.0
@@ -119,11 +119,6 @@ class FailedAttempts:
         return len(times)
 
 
-def status_of(exc: LBError) -> int:
-    """The HTTP status for an LBError raised by a command (404, 409 or 400)."""
-    return int(getattr(exc, "http_status", 400))
-
-
 class Controller(Protocol):
     """What the admin API drives: one balancer, or all worker processes of one LB."""
 
@@ -175,7 +170,7 @@ async def _auth(request: web.Request, handler: _Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except LBError as exc:
-        return _error(status_of(exc), str(exc))
+        return _error(exc.http_status, str(exc))
     except web.HTTPException:
         raise
     except Exception as exc:

@@ -23,8 +23,8 @@ from typing import Any, cast
 import httptools
 from aiohttp import web
 
+from lb.errors import LBError
 from lb.settings import Settings
-from upgrade_manager.errors import LBError
 
 __all__ = ["ADMIN_IDLE", "AdminServer", "TimedAdmin", "start_admin"]
 

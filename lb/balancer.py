@@ -16,12 +16,12 @@ import time
 from typing import Any
 
 from lb.backends import GroupRuntime, Resolver
+from lb.errors import LBError
 from lb.http_engine import HttpEngine, UpstreamPool
 from lb.metrics import Metrics
 from lb.policy import POLICIES, Policy
-from lb.table import ACTIVE, DRAINING, Frontend, RoutingTable, lb_error, split_target
+from lb.table import ACTIVE, DRAINING, Frontend, RoutingTable, split_target
 from lb.tcp_relay import TcpRelay
-from upgrade_manager.errors import LBError
 
 __all__ = ["Balancer", "FrontendRuntime", "check_free", "listen_socket"]
 
@@ -198,7 +198,7 @@ class Balancer:
         """The runtime frontend of that name; LBError (404) when there is none."""
         fe = self.frontends.get(name)
         if fe is None:
-            raise lb_error(f"no frontend named {name!r}", 404)
+            raise LBError(f"no frontend named {name!r}", 404)
         return fe
 
     def switch(self, frontend: str, group: str) -> dict[str, Any]:
@@ -206,7 +206,7 @@ class Balancer:
         fe = self.frontend(frontend)
         target = fe.groups.get(group)
         if target is None:
-            raise lb_error(f"frontend {frontend} has no group named {group!r}", 404)
+            raise LBError(f"frontend {frontend} has no group named {group!r}", 404)
         previous = fe.active
         target.state = ACTIVE
         fe.active = group
@@ -218,9 +218,9 @@ class Balancer:
         fe = self.frontend(frontend)
         target = fe.groups.get(group)
         if target is None:
-            raise lb_error(f"frontend {frontend} has no group named {group!r}", 404)
+            raise LBError(f"frontend {frontend} has no group named {group!r}", 404)
         if fe.active == group:
-            raise lb_error(f"group {group} is the active group of {frontend}: switch first",
+            raise LBError(f"group {group} is the active group of {frontend}: switch first",
                            409)
         in_flight = target.drain()
         log.info("frontend %s: draining group %s (%d in flight)", frontend, group, in_flight)
@@ -230,7 +230,7 @@ class Balancer:
         """Wait up to `timeout` s until the group has nothing in flight."""
         target = self.frontend(frontend).groups.get(group)
         if target is None:
-            raise lb_error(f"frontend {frontend} has no group named {group!r}", 404)
+            raise LBError(f"frontend {frontend} has no group named {group!r}", 404)
         drained = await target.wait_drained(timeout)
         return {"frontend": frontend, "group": group, "drained": drained,
                 "in_flight": target.in_flight}

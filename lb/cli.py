@@ -1,4 +1,4 @@
-"""`dans lb`: run the load balancer (also the per-upgrade L4 relay), and build its image.
+"""`dans lb`: run the load balancer (also the per-upgrade L4 relay).
 
 Every flag and DANS_LB_* variable is validated by `lb.settings.settings` before anything
 starts, so a bad value is one `Error: ...` line and exit 1. Anything else that escapes is a
@@ -30,12 +30,12 @@ def _debug_wanted(ctx: click.Context) -> bool:
 
 
 def _guarded(ctx: click.Context, action: Callable[[], Any]) -> Any:
-    """Run `action`; dans errors pass on (the CLI prints them), anything else is a bug."""
-    from upgrade_manager.errors import DansError
+    """Run `action`; LB errors pass on (the CLI prints them), anything else is a bug."""
+    from lb.errors import LBError
 
     try:
         return action()
-    except (DansError, click.ClickException, click.Abort, KeyboardInterrupt, SystemExit):
+    except (LBError, click.ClickException, click.Abort, KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:
         if _debug_wanted(ctx):
@@ -96,18 +96,6 @@ def lb(ctx: click.Context, config_file: str | None, admin_port: str | None, admi
     _guarded(ctx, start)
 
 
-@lb.command("build-image")
-@click.option("--tag", default=None, help="Image name:tag (default: lb.image.default_tag()).")
-@click.option("--force", is_flag=True, help="Build even when the image exists.")
-def build_image(tag: str | None, force: bool) -> None:
-    """Build the LB image (FROM debian:bookworm-slim, the project installed offline)."""
-    from lb.image import default_tag, ensure_lb_image
-
-    tag = tag or default_tag()
-    built = ensure_lb_image(tag, force=force, progress=click.echo)
-    click.echo(f"{tag}: {'built' if built else 'already present'}")
-
-
 @lb.command("relay")
 @click.option("--target", required=True, metavar="HOST",
               help="Where connections go: the real service's tasks, e.g. tasks.shop_db.")
@@ -162,11 +150,11 @@ def main() -> None:
 
     Workers and the LB image start this way: it imports only the LB.
     """
-    from upgrade_manager.errors import DansError
+    from lb.errors import LBError
 
     try:
         lb.main(prog_name="dans lb", standalone_mode=False)
-    except DansError as exc:
+    except LBError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:

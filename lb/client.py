@@ -22,8 +22,8 @@ import urllib.parse
 import urllib.request
 from typing import Any, Protocol
 
+from lb.errors import LBError
 from lb.table import RoutingTable
-from upgrade_manager.errors import LBError
 
 __all__ = ["AdminClient", "HTTPTransport", "Transport"]
 

@@ -181,21 +181,21 @@ class ClientConnection(asyncio.Protocol):
         return self.cycle is not None
 
     def pause_writing(self) -> None:
-        self.write_paused = True
-        cycle = self.cycle
-        if cycle is not None and cycle.up is not None:
-            cycle.up.pause_reading()
-            if self.up_deadline:
-                # The client must keep reading: its stall is timed like a body stall.
-                self.up_deadline = monotonic() + self.timeouts.body
+        self._client_full(True)
 
     def resume_writing(self) -> None:
-        self.write_paused = False
+        self._client_full(False)
+
+    def _client_full(self, full: bool) -> None:
+        """The client stopped (or went back to) reading: the backend's bytes wait meanwhile."""
+        self.write_paused = full
         cycle = self.cycle
         if cycle is not None and cycle.up is not None:
-            cycle.up.resume_reading()
+            (cycle.up.pause_reading if full else cycle.up.resume_reading)()
             if self.up_deadline:
-                self.up_deadline = monotonic() + self.timeouts.read
+                # While the client does not read, its stall is timed like a body stall.
+                wait = self.timeouts.body if full else self.timeouts.read
+                self.up_deadline = monotonic() + wait
 
     def flow(self) -> None:
         """Pause or resume reading from the client: its bytes wait while a peer is full."""

@@ -22,8 +22,9 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from lb.errors import LBError
 from lb.metrics import MAX_VERSIONS, head, sample
-from lb.table import check_name, lb_error
+from lb.table import check_name
 
 __all__ = ["ACTIVE_PHASES", "PHASES", "Progress", "UpgradeStatus", "parse_update"]
 
@@ -49,24 +50,24 @@ class UpgradeStatus:
 
 def _token(value: Any, what: str) -> str:
     if not isinstance(value, str) or not _TOKEN.fullmatch(value):
-        raise lb_error(f"{what} must be 1-64 letters, digits or . _ : - (starting with a letter "
+        raise LBError(f"{what} must be 1-64 letters, digits or . _ : - (starting with a letter "
                        f"or digit), not {str(value)[:80]!r}")
     return value
 
 
 def _count(value: Any, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_STEPS:
-        raise lb_error(f"{what} must be a whole number from 0 to {MAX_STEPS}")
+        raise LBError(f"{what} must be a whole number from 0 to {MAX_STEPS}")
     return value
 
 
 def _status(body: dict[str, Any]) -> UpgradeStatus:
     step = body.get("step") or {}
     if not isinstance(step, dict):
-        raise lb_error("step must be an object")
+        raise LBError("step must be an object")
     phase = body.get("phase", "idle")
     if phase not in PHASES:
-        raise lb_error(f"phase must be one of {', '.join(PHASES)}")
+        raise LBError(f"phase must be one of {', '.join(PHASES)}")
     status = UpgradeStatus(
         stack=check_name(body["stack"], "stack") if "stack" in body else "",
         generation=_token(body["generation"], "generation") if "generation" in body else "",
@@ -78,17 +79,17 @@ def _status(body: dict[str, Any]) -> UpgradeStatus:
         step_key=check_name(step["key"], "step.key") if "key" in step else "",
     )
     if status.step_index > status.steps:
-        raise lb_error("step.index must not exceed step.total")
+        raise LBError("step.index must not exceed step.total")
     return status
 
 
 def parse_update(body: Any) -> tuple[UpgradeStatus, dict[str, str]]:
     """The status and the group versions of a PUT /v1/upgrade body; LBError (400) if bad."""
     if not isinstance(body, dict):
-        raise lb_error("expected a JSON object")
+        raise LBError("expected a JSON object")
     versions = body.get("versions") or {}
     if not isinstance(versions, dict) or len(versions) > MAX_VERSIONS:
-        raise lb_error(f"versions must be an object of at most {MAX_VERSIONS} groups")
+        raise LBError(f"versions must be an object of at most {MAX_VERSIONS} groups")
     checked = {check_name(g, "group"): _token(v, f"version of group {g}")
                for g, v in versions.items()}
     return _status(body), checked

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from lb.errors import LBError
 from lb.table import MAX_TIMEOUT, RoutingTable, check_port, check_seconds, is_ip
-from upgrade_manager.errors import LBError
 
 __all__ = ["DEFAULT_ADMIN_PORT", "Flags", "Settings", "load_table", "load_token", "settings"]
 

@@ -34,7 +34,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from upgrade_manager.errors import LBError
+from lb.errors import LBError
 
 __all__ = [
     "ACTIVE",
@@ -42,10 +42,9 @@ __all__ = [
     "MODES",
     "POLICIES",
     "Frontend",
+    "FrontendTimeouts",
     "Group",
     "RoutingTable",
-    "Timeouts",
-    "lb_error",
     "split_target",
 ]
 
@@ -58,13 +57,6 @@ MAX_TIMEOUT = 30 * 86400.0  # seconds; a longer wait is a typo, and asyncio need
 MAX_NAME = 200
 # A backend host: a DNS name (tasks.SERVICE) or an IPv4 literal; IPv6 literals come in [].
 _HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})")
-
-
-def lb_error(message: str, http_status: int = 400) -> LBError:
-    """An LBError that the admin API answers with `http_status` (404 unknown, 409 conflict)."""
-    exc = LBError(message)
-    exc.http_status = http_status  # type: ignore[attr-defined]
-    return exc
 
 
 def split_target(target: str) -> tuple[str, int]:
@@ -129,7 +121,7 @@ TIMEOUT_KEYS = ("connect", "read", "header", "body", "keepalive", "tunnel")
 
 
 @dataclass(frozen=True)
-class Timeouts:
+class FrontendTimeouts:
     """Seconds the LB waits: for backends (connect, read) and for clients (header, body,
     keepalive) and idle tunnels; every connection is timed, so none can hold a drain."""
 
@@ -145,7 +137,7 @@ class Timeouts:
         return {k: getattr(self, k) for k in TIMEOUT_KEYS}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str) -> Timeouts:
+    def from_dict(cls, data: dict[str, Any], where: str) -> FrontendTimeouts:
         """Parse the JSON form; `where` names the frontend in errors."""
         if not isinstance(data, dict):
             raise LBError(f"{where}: timeouts must be an object")
@@ -195,7 +187,7 @@ class Frontend:
     active: str
     mode: str = "http"
     host: str = "0.0.0.0"
-    timeouts: Timeouts = field(default_factory=Timeouts)
+    timeouts: FrontendTimeouts = field(default_factory=FrontendTimeouts)
     retries: int = 2
     policy: str = "active"
 
@@ -255,7 +247,7 @@ class Frontend:
             mode=mode,
             active=str(active),
             groups=groups,
-            timeouts=Timeouts.from_dict(data.get("timeouts", {}), where),
+            timeouts=FrontendTimeouts.from_dict(data.get("timeouts", {}), where),
             retries=retries,
             policy=policy,
         )
@@ -272,7 +264,7 @@ class RoutingTable:
         for fe in self.frontends:
             if fe.name == name:
                 return fe
-        raise lb_error(f"no frontend named {name!r}", 404)
+        raise LBError(f"no frontend named {name!r}", 404)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""

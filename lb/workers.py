@@ -24,9 +24,9 @@ import aiohttp
 
 from lb.admin import make_admin_app
 from lb.balancer import check_free
+from lb.errors import LBError
 from lb.progress import Progress, UpgradeStatus
 from lb.table import RoutingTable
-from upgrade_manager.errors import LBError
 
 if TYPE_CHECKING:  # lb.server imports this module lazily; no cycle at run time
     from lb.server import Settings
@@ -133,9 +133,7 @@ class WorkerPool:
                 if resp.status >= 400:
                     message = json.loads(text).get("error", text) if text.startswith("{") \
                         else text
-                    exc = LBError(message)
-                    exc.http_status = resp.status  # type: ignore[attr-defined]
-                    raise exc
+                    raise LBError(message, resp.status)
                 return json.loads(text) if resp.content_type == "application/json" else text
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise LBError(f"LB worker {worker.index} does not answer: {exc!r}") from None

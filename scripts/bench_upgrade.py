@@ -34,10 +34,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lb.image import ensure_lb_image, source_tag  # noqa: E402 - after the path set-up
 from tests.support import Names, free_port, wait_until  # noqa: E402 - after the path set-up
 from tests.upgrade.chainapp import Load, Service, serves, stack_document  # noqa: E402 - after the path set-up
 from upgrade_manager.gateway import Gateway  # noqa: E402 - after the path set-up
+from upgrade_manager.lb_image import ensure_lb_image, source_tag  # noqa: E402 - after the path set-up
 
 
 def stacks(version: str) -> dict[str, tuple[dict[str, Service], str, set[str]]]:

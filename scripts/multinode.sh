@@ -257,7 +257,7 @@ preload_base() {  # every node gets $BASE under its own name, so builds on a nod
 
 # --- the commands ----------------------------------------------------------------------------
 
-lb_tag() { (cd "$REPO" && "$(python_bin)" -c 'from lb.image import source_tag; print(source_tag())'); }
+lb_tag() { (cd "$REPO" && "$(python_bin)" -c 'from upgrade_manager.lb_image import source_tag; print(source_tag())'); }
 
 print_lines() {
     local lb=$1 addrs

@@ -20,7 +20,6 @@ Simplifications: one node; an update replaces every task at once (no parallelism
 
 from __future__ import annotations
 
-import base64
 import copy
 import itertools
 import threading
@@ -49,6 +48,7 @@ from tests.fakeswarm import (
 )
 from upgrade_manager.errors import Conflict, ConvergeTimeout, EngineError, NotFound
 from upgrade_manager.gateway import Gateway, ServiceState
+from upgrade_manager.model import text_data
 
 __all__ = ["FakeClock", "FakeGateway", "Killed"]
 
@@ -446,10 +446,7 @@ class FakeGateway(Gateway):
         name = str(spec.get("Name"))
         what = f"creating {kind} {name}"
         with self._call(f"create_{kind}", mutating=True):
-            body = dict(spec)
-            if isinstance(body.get("Data"), bytes):
-                body["Data"] = base64.b64encode(body["Data"]).decode("ascii")
-            body = json_body(body)
+            body = json_body(text_data(spec))
             check_base64(body.get("Data"), what)
             if name in store:
                 raise Conflict(f"{what}: rpc error: code = AlreadyExists desc = {kind} {name} "

@@ -3,11 +3,11 @@
 The executor talks to the LB through the narrow `LBAdmin` protocol (set_routes, wait_drained;
 the facade also reads routes and waits until it is ready). `FakeLB` keeps the table in force,
 parses every table with the LB's own `RoutingTable.from_dict` (so a table the real LB would
-refuse is refused here), answers 404-like `LBError`s for unknown frontends and groups, and,
-with `watch=True`, checks continuity (DESIGN.md §4.2) before every engine call: each
-frontend's active group must route to services that have a running (healthy) task. No
-traffic is modelled, so a drain is over at once. Upgrade progress reports are read with the
-LB's own `lb.progress.parse_update` and kept in `reports`.
+refuse is refused here), answers 404-like `lb.errors.LBError`s (as the real client does) for
+unknown frontends and groups, and, with `watch=True`, checks continuity (DESIGN.md §4.2)
+before every engine call: each frontend's active group must route to services that have a
+running (healthy) task. No traffic is modelled, so a drain is over at once. Upgrade progress
+reports are read with the LB's own `lb.progress.parse_update` and kept in `reports`.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from lb.errors import LBError
 from lb.metrics import Metrics
 from lb.progress import Progress, parse_update
 from lb.table import RoutingTable
 from tests.fakegateway import FakeGateway
-from upgrade_manager.errors import LBError, NotFound
+from upgrade_manager.errors import NotFound
 from upgrade_manager.managed import lb_service_name
 
 __all__ = ["FakeLB"]

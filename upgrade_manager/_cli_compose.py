@@ -6,7 +6,7 @@ inside the commands, so `dans --help` does not pay for them.
 
 from __future__ import annotations
 
-import base64
+import dataclasses
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -15,12 +15,13 @@ import click
 from upgrade_manager._cli_stack import (
     compose_files_option,
     docker_deploy_options,
-    read_stdin,
     stack_name,
     stack_name_options,
+    stdin_for,
     warn_resolve_image,
 )
 from upgrade_manager._compose import compose_input
+from upgrade_manager.model import text_data
 
 if TYPE_CHECKING:
     from compose_translator import StackSpecs
@@ -36,10 +37,7 @@ def specs_to_dict(specs: StackSpecs) -> dict[str, Any]:
     def objects(found: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         out = {}
         for name, spec in found.items():
-            spec = dict(spec)
-            if isinstance(spec.get("Data"), bytes):
-                spec["Data"] = base64.b64encode(spec["Data"]).decode("ascii")
-            out[name] = spec
+            out[name] = text_data(spec)
         return out
 
     return {
@@ -60,7 +58,7 @@ def specs_to_dict(specs: StackSpecs) -> dict[str, Any]:
 def _load(files: tuple[str, ...], stack_arg: str | None, stack_option: str | None) -> StackSpecs:
     from compose_translator import load_project, translate
 
-    stdin_text = read_stdin() if "-" in files else None
+    stdin_text = stdin_for(files)
     with compose_input():
         project = load_project(list(files), stdin_text=stdin_text)
     name = stack_name(stack_arg, stack_option, project.name, default_hint=_NAME_HINT)
@@ -129,7 +127,7 @@ def deploy_cmd(files: tuple[str, ...], stack_arg: str | None, stack_option: str 
     from upgrade_manager.gateway import Gateway
     from upgrade_manager.upgrade import Options, deploy
 
-    stdin_text = read_stdin() if "-" in files else None
+    stdin_text = stdin_for(files)
     default = None
     if not (stack_arg or stack_option):
         with compose_input():
@@ -148,9 +146,7 @@ def deploy_cmd(files: tuple[str, ...], stack_arg: str | None, stack_option: str 
     finally:
         gw.close()
     if as_json:
-        click.echo(json.dumps({"stack": name, "created": result.created,
-                               "updated": result.updated, "removed": result.removed,
-                               "warnings": result.warnings}, indent=2))
+        click.echo(json.dumps(dataclasses.asdict(result), indent=2))
     else:
         for warning in result.warnings:
             click.echo(f"Warning: {warning}", err=True)

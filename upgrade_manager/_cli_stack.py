@@ -20,9 +20,9 @@ __all__ = [
     "StackNameError",
     "compose_files_option",
     "docker_deploy_options",
-    "read_stdin",
     "stack_name",
     "stack_name_options",
+    "stdin_for",
 ]
 
 FILES_HELP = "Compose file (as docker stack deploy -c); repeat to merge, later files " \
@@ -39,10 +39,13 @@ class StackNameError(DansError):
     exit_code = 2
 
 
-def read_stdin() -> bytes:
-    """Standard input as bytes for a '-' Compose file, one byte over the translator's limit
-    at most (so a larger input is refused, not read to the end); decoding is the loader's."""
-    from compose_translator._files import MAX_COMPOSE_BYTES  # lazy: the package is heavy
+def stdin_for(files: tuple[str, ...]) -> bytes | None:
+    """Standard input as bytes when a Compose file is '-', else None; one byte over the
+    translator's limit at most (so a larger input is refused, not read to the end);
+    decoding is the loader's."""
+    if "-" not in files:
+        return None
+    from compose_translator import MAX_COMPOSE_BYTES  # lazy: the package is heavy
     return sys.stdin.buffer.read(MAX_COMPOSE_BYTES + 1)
 
 

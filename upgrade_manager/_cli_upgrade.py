@@ -15,20 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from upgrade_manager._cli_stack import (
-    compose_files_option,
-    docker_deploy_options,
-    read_stdin,
-    stack_name,
-    stack_name_options,
-    warn_resolve_image,
-)
+from upgrade_manager import _cli_stack as cli_stack
 from upgrade_manager.errors import DansError
 
 if TYPE_CHECKING:
     from upgrade_manager import upgrade as um
     from upgrade_manager.gateway import Gateway
-    from upgrade_manager.plan import Plan, Step
+    from upgrade_manager.model import Plan, Step
+
+__all__ = ["Progress", "format_plan", "plan_cmd", "plan_json", "rollback_cmd", "status_cmd",
+           "upgrade_cmd"]
 
 # The strategies of `upgrade_manager.plan.STRATEGIES`, repeated so that building the options
 # does not import the planner (a unit test keeps the two equal).
@@ -51,7 +47,7 @@ def _gateway(registry_auth: bool = False) -> Iterator[Gateway]:
 def _options(files: tuple[str, ...], stack: str, **kw: Any) -> um.Options:
     from upgrade_manager import upgrade as um
 
-    stdin_text = read_stdin() if "-" in files else None
+    stdin_text = cli_stack.stdin_for(files)
     return um.Options(files=files, stack=stack, stdin_text=stdin_text, **kw)
 
 
@@ -65,15 +61,15 @@ def stack_options(fn: Any) -> Any:
     fn = click.option("--lb-url", envvar="DANS_LB_URL",
                       help="Admin URL of the stack's LB, for an operator's own tunnel (token "
                       "from DANS_LB_TOKEN); default: through a helper on the LB's network.")(fn)
-    fn = docker_deploy_options(fn)
+    fn = cli_stack.docker_deploy_options(fn)
     fn = click.option("--prune", is_flag=True,
                       help="Remove services and networks that the new file no longer has.")(fn)
     fn = click.option("--strategy", type=click.Choice(STRATEGIES), default="dans",
                       show_default=True,
                       help="dans: new chain beside the old, isolated by network; rolling: what "
                       "`docker stack deploy` does; isolated: old chain stops, new one starts.")(fn)
-    fn = stack_name_options(fn)
-    return compose_files_option(fn)
+    fn = cli_stack.stack_name_options(fn)
+    return cli_stack.compose_files_option(fn)
 
 
 # `--json` event names: what a log pipeline or a dashboard keys on.
@@ -186,8 +182,8 @@ def plan_cmd(files: tuple[str, ...], stack_arg: str | None, stack_option: str | 
     """
     from upgrade_manager import upgrade as um
 
-    stack = stack_name(stack_arg, stack_option)
-    warn_resolve_image(resolve_image)
+    stack = cli_stack.stack_name(stack_arg, stack_option)
+    cli_stack.warn_resolve_image(resolve_image)
     del with_registry_auth  # a plan creates nothing, so it sends no credentials
     with _gateway() as gw:
         plan, _ = um.plan_upgrade(gw, _options(files, stack, strategy=strategy, prune=prune,
@@ -223,8 +219,8 @@ def upgrade_cmd(files: tuple[str, ...], stack_arg: str | None, stack_option: str
     from upgrade_manager import upgrade as um
     from upgrade_manager.executor import Timeouts
 
-    stack = stack_name(stack_arg, stack_option)
-    warn_resolve_image(resolve_image)
+    stack = cli_stack.stack_name(stack_arg, stack_option)
+    cli_stack.warn_resolve_image(resolve_image)
     opts = _options(files, stack, strategy=strategy, prune=prune, lb_url=lb_url,
                     allow_mixed=allow_mixed,
                     timeouts=Timeouts(healthy=health_timeout, drain=drain_timeout))
@@ -249,13 +245,13 @@ def upgrade_cmd(files: tuple[str, ...], stack_arg: str | None, stack_option: str
 
 
 @click.command("status")
-@stack_name_options
+@cli_stack.stack_name_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status_cmd(stack_arg: str | None, stack_option: str | None, as_json: bool) -> None:
     """Show a stack's services and its unfinished upgrade, if any (`dans status shop`)."""
     from upgrade_manager import upgrade as um
 
-    stack = stack_name(stack_arg, stack_option)
+    stack = cli_stack.stack_name(stack_arg, stack_option)
 
     with _gateway() as gw:
         data = um.status(gw, stack)
@@ -282,7 +278,7 @@ def status_cmd(stack_arg: str | None, stack_option: str | None, as_json: bool) -
 
 
 @click.command("rollback")
-@stack_name_options
+@cli_stack.stack_name_options
 @click.option("--lb-url", envvar="DANS_LB_URL", help="Admin URL of the stack's LB.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def rollback_cmd(stack_arg: str | None, stack_option: str | None, lb_url: str | None,
@@ -290,7 +286,7 @@ def rollback_cmd(stack_arg: str | None, stack_option: str | None, lb_url: str | 
     """Undo a stack's unfinished or failed upgrade, with no failed request."""
     from upgrade_manager import upgrade as um
 
-    stack = stack_name(stack_arg, stack_option)
+    stack = cli_stack.stack_name(stack_arg, stack_option)
 
     opts = um.Options(files=(), stack=stack, lb_url=lb_url)
     with _gateway() as gw:

@@ -17,7 +17,7 @@ import requests.exceptions
 
 from upgrade_manager.errors import Conflict, EngineError, EngineUnavailable, NotFound
 
-__all__ = ["STACK_LABEL", "check_unix_socket", "label_filter", "translated"]
+__all__ = ["STACK_LABEL", "check_unix_socket", "label_filter", "removing", "translated"]
 
 STACK_LABEL = "com.docker.stack.namespace"
 
@@ -49,6 +49,17 @@ def translated(what: str) -> Iterator[None]:
             from exc
     except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
         raise EngineUnavailable(f"{what}: cannot reach the Docker engine ({exc})") from exc
+
+
+@contextmanager
+def removing(what: str, missing_ok: bool) -> Iterator[None]:
+    """`translated(what)` around a removal; with `missing_ok` an absent object is no error."""
+    try:
+        with translated(what):
+            yield
+    except NotFound:
+        if not missing_ok:
+            raise
 
 
 def check_unix_socket() -> None:

@@ -36,7 +36,8 @@ import struct
 import time
 from typing import Any
 
-from upgrade_manager.errors import DansError, LBError, PlanError
+from upgrade_manager._lb import LBFault
+from upgrade_manager.errors import DansError, PlanError
 from upgrade_manager.gateway import Gateway, task_summary
 from upgrade_manager.managed import (
     ADMIN_PORT_LABEL,
@@ -45,6 +46,7 @@ from upgrade_manager.managed import (
     lb_service_name,
     token_secret_ref,
 )
+from upgrade_manager.model import Spec
 
 __all__ = ["HELPER_ROLE", "HELPER_STACK_LABEL", "HELPER_TTL", "AdminChannel", "helper_spec"]
 
@@ -54,7 +56,6 @@ OWNER_LABEL = "io.dans.admin.owner"
 CREATED_LABEL = "io.dans.admin.created"
 HELPER_TTL = 6 * 3600  # seconds: the helper's idle process ends by itself after this
 START_TIMEOUT = 90.0
-Spec = dict[str, Any]
 
 
 def helper_spec(stack: str, lb_spec: Spec, node_id: str, name: str, owner: str) -> Spec:
@@ -155,7 +156,11 @@ class _ExecPipe:
 
 
 class AdminChannel:
-    """A `lb.client.Transport` to one stack's LB through a helper container (see above)."""
+    """A `lb.client.Transport` to one stack's LB through a helper container (see above).
+
+    As the transport contract says, a failure raises lb's own error (`LBFault`), which the
+    admin client wraps and `upgrade_manager._lb.lb_errors` maps into dans's tree.
+    """
 
     def __init__(self, gw: Gateway, stack: str) -> None:
         self.gw = gw
@@ -199,9 +204,9 @@ class AdminChannel:
                     return str(cid)
                 last = task_summary(task)
                 if status.get("State") in ("failed", "rejected", "complete", "shutdown"):
-                    raise LBError(f"the admin helper {self.name} did not start: {last}")
+                    raise LBFault(f"the admin helper {self.name} did not start: {last}")
             time.sleep(0.1)
-        raise LBError(f"the admin helper {self.name} did not start within "
+        raise LBFault(f"the admin helper {self.name} did not start within "
                       f"{START_TIMEOUT:.0f} s ({last})")
 
     def _open(self) -> _ExecPipe:
@@ -221,7 +226,7 @@ class AdminChannel:
             try:
                 pipe = self._open()
             except DansError as exc:
-                raise LBError(str(exc)) from None
+                raise LBFault(str(exc)) from None
             rid = next(self._ids)
             try:
                 pipe.send(json.dumps({**line, "id": rid}).encode() + b"\n", timeout)
@@ -234,11 +239,11 @@ class AdminChannel:
                 self._drop()
                 if attempt or isinstance(exc, TimeoutError):
                     detail = pipe.stderr.decode(errors="replace").strip()[-300:]
-                    raise LBError(f"the admin channel ({self.name}) failed: {exc}"
+                    raise LBFault(f"the admin channel ({self.name}) failed: {exc}"
                                   + (f"; {detail}" if detail else "")) from None
                 continue
             if "error" in answer:
-                raise LBError(str(answer["error"]))
+                raise LBFault(str(answer["error"]))
             return int(answer["status"]), str(answer.get("body") or "").encode()
         raise AssertionError("unreachable")
 

@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from upgrade_manager import __version__
+from upgrade_manager._lb import LBFault
 from upgrade_manager.errors import DansError
 
 __all__ = ["COMMANDS", "main"]
@@ -43,7 +44,7 @@ COMMANDS: dict[str, str] = {
     "translate": "upgrade_manager._cli_compose:translate_cmd",
     "doctor": "upgrade_manager._cli_engine:doctor",
     "install-plugin": "upgrade_manager._cli_plugin:install_plugin_cmd",
-    "lb": "lb.cli:lb",
+    "lb": "upgrade_manager._cli_lb:lb",
 }
 
 
@@ -78,7 +79,7 @@ class DansGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except DansError as exc:
+        except (DansError, LBFault) as exc:  # LBFault: from `dans lb`, lb's own error
             click.echo(f"Error: {_printable_lines(str(exc))}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:

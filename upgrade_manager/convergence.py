@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+
+from upgrade_manager.model import Spec
 
 __all__ = [
     "BAD_UPDATE_STATES",
@@ -20,8 +21,6 @@ __all__ = [
     "state_of",
     "task_summary",
 ]
-
-Spec = dict[str, Any]
 
 # Task states in which a task may still run or start (the engine's order, up to running).
 LIVE_TASK_STATES = frozenset({"new", "pending", "assigned", "accepted", "ready", "preparing",

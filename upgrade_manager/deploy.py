@@ -9,7 +9,6 @@ when the Compose image did not change, the image string the engine already has.
 
 from __future__ import annotations
 
-import base64
 import copy
 import time
 from collections.abc import Callable
@@ -18,17 +17,18 @@ from dataclasses import dataclass, field
 from compose_translator import IMAGE_LABEL, StackSpecs
 from upgrade_manager.errors import Conflict, EngineError, NotFound
 from upgrade_manager.gateway import Gateway
-from upgrade_manager.model import Spec
+from upgrade_manager.model import Spec, text_data
 
-__all__ = ["DeployResult", "deploy_stack", "resolve_references"]
+__all__ = ["DeployResult", "Say", "deploy_stack", "resolve_references", "timed"]
 
-Progress = Callable[[str], None]
+Say = Callable[[str], None]  # tells the user one line of what is happening
 
 
 @dataclass
 class DeployResult:
-    """What a deploy did, by full object name."""
+    """What a deploy did to a stack, by full object name (`--json` prints it as it is)."""
 
+    stack: str
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
@@ -80,7 +80,7 @@ def _cred_config(container: Spec) -> str | None:
 
 
 def _deploy_objects(gw: Gateway, kind: str, specs: dict[str, Spec], result: DeployResult,
-                    say: Progress) -> None:
+                    say: Say) -> None:
     inspect = gw.inspect_secret if kind == "secret" else gw.inspect_config
     for name, spec in sorted(specs.items()):
         try:
@@ -91,11 +91,8 @@ def _deploy_objects(gw: Gateway, kind: str, specs: dict[str, Spec], result: Depl
             result.created.append(f"{kind} {name}")
             continue
         update = gw.update_secret_labels if kind == "secret" else gw.update_config_labels
-        body = dict(spec)
-        if isinstance(body.get("Data"), bytes):
-            body["Data"] = base64.b64encode(body["Data"]).decode("ascii")
         try:
-            update(name, body)
+            update(name, text_data(spec))
         except EngineError as exc:
             raise EngineError(f"failed to update {kind} {name}: {exc}") from exc
 
@@ -121,7 +118,7 @@ def deploy_stack(
     specs: StackSpecs,
     *,
     prune: bool = False,
-    progress: Progress | None = None,
+    progress: Say | None = None,
 ) -> DeployResult:
     """Create or update everything in `specs` like `docker stack deploy --resolve-image
     never`; with `prune`, remove the stack's services that the specs no longer name. Does not
@@ -129,7 +126,7 @@ def deploy_stack(
     EngineError subclasses naming the object.
     """
     say = progress or (lambda _msg: None)
-    result = DeployResult(warnings=list(specs.warnings))
+    result = DeployResult(specs.stack, warnings=list(specs.warnings))
     stack = specs.stack
     existing = {svc["Spec"]["Name"]: svc for svc in gw.services(stack)}
     if prune:
@@ -168,7 +165,7 @@ def deploy_stack(
     return result
 
 
-def timed(progress: Callable[[str], None]) -> Progress:
+def timed(progress: Say) -> Say:
     """Wrap a line printer so each step carries the seconds elapsed since the start."""
     start = time.monotonic()
     return lambda msg: progress(f"[{time.monotonic() - start:6.2f}s] {msg}")

@@ -9,25 +9,25 @@ without sending a request to a version it did not start on.
 
 from __future__ import annotations
 
-import base64
 import copy
-import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Protocol, TypeVar
 
 from lb.table import RoutingTable
+from upgrade_manager._lb import lb_errors
 from upgrade_manager.convergence import LIVE_TASK_STATES
 from upgrade_manager.deploy import resolve_references
 from upgrade_manager.diff import diff_specs, normalize
 from upgrade_manager.errors import Conflict, ConvergeTimeout, DansError, NotFound, UpgradeError
 from upgrade_manager.gateway import Gateway
-from upgrade_manager.model import Spec
-from upgrade_manager.plan import FAST_UPDATE, Plan, Step
+from upgrade_manager.model import FAST_UPDATE, Plan, Spec, Step, StepKind, bytes_data, data_digest
 
-__all__ = ["NO_RETURN_STEP", "Executor", "StepHook", "Timeouts", "rollback_steps"]
+__all__ = ["NO_RETURN_STEP", "RULES", "Executor", "StepHook", "StepRule", "Timeouts", "Undo",
+           "rollback_steps", "rule_of"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -117,11 +117,10 @@ class Executor:
             self.on_step("done", i, len(steps), step)
 
     def apply(self, step: Step) -> None:
-        """Carry out one step; safe to repeat."""
-        handler = getattr(self, f"_do_{step.kind}", None)
-        if handler is None:
-            raise UpgradeError(f"unknown step kind {step.kind!r} (plan from a newer dans?)")
-        handler(step)
+        """Carry out one step (its kind's rule in `RULES`); safe to repeat."""
+        rule = rule_of(step.kind)
+        with lb_errors():  # the LB client's own errors become dans's LBError here
+            rule.apply(self, step)
 
     # -- networks, configs, secrets -------------------------------------------------------
 
@@ -144,7 +143,7 @@ class Executor:
         except NotFound:
             pass
         data = self.secret_data.get(step.target)
-        if data is None or "sha256:" + hashlib.sha256(data).hexdigest() != step.args["digest"]:
+        if data is None or data_digest(data) != step.args["digest"]:
             raise UpgradeError(
                 f"secret {step.args.get('logical') or step.target}: its content is not what "
                 "the upgrade was planned with (the plan keeps only a digest); run it with the "
@@ -157,10 +156,7 @@ class Executor:
         try:
             inspect(step.target)
         except NotFound:
-            spec = dict(step.args["spec"])
-            if "Data" in spec:  # a driver-backed secret has none
-                spec["Data"] = base64.b64decode(spec["Data"])
-            create(spec)
+            create(bytes_data(step.args["spec"]))  # a driver-backed secret has no Data
 
     def _do_remove_network(self, step: Step) -> None:
         deadline = self.clock.monotonic() + self.timeouts.remove
@@ -193,9 +189,6 @@ class Executor:
 
     def _do_create_service(self, step: Step) -> None:
         self._create_all({step.target: step.args["spec"]})
-
-    _do_create_relay = _do_create_service
-    _do_create_temp = _do_create_service
 
     def _do_create_services(self, step: Step) -> None:
         """Create every service of the step side by side, then wait for all together."""
@@ -347,11 +340,66 @@ def _same(running: Spec, wanted: Spec, network_names: dict[str, str]) -> bool:
     return not diff_specs(normalize(running, network_names), normalize(wanted))
 
 
+class Undo(Enum):
+    """How a rollback undoes a step that ran (or was running when the upgrade stopped)."""
+
+    NOTHING = "nothing"  # a wait, or the removal of what the new file drops
+    RESTORE_SPECS = "restore-specs"  # its canonical services take their previous specs back
+    REROUTE = "reroute"  # new requests go back to the old chain; this upgrade's groups drain
+    REMOVE_SERVICES = "remove-services"  # the services it created go
+    REMOVE_OBJECT = "remove-object"  # the network, config or secret it created goes
+
+
+@dataclass(frozen=True)
+class StepRule:
+    """What a kind of step does (`apply`) and how a rollback undoes it (`undo`)."""
+
+    apply: Callable[[Executor, Step], None]
+    undo: Undo = Undo.NOTHING
+    inverse: StepKind | None = None  # with REMOVE_OBJECT: the kind of step that removes it
+
+
+K = StepKind
+# The one registry of step kinds: the executor applies through it, rollback undoes through it.
+RULES: dict[StepKind, StepRule] = {
+    K.CREATE_NETWORK: StepRule(Executor._do_create_network, Undo.REMOVE_OBJECT,
+                               K.REMOVE_NETWORK),
+    K.CREATE_CONFIG: StepRule(Executor._do_create_config, Undo.REMOVE_OBJECT, K.REMOVE_CONFIG),
+    K.CREATE_SECRET: StepRule(Executor._do_create_secret, Undo.REMOVE_OBJECT, K.REMOVE_SECRET),
+    K.CREATE_SERVICE: StepRule(Executor._do_create_service, Undo.REMOVE_SERVICES),
+    K.CREATE_SERVICES: StepRule(Executor._do_create_services, Undo.REMOVE_SERVICES),
+    K.CREATE_RELAY: StepRule(Executor._do_create_service, Undo.REMOVE_SERVICES),
+    K.CREATE_TEMP: StepRule(Executor._do_create_service, Undo.REMOVE_SERVICES),
+    K.UPDATE_SERVICE: StepRule(Executor._do_update_service, Undo.RESTORE_SPECS),
+    K.UPDATE_SERVICES: StepRule(Executor._do_update_services, Undo.RESTORE_SPECS),
+    K.CONVERGE: StepRule(Executor._do_converge, Undo.RESTORE_SPECS),
+    K.ROUTE: StepRule(Executor._do_route, Undo.REROUTE),
+    K.DRAIN: StepRule(Executor._do_drain),
+    K.REMOVE_SERVICE: StepRule(Executor._do_remove_service),
+    K.REMOVE_SERVICES: StepRule(Executor._do_remove_services),
+    K.REMOVE_NETWORK: StepRule(Executor._do_remove_network),
+    K.REMOVE_CONFIG: StepRule(Executor._do_remove_config),
+    K.REMOVE_SECRET: StepRule(Executor._do_remove_secret),
+    K.REMOVE_UNUSED: StepRule(Executor._do_remove_unused),
+}
+
+
+def rule_of(kind: StepKind) -> StepRule:
+    """The rule of a kind of step; UpgradeError for a kind this dans cannot apply."""
+    rule = RULES.get(kind)
+    if rule is None:
+        raise UpgradeError(f"no rule for step kind {kind!r}: this dans cannot apply it")
+    return rule
+
+
 def rollback_steps(plan: Plan, done: int) -> list[Step]:
     """The steps that undo the first `done` steps of `plan` (plus the one in progress).
 
-    Refuses (UpgradeError) once new requests have gone to the converged canonical services:
-    from there on, going back is another upgrade, run with the old file.
+    Each touched step is undone by its kind's rule (`RULES`): canonical services get their
+    previous specs first, then traffic goes back to the old chain, then what the upgrade
+    created goes, networks, configs and secrets last, in reverse. Refuses (UpgradeError) once
+    new requests have gone to the converged canonical services: from there on, going back
+    is another upgrade, run with the old file.
     """
     keys = [s.key for s in plan.steps]
     if NO_RETURN_STEP in keys and done > keys.index(NO_RETURN_STEP):
@@ -360,47 +408,51 @@ def rollback_steps(plan: Plan, done: int) -> list[Step]:
             "converged services); finish it with `dans upgrade` using the same file, then "
             "upgrade back with the old file if you must"
         )
-    touched = plan.steps[: min(done + 1, len(plan.steps))]
+    touched: dict[Undo, list[Step]] = {u: [] for u in Undo}
+    for s in plan.steps[: min(done + 1, len(plan.steps))]:
+        touched[rule_of(s.kind).undo].append(s)
     undo: list[Step] = []
-    kinds = {s.kind for s in touched}
     old = plan.old_specs
-    changed: dict[str, Spec] = {}
-    for s in touched:
-        if s.kind in ("converge", "update_services"):
-            changed.update({n: old[n] for n in s.args["services"] if n in old})
-        elif s.kind == "update_service" and s.target in old:
-            changed[s.target] = old[s.target]
+    changed = {n: old[n] for s in touched[Undo.RESTORE_SPECS] for n in _services_of(s) if n in old}
     if changed:
-        undo.append(Step("update_services", "previous", {"services": changed,
-                                                          "via": FAST_UPDATE},
+        undo.append(Step(K.UPDATE_SERVICES, "previous", {"services": changed, "via": FAST_UPDATE},
                          note="canonical services back to their previous specs"))
-    if "route" in kinds and plan.old_table is not None:
-        draining = _with_temp_groups_draining(plan)
-        undo.append(Step("route", "lb-old", {"table": draining},
-                         note="new requests back to the previous chain"))
-        for fe in draining["frontends"]:
-            for group, g in fe["groups"].items():
-                if g["state"] == "draining":
-                    undo.append(Step("drain", f"lb-old-{fe['name']}",
-                                     {"frontends": [fe["name"]], "group": group}))
-        undo.append(Step("route", "lb-restore", {"table": plan.old_table}))
-    created = [s.target for s in touched if s.kind in ("create_temp", "create_relay",
-                                                         "create_service")]
-    created += [n for s in touched if s.kind == "create_services" for n in s.args["services"]]
+    if touched[Undo.REROUTE] and plan.old_table is not None:
+        undo += _route_back(plan)
+    created = [n for s in touched[Undo.REMOVE_SERVICES] for n in _services_of(s)]
     if created:
-        undo.append(Step("remove_services", "created", {"names": created}))
-    for s in reversed(touched):
-        if s.kind == "create_network":
-            undo.append(Step("remove_network", s.target))
-        elif s.kind in ("create_config", "create_secret"):
-            undo.append(Step(s.kind.replace("create", "remove"), s.target))
+        undo.append(Step(K.REMOVE_SERVICES, "created", {"names": created}))
+    for s in reversed(touched[Undo.REMOVE_OBJECT]):
+        inverse = rule_of(s.kind).inverse
+        if inverse is None:
+            raise UpgradeError(f"no rule removes what a {s.kind} step creates")
+        undo.append(Step(inverse, s.target))
     return undo
+
+
+def _services_of(step: Step) -> list[str]:
+    """The services a step creates or changes: its `services` (by name), else its target."""
+    return list(step.args["services"]) if "services" in step.args else [step.target]
+
+
+def _route_back(plan: Plan) -> list[Step]:
+    """New requests back to the old chain, this upgrade's groups drained, the old table."""
+    draining = _with_temp_groups_draining(plan)
+    steps = [Step(K.ROUTE, "lb-old", {"table": draining},
+                  note="new requests back to the previous chain")]
+    for fe in draining["frontends"]:
+        for group, g in fe["groups"].items():
+            if g["state"] == "draining":
+                steps.append(Step(K.DRAIN, f"lb-old-{fe['name']}",
+                                  {"frontends": [fe["name"]], "group": group}))
+    steps.append(Step(K.ROUTE, "lb-restore", {"table": plan.old_table}))
+    return steps
 
 
 def _with_temp_groups_draining(plan: Plan) -> dict[str, Any]:
     """The previous routing table, keeping this upgrade's groups as draining."""
     table = copy.deepcopy(plan.old_table) or {"frontends": []}
-    route_steps = [s for s in plan.steps if s.kind == "route"]
+    route_steps = [s for s in plan.steps if s.kind is StepKind.ROUTE]
     if not route_steps:
         return table
     new_fronts = {fe["name"]: fe for fe in route_steps[0].args["table"]["frontends"]}

@@ -9,7 +9,6 @@ overwrite each other: a stale write becomes `Conflict`.
 
 from __future__ import annotations
 
-import base64
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -19,7 +18,13 @@ import docker
 import docker.auth
 import docker.errors
 
-from upgrade_manager._sdk_errors import STACK_LABEL, check_unix_socket, label_filter, translated
+from upgrade_manager._sdk_errors import (
+    STACK_LABEL,
+    check_unix_socket,
+    label_filter,
+    removing,
+    translated,
+)
 from upgrade_manager.convergence import (
     LIVE_TASK_STATES,
     ServiceState,
@@ -34,7 +39,7 @@ from upgrade_manager.errors import (
     EngineUnavailable,
     NotFound,
 )
-from upgrade_manager.model import Spec
+from upgrade_manager.model import Spec, text_data
 
 __all__ = ["LIVE_TASK_STATES", "STACK_LABEL", "Gateway", "ServiceState", "task_summary"]
 
@@ -172,12 +177,8 @@ class Gateway:
 
     def remove_service(self, name: str, *, missing_ok: bool = False) -> None:
         """Remove a service; with `missing_ok` an absent service is not an error."""
-        try:
-            with translated(f"removing service {name}"):
-                self.api.remove_service(name)
-        except NotFound:
-            if not missing_ok:
-                raise
+        with removing(f"removing service {name}", missing_ok):
+            self.api.remove_service(name)
 
     def tasks(self, service: str, *, desired_running: bool = False) -> list[Spec]:
         """The service's tasks, newest first; optionally only those meant to be running."""
@@ -319,12 +320,8 @@ class Gateway:
 
     def remove_network(self, name: str, *, missing_ok: bool = False) -> None:
         """Remove a network; it must have no attached services or containers left."""
-        try:
-            with translated(f"removing network {name}"):
-                self.api.remove_network(name)
-        except NotFound:
-            if not missing_ok:
-                raise
+        with removing(f"removing network {name}", missing_ok):
+            self.api.remove_network(name)
 
     # -- configs and secrets ----------------------------------------------------------------
 
@@ -360,9 +357,7 @@ class Gateway:
         return self._create_object("secret", spec)
 
     def _create_object(self, kind: str, spec: Spec) -> str:
-        body = dict(spec)
-        if isinstance(body.get("Data"), bytes):
-            body["Data"] = base64.b64encode(body["Data"]).decode("ascii")
+        body = text_data(spec)
         with translated(f"creating {kind} {spec.get('Name')}"):
             url = self.api._url(f"/{kind}s/create")
             result = self.api._result(self.api._post_json(url, data=body), json=True)
@@ -404,13 +399,10 @@ class Gateway:
         self._remove_object("secret", name, missing_ok)
 
     def _remove_object(self, kind: str, name: str, missing_ok: bool) -> None:
+        remover = self.api.remove_config if kind == "config" else self.api.remove_secret
         try:
-            with translated(f"removing {kind} {name}"):
-                remover = self.api.remove_config if kind == "config" else self.api.remove_secret
+            with removing(f"removing {kind} {name}", missing_ok):
                 remover(name)
-        except NotFound:
-            if not missing_ok:
-                raise
         except EngineError as exc:
             if "in use" in str(exc):
                 raise Conflict(str(exc)) from exc
@@ -426,12 +418,8 @@ class Gateway:
 
     def remove_volume(self, name: str, *, missing_ok: bool = False) -> None:
         """Remove a volume; Conflict while a container still uses it."""
-        try:
-            with translated(f"removing volume {name}"):
-                self.api.remove_volume(name)
-        except NotFound:
-            if not missing_ok:
-                raise
+        with removing(f"removing volume {name}", missing_ok):
+            self.api.remove_volume(name)
 
     # -- images ---------------------------------------------------------------------------
 

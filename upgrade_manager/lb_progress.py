@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from upgrade_manager.managed import MAIN_GROUP
-from upgrade_manager.plan import Plan, Step
+from upgrade_manager.model import Plan, Step
 
 __all__ = ["CANONICAL_KINDS", "LBProgress", "group_versions", "uses_lb"]
 

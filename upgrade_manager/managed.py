@@ -27,6 +27,7 @@ from typing import Any
 
 from compose_translator import StackSpecs
 from lb.table import Frontend, Group, RoutingTable
+from upgrade_manager._lb import lb_errors
 from upgrade_manager.errors import PlanError
 from upgrade_manager.gateway import STACK_LABEL
 from upgrade_manager.model import Spec
@@ -149,17 +150,19 @@ def routing_table(entries: tuple[EntryPort, ...],
     each frontend of those services, a group routing to the temporary service; `active` maps
     a frontend name to the group that takes its new requests.
     """
-    fronts = []
-    for e in entries:
-        groups = {MAIN_GROUP: Group(backends=(e.backend(),))}
-        for gname, mapping in (extra_groups or {}).items():
-            if e.service in mapping:
-                groups[gname] = Group(backends=(e.backend(mapping[e.service]),))
-        fronts.append(Frontend(
-            name=e.frontend, listen=e.published, mode=e.protocol, groups=groups,
-            active=(active or {}).get(e.frontend, MAIN_GROUP),
-        ))
-    return RoutingTable(tuple(fronts))
+    with lb_errors():  # a table the LB would refuse (a bad file, or a bug): a DansError
+        return RoutingTable(tuple(_frontend(e, extra_groups or {}, active or {})
+                                  for e in entries))
+
+
+def _frontend(e: EntryPort, extra_groups: dict[str, dict[str, str]],
+              active: dict[str, str]) -> Frontend:
+    groups = {MAIN_GROUP: Group(backends=(e.backend(),))}
+    for gname, mapping in extra_groups.items():
+        if e.service in mapping:
+            groups[gname] = Group(backends=(e.backend(mapping[e.service]),))
+    return Frontend(name=e.frontend, listen=e.published, mode=e.protocol, groups=groups,
+                    active=active.get(e.frontend, MAIN_GROUP))
 
 
 def manage(specs: StackSpecs, settings: LBSettings) -> ManagedStack:

@@ -6,9 +6,14 @@ applies them) and `state` (which stores them).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
+
+from upgrade_manager.errors import UpgradeError
 
 __all__ = [
     "FAST_UPDATE",
@@ -20,7 +25,11 @@ __all__ = [
     "ServiceChange",
     "Spec",
     "Step",
+    "StepKind",
+    "bytes_data",
+    "data_digest",
     "temp_name",
+    "text_data",
 ]
 
 Spec = dict[str, Any]
@@ -67,11 +76,49 @@ class Relay:
     ports: tuple[int, ...]  # the ports dans could read (for the reader: the relay takes all)
 
 
+class StepKind(StrEnum):
+    """What a step does. The values are the durable form: a stored plan names its steps so.
+
+    Each kind has one rule in `executor.RULES`: how the executor applies it and how a
+    rollback undoes it (a unit test keeps the two complete).
+    """
+
+    CREATE_NETWORK = "create_network"
+    CREATE_CONFIG = "create_config"
+    CREATE_SECRET = "create_secret"
+    CREATE_SERVICE = "create_service"
+    CREATE_SERVICES = "create_services"  # side by side, then waited for together
+    CREATE_RELAY = "create_relay"  # written by older plans; applied as create_service
+    CREATE_TEMP = "create_temp"  # written by older plans; applied as create_service
+    UPDATE_SERVICE = "update_service"
+    UPDATE_SERVICES = "update_services"
+    CONVERGE = "converge"  # stop the old chain, then the canonical services take new specs
+    ROUTE = "route"  # send the LB a routing table
+    DRAIN = "drain"  # wait until a group of the LB has no request in flight
+    REMOVE_SERVICE = "remove_service"
+    REMOVE_SERVICES = "remove_services"
+    REMOVE_NETWORK = "remove_network"
+    REMOVE_CONFIG = "remove_config"
+    REMOVE_SECRET = "remove_secret"
+    REMOVE_UNUSED = "remove_unused"  # configs and secrets no service names any more
+
+    @classmethod
+    def read(cls, value: str) -> StepKind:
+        """The kind a stored plan names; UpgradeError for one this dans does not know."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise UpgradeError(
+                f"the recorded plan has a step of unknown kind {value!r} (written by another "
+                f"version of dans?); finish or roll it back with the dans that planned it"
+            ) from None
+
+
 @dataclass(frozen=True)
 class Step:
     """One executor step; `args` is JSON data (specs, names, routing tables)."""
 
-    kind: str
+    kind: StepKind
     target: str
     args: dict[str, Any] = field(default_factory=dict)
     note: str = ""
@@ -129,7 +176,7 @@ class Plan:
             edges=tuple(tuple(e) for e in data["edges"]),
             chain=tuple(data["chain"]),
             relays=tuple(Relay(**{**r, "ports": tuple(r["ports"])}) for r in data["relays"]),
-            steps=tuple(Step(**s) for s in data["steps"]),
+            steps=tuple(Step(**{**s, "kind": StepKind.read(s["kind"])}) for s in data["steps"]),
             extra_replicas=data["extra_replicas"],
             warnings=tuple(data["warnings"]),
             old_specs=data["old_specs"],
@@ -144,3 +191,26 @@ class Plan:
 def temp_name(full: str, generation: str) -> str:
     """The temporary copy of a service for one upgrade generation."""
     return f"{full}-dans-{generation}"
+
+
+def text_data(spec: Spec) -> Spec:
+    """A config or secret spec with bytes `Data` as base64 text: the Engine API's form, and
+    the plan's (JSON). Anything else is returned as it is (copied)."""
+    out = dict(spec)
+    if isinstance(out.get("Data"), bytes):
+        out["Data"] = base64.b64encode(out["Data"]).decode("ascii")
+    return out
+
+
+def bytes_data(spec: Spec) -> Spec:
+    """The inverse of `text_data`: base64 text `Data` (from the engine or a plan) as bytes.
+    A spec without `Data` (a driver-backed secret) is returned as it is (copied)."""
+    out = dict(spec)
+    if isinstance(out.get("Data"), str):
+        out["Data"] = base64.b64decode(out["Data"])
+    return out
+
+
+def data_digest(data: bytes) -> str:
+    """What a plan keeps of a secret's content: `sha256:HEX`, never the content."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()

@@ -34,7 +34,6 @@ from upgrade_manager.diff import FieldDiff, diff_specs, normalize, replaces_task
 from upgrade_manager.errors import PlanError
 from upgrade_manager.managed import ManagedStack
 from upgrade_manager.model import (
-    FAST_UPDATE,
     GENERATION_LABEL,
     STRATEGIES,
     Plan,
@@ -43,23 +42,11 @@ from upgrade_manager.model import (
     ServiceChange,
     Spec,
     Step,
-    temp_name,
+    StepKind,
 )
 from upgrade_manager.steps import StepBuilder
 
-__all__ = [
-    "FAST_UPDATE",
-    "GENERATION_LABEL",
-    "STRATEGIES",
-    "Plan",
-    "Relay",
-    "RunningStack",
-    "ServiceChange",
-    "Step",
-    "fingerprint",
-    "make_plan",
-    "temp_name",
-]
+__all__ = ["fingerprint", "make_plan"]  # its data types are `model`'s
 
 # Well-known ports by URL scheme, for finding where a relayed service listens.
 _SCHEME_PORTS = {
@@ -153,7 +140,7 @@ def _cleanup(running: RunningStack, desired: ManagedStack, generation: str,
     build = StepBuilder(running, desired, generation)
     steps: list[Step] = []
     if prune:
-        steps += [Step("remove_service", n, note="not in the new file") for n in d.removed]
+        steps += [Step(StepKind.REMOVE_SERVICE, n, note="not in the new file") for n in d.removed]
         steps += build.prune_objects()
     elif d.removed:
         warnings.append("services not in the new file are kept (use --prune to remove): "

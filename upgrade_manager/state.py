@@ -11,7 +11,6 @@ the config's version index, so two writers cannot both believe they own the upgr
 
 from __future__ import annotations
 
-import base64
 import os
 import socket
 import threading
@@ -21,7 +20,7 @@ from typing import Any
 
 from upgrade_manager.errors import Conflict, NotFound, UpgradeError, UpgradeLocked
 from upgrade_manager.gateway import STACK_LABEL, Gateway
-from upgrade_manager.plan import Plan
+from upgrade_manager.model import Plan, bytes_data
 
 __all__ = ["STALE_AFTER", "StateStore", "UpgradeState", "state_name"]
 
@@ -95,7 +94,7 @@ class StateStore:
             return None
         self._raw = raw
         labels = raw["Spec"].get("Labels") or {}
-        plan = Plan.from_json(base64.b64decode(raw["Spec"]["Data"]))
+        plan = Plan.from_json(bytes_data(raw["Spec"])["Data"])
         return UpgradeState(
             plan=plan,
             done=int(labels.get(PREFIX + "done", "0")),

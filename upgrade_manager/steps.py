@@ -6,8 +6,6 @@ builder only turns those decisions into executor steps with their specs and rout
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 from typing import Any
 
@@ -20,7 +18,10 @@ from upgrade_manager.model import (
     RunningStack,
     Spec,
     Step,
+    StepKind,
+    data_digest,
     temp_name,
+    text_data,
 )
 
 __all__ = ["StepBuilder"]
@@ -39,13 +40,13 @@ class StepBuilder:
 
     def objects(self) -> list[Step]:
         """Create the networks, configs and secrets the new file adds."""
-        steps = [Step("create_network", n, {"spec": s})
+        steps = [Step(StepKind.CREATE_NETWORK, n, {"spec": s})
                  for n, s in sorted(self.specs.networks.items())
                  if n not in self.running.networks]
-        steps += [Step("create_config", n, {"spec": _encodable(s)})
+        steps += [Step(StepKind.CREATE_CONFIG, n, {"spec": text_data(s)})
                   for n, s in sorted(self.specs.configs.items())
                   if n not in self.running.configs]
-        steps += [Step("create_secret", n, _secret_args(s))
+        steps += [Step(StepKind.CREATE_SECRET, n, _secret_args(s))
                   for n, s in sorted(self.specs.secrets.items())
                   if n not in self.running.secrets]
         return steps
@@ -56,20 +57,20 @@ class StepBuilder:
         old_secrets = sorted(self.running.secrets - set(self.specs.secrets))
         if not old_configs and not old_secrets:
             return []
-        return [Step("remove_unused", "configs-secrets",
+        return [Step(StepKind.REMOVE_UNUSED, "configs-secrets",
                      {"configs": old_configs, "secrets": old_secrets},
                      note="kept if a service still uses them")]
 
     def prune_objects(self) -> list[Step]:
         """Remove the stack's networks that the new file no longer declares."""
         keep = set(self.specs.networks)
-        return [Step("remove_network", n, note="not in the new file")
+        return [Step(StepKind.REMOVE_NETWORK, n, note="not in the new file")
                 for n in sorted(self.running.networks - keep)
                 if "dans-gen-" not in n]
 
     def create(self, name: str) -> Step:
         """Create a service the new file adds, and wait until it is healthy."""
-        return Step("create_service", name, {"spec": self.specs.services[name]},
+        return Step(StepKind.CREATE_SERVICE, name, {"spec": self.specs.services[name]},
                     note="new service")
 
     def update_in_place(self, name: str, note: str, *, stop_first: bool = False) -> Step:
@@ -77,12 +78,12 @@ class StepBuilder:
         args: dict[str, Any] = {"spec": self.specs.services[name]}
         if stop_first:
             args["via"] = {**_update_config(self.specs.services[name]), "Order": "stop-first"}
-        return Step("update_service", name, args, note=note)
+        return Step(StepKind.UPDATE_SERVICE, name, args, note=note)
 
     def rolling(self, changed: set[str], added: list[str]) -> list[Step]:
         """What `docker stack deploy` does: every service updates at once, each rolling."""
         steps = [self.create(n) for n in added]
-        steps.append(Step("update_services", "stack",
+        steps.append(Step(StepKind.UPDATE_SERVICES, "stack",
                           {"services": {n: self.specs.services[n] for n in sorted(changed)}},
                           note="all at once, each by its own update config"))
         return steps
@@ -91,7 +92,7 @@ class StepBuilder:
         """Old chain stops, new chain starts: no two versions ever serve together."""
         steps = [self.create(n) for n in added]
         services = {n: self.specs.services[n] for n in sorted(replaced | scaled)}
-        steps.append(Step("update_services", "stack",
+        steps.append(Step(StepKind.UPDATE_SERVICES, "stack",
                           {"services": services, "via": {**FAST_UPDATE}},
                           note="every changed service at once, stop-first"))
         return steps
@@ -110,23 +111,23 @@ class StepBuilder:
         temps = {n: temp_name(n, self.generation) for n in chain}
         group = f"dans-{self.generation}"
         fronts = [e.frontend for e in d.entries if e.service in temps]
-        steps = [Step("create_network", self.network, {"spec": {
+        steps = [Step(StepKind.CREATE_NETWORK, self.network, {"spec": {
             "Name": self.network, "Driver": "overlay", "Attachable": False,
             "Labels": dict(self.labels)}}, note="generation network")]
         if relays:
-            steps.append(Step("create_services", "relays",
+            steps.append(Step(StepKind.CREATE_SERVICES, "relays",
                               {"services": {r.name: self.relay_spec(r) for r in relays}},
                               note="answer for " + ", ".join(r.short for r in relays)
                               + " on the generation network"))
         for i, level in enumerate(levels):
-            steps.append(Step("create_services", f"level-{i}",
+            steps.append(Step(StepKind.CREATE_SERVICES, f"level-{i}",
                               {"services": {temps[n]: self.temp_spec(n) for n in level}},
                               note="new " + ", ".join(self.specs.short_names[n] for n in level)
                               + " beside the old"))
         to_new = d.routing_table({group: temps}, {f: group for f in fronts})
-        steps.append(Step("route", "lb", {"table": to_new.to_dict()},
+        steps.append(Step(StepKind.ROUTE, "lb", {"table": to_new.to_dict()},
                           note="new requests go to the new chain"))
-        steps.append(Step("drain", "lb", {"frontends": fronts, "group": "main"},
+        steps.append(Step(StepKind.DRAIN, "lb", {"frontends": fronts, "group": "main"},
                           note="old chain finishes its requests"))
         # Converge: the old chain stops first (a caller that works on its own, e.g. a queue
         # worker, must not call a callee that already runs the new version), then each level
@@ -136,7 +137,7 @@ class StepBuilder:
         if rest:
             order.append(rest)
         services = {n: self.specs.services[n] for level in order for n in level}
-        steps.append(Step("converge", "canonical",
+        steps.append(Step(StepKind.CONVERGE, "canonical",
                           {"services": services, "via": FAST_UPDATE,
                            "stop": sorted(chain), "levels": [lv for lv in order if lv],
                            "companions": sorted(set(chain) - converge)},
@@ -146,15 +147,15 @@ class StepBuilder:
         for fe in back_dict["frontends"]:
             if group in fe["groups"]:
                 fe["groups"][group]["state"] = "draining"
-        steps.append(Step("route", "lb-back", {"table": back_dict},
+        steps.append(Step(StepKind.ROUTE, "lb-back", {"table": back_dict},
                           note="new requests go to the canonical services"))
-        steps.append(Step("drain", "lb-back", {"frontends": fronts, "group": group},
+        steps.append(Step(StepKind.DRAIN, "lb-back", {"frontends": fronts, "group": group},
                           note="temporary chain finishes its requests"))
-        steps.append(Step("route", "lb-final", {"table": d.routing_table().to_dict()}))
-        steps.append(Step("remove_services", "temporary",
+        steps.append(Step(StepKind.ROUTE, "lb-final", {"table": d.routing_table().to_dict()}))
+        steps.append(Step(StepKind.REMOVE_SERVICES, "temporary",
                           {"names": [*temps.values(), *(r.name for r in relays)]},
                           note="temporary services and relays, together"))
-        steps.append(Step("remove_network", self.network, note="generation network"))
+        steps.append(Step(StepKind.REMOVE_NETWORK, self.network, note="generation network"))
         return steps
 
     def temp_spec(self, full: str) -> Spec:
@@ -222,14 +223,7 @@ def _secret_args(spec: Spec) -> dict[str, Any]:
     args: dict[str, Any] = {"spec": out,
                             "logical": (spec.get("Labels") or {}).get(LOGICAL_NAME_LABEL)}
     if isinstance(spec.get("Data"), bytes):
-        args["digest"] = "sha256:" + hashlib.sha256(spec["Data"]).hexdigest()
+        args["digest"] = data_digest(spec["Data"])
     return args
 
 
-def _encodable(spec: Spec) -> Spec:
-    """Config specs carry bytes; the plan stores them as base64 text (configs are not
-    secret: the engine shows their data to anyone who inspects them)."""
-    out = dict(spec)
-    if isinstance(out.get("Data"), bytes):
-        out["Data"] = base64.b64encode(out["Data"]).decode("ascii")
-    return out

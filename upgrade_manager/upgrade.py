@@ -16,8 +16,8 @@ from typing import Any
 
 from compose_translator import ComposeProject, StackSpecs, load_project, translate
 from lb.client import AdminClient
-from lb.image import ensure_lb_image, source_tag
 from upgrade_manager._compose import compose_input
+from upgrade_manager._lb import lb_errors
 from upgrade_manager.admin_channel import AdminChannel
 from upgrade_manager.deploy import DeployResult, deploy_stack
 from upgrade_manager.errors import (
@@ -31,6 +31,7 @@ from upgrade_manager.errors import (
 )
 from upgrade_manager.executor import Executor, Timeouts, rollback_steps
 from upgrade_manager.gateway import STACK_LABEL, Gateway
+from upgrade_manager.lb_image import ensure_lb_image, source_tag
 from upgrade_manager.lb_progress import LBProgress
 from upgrade_manager.managed import (
     ADMIN_PORT_LABEL,
@@ -44,14 +45,8 @@ from upgrade_manager.managed import (
     token_secret_name,
     token_secret_ref,
 )
-from upgrade_manager.plan import (
-    GENERATION_LABEL,
-    Plan,
-    RunningStack,
-    Step,
-    fingerprint,
-    make_plan,
-)
+from upgrade_manager.model import GENERATION_LABEL, Plan, RunningStack, Step, StepKind
+from upgrade_manager.plan import fingerprint, make_plan
 from upgrade_manager.state import StateStore, UpgradeState
 
 __all__ = [
@@ -200,7 +195,8 @@ class LBSession:
         """The admin client, once the LB answers."""
         client = self.client()
         if not self._ready:
-            client.wait_ready(timeout=30)
+            with lb_errors():
+                client.wait_ready(timeout=30)
             self._ready = True
         return client
 
@@ -239,7 +235,8 @@ def plan_upgrade(gw: Gateway, opts: Options, session: LBSession | None = None,
         own = session is None
         session = session or LBSession(gw, opts)
         try:
-            old_table = session.client().routes().to_dict()
+            with lb_errors():
+                old_table = session.client().routes().to_dict()
         except LBError:
             old_table = desired.routing_table().to_dict()
         finally:
@@ -345,7 +342,7 @@ def _changed_secrets(plan: Plan, desired: ManagedStack) -> list[str]:
     """
     have = set(desired.specs.secrets)
     return sorted({str(s.args.get("logical") or s.target) for s in plan.steps
-                   if s.kind == "create_secret" and s.target not in have})
+                   if s.kind is StepKind.CREATE_SECRET and s.target not in have})
 
 
 def rollback(gw: Gateway, opts: Options, report: Reporter) -> Plan:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -35,6 +36,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def listening(port: int) -> bool:
+    """True when something accepts TCP connections on 127.0.0.1:port."""
+    with socket.socket() as s:
+        s.settimeout(1.0)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 class LoopThread:
     """An asyncio loop in a daemon thread; `run` executes a coroutine there and waits."""
 
@@ -57,7 +65,7 @@ class Backend:
 
     GET /            -> "NAME"
     GET /hold        -> waits until `release()` (bounded to 30 s), then "NAME"
-    GET /sleep?s=X   -> sleeps X seconds
+    GET /sleep?s=X   -> sleeps X seconds (cut short when the backend stops)
     GET /big?n=N     -> N bytes, streamed in chunks without a length
     ANY /echo        -> JSON: method, path, headers, body length
     GET /ws          -> a WebSocket that echoes "NAME:message"
@@ -69,11 +77,13 @@ class Backend:
         self.port = 0
         self.hits = 0
         self._gate: asyncio.Event | None = None
+        self._stopping: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
         loops.run(self._start())
 
     async def _start(self) -> None:
         self._gate = asyncio.Event()
+        self._stopping = asyncio.Event()
         app = web.Application(client_max_size=16 << 20)
         app.router.add_get("/", self._root)
         app.router.add_get("/hold", self._hold)
@@ -104,7 +114,10 @@ class Backend:
         return web.Response(text=self.name)
 
     async def _sleep(self, request: web.Request) -> web.Response:
-        await asyncio.sleep(float(request.query.get("s", "1")))
+        assert self._stopping is not None
+        # Stopping the backend waits for its handlers: a sleeper must not hold the teardown.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), float(request.query.get("s", "1")))
         return web.Response(text=self.name)
 
     async def _big(self, request: web.Request) -> web.StreamResponse:
@@ -138,6 +151,8 @@ class Backend:
 
     def stop(self) -> None:
         """Close the listening socket and all connections."""
+        if self._stopping is not None:
+            self.loops.loop.call_soon_threadsafe(self._stopping.set)
         if self._runner is not None:
             self.loops.run(self._runner.cleanup())
             self._runner = None
@@ -170,8 +185,11 @@ class LBProcess:
         )
         self.admin = AdminClient(f"http://127.0.0.1:{self.admin_port}", token or "none")
         try:
-            wait_until(lambda: self.proc.poll() is not None or self.admin.healthy(),
-                       timeout=30, what="the LB's admin API")
+            # A cheap connect first: the client's health probe, refused, retries after
+            # half a second (its real-world habit), which every test would pay.
+            wait_until(lambda: self.proc.poll() is not None
+                       or (listening(self.admin_port) and self.admin.healthy()),
+                       timeout=30, interval=0.02, what="the LB's admin API")
         except AssertionError:
             self.stop()
             raise

@@ -42,10 +42,13 @@ def lb(capture: CaptureBackend) -> Iterator[tuple[LBProcess, int]]:
 @pytest.fixture
 def port(lb: tuple[LBProcess, int], capture: CaptureBackend) -> int:
     # What an earlier test sent may still be on its way to the backend (a loaded machine
-    # delays the backend's thread): wait until it is quiet before forgetting it (bounded).
+    # delays the backend's thread): once the LB has no request in flight, wait until the
+    # backend has been quiet for a moment before forgetting it (bounded).
+    wait_until(lambda: lb[0].admin.status()["in_flight"] == 0, timeout=10, interval=0.02,
+               what="the earlier test's requests to end")
     quiet_since, seen = time.monotonic(), len(capture.raw)
     deadline = quiet_since + 3.0
-    while time.monotonic() - quiet_since < 0.2 and time.monotonic() < deadline:
+    while time.monotonic() - quiet_since < 0.05 and time.monotonic() < deadline:
         time.sleep(0.02)
         if len(capture.raw) != seen:
             quiet_since, seen = time.monotonic(), len(capture.raw)

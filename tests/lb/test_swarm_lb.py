@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 
 from lb.client import AdminClient
-from lb.image import ensure_lb_image, source_tag
 from tests.lb.support import get
 from tests.support import Names, wait_until
 from upgrade_manager.gateway import Gateway
+from upgrade_manager.lb_image import ensure_lb_image, source_tag
 
 TOKEN = "swarm-test-token-42"
 SECOND = 1_000_000_000

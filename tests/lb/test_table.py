@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from lb.errors import LBError
 from lb.server import load_table, load_token
 from lb.table import RoutingTable, split_target
-from upgrade_manager.errors import LBError
 
 FULL = {"frontends": [
     {"name": "web", "listen": 8080, "host": "0.0.0.0", "mode": "http", "active": "v2",

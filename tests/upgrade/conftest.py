@@ -6,10 +6,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from lb.image import ensure_lb_image, source_tag
 from tests.support import Names
 from tests.upgrade.voting import DansStack
 from upgrade_manager.gateway import Gateway
+from upgrade_manager.lb_image import ensure_lb_image, source_tag
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,8 @@ from upgrade_manager.diff import normalize
 from upgrade_manager.errors import NotFound
 from upgrade_manager.executor import Timeouts
 from upgrade_manager.managed import lb_service_name
-from upgrade_manager.plan import Plan, make_plan
+from upgrade_manager.model import Plan
+from upgrade_manager.plan import make_plan
 from upgrade_manager.state import state_name
 from upgrade_manager.upgrade import (
     Options,

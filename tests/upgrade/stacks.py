@@ -9,7 +9,8 @@ import yaml
 
 from compose_translator import load_project, translate
 from upgrade_manager.managed import LBSettings, ManagedStack, manage
-from upgrade_manager.plan import RunningStack
+from upgrade_manager.model import Plan, RunningStack
+from upgrade_manager.plan import make_plan
 
 SETTINGS = LBSettings(image="dans-lb:test", token_secret="st_dans-lb-token-0")
 
@@ -59,3 +60,12 @@ def running(stack: ManagedStack) -> RunningStack:
     """The running state right after a `dans deploy` of `stack`."""
     return RunningStack(stack.stack, copy.deepcopy(stack.specs.services), {},
                         frozenset(stack.specs.networks))
+
+
+def front_and_api_plan() -> Plan:
+    """The plan that moves front (a new API URL) and api (a new image) of BASE, as `g1`."""
+    before = managed(BASE)
+    new = doc(front={"environment": {"API_URL": "http://api:8000/v2"}},
+              api={"image": "app/api:2"})
+    return make_plan(running(before), managed(new), generation="g1",
+                     old_table=before.routing_table().to_dict())

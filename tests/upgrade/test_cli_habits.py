@@ -20,7 +20,7 @@ from tests.support import IN_CI
 from upgrade_manager import _cli_upgrade
 from upgrade_manager._cli_plugin import metadata
 from upgrade_manager.gateway import Gateway
-from upgrade_manager.plan import STRATEGIES
+from upgrade_manager.model import STRATEGIES
 
 ROOT = Path(__file__).resolve().parents[2]
 VOTING_V1 = str(ROOT / "examples/voting-app/stacks/v1.yml")

@@ -22,7 +22,7 @@ from tests.upgrade.fakestack import STACK, deployed, images, plan_of, replicas, 
 from tests.upgrade.stacks import BASE, doc
 from upgrade_manager.errors import Conflict, UpgradeError
 from upgrade_manager.executor import Executor, Timeouts
-from upgrade_manager.plan import Plan, Step
+from upgrade_manager.model import Plan, Step
 
 V2_API = {"image": "app/api:2"}
 V2_FRONT = {"environment": {"API_URL": "http://api:8000/v2"}}

@@ -20,7 +20,7 @@ from upgrade_manager import upgrade
 from upgrade_manager.errors import LBError, UpgradeError
 from upgrade_manager.lb_progress import group_versions
 from upgrade_manager.managed import MAIN_GROUP
-from upgrade_manager.plan import Step
+from upgrade_manager.model import Step, StepKind
 
 NEW = doc(front={"environment": {"API_URL": "http://api:8000/v2"}}, api={"image": "app/api:2"})
 Events = list[tuple[str, str, str]]
@@ -120,8 +120,9 @@ def test_plans_that_never_route_through_the_lb_send_no_report(lb: FakeLB,
 
 def test_group_versions_follow_the_steps() -> None:
     table: dict[str, Any] = {"frontends": [{"groups": {"main": {}, "dans-9": {}}}]}
-    steps = [Step("route", "lb", {"table": table}), Step("converge", "canonical"),
-             Step("route", "lb-back", {"table": table})]
+    steps = [Step(StepKind.ROUTE, "lb", {"table": table}),
+             Step(StepKind.CONVERGE, "canonical"),
+             Step(StepKind.ROUTE, "lb-back", {"table": table})]
     assert group_versions(steps, "9", 0, "9") == {"dans-9": "9"}
     assert group_versions(steps, "9", 1, "9") == {"dans-9": "9"}
     assert group_versions(steps, "9", 2, "9") == {"dans-9": "9", "main": "9"}

@@ -12,7 +12,8 @@ from compose_translator import load_project, translate
 from tests.upgrade.stacks import BASE, SETTINGS, doc, managed, running
 from upgrade_manager.errors import PlanError
 from upgrade_manager.managed import ManagedStack, manage
-from upgrade_manager.plan import Plan, RunningStack, make_plan
+from upgrade_manager.model import Plan, RunningStack
+from upgrade_manager.plan import make_plan
 
 V2_API = {"image": "app/api:2"}
 V2_FRONT = {"environment": {"API_URL": "http://api:8000/v2"}}

@@ -7,11 +7,11 @@ import json
 import pytest
 
 from upgrade_manager._cli_upgrade import Progress
-from upgrade_manager.model import Step
+from upgrade_manager.model import Step, StepKind
 
 
 def test_events_are_one_json_object_per_line(capsys: pytest.CaptureFixture[str]) -> None:
-    step = Step("route", "lb", {}, "new requests go to the new chain")
+    step = Step(StepKind.ROUTE, "lb", {}, "new requests go to the new chain")
     progress = Progress(as_json=True)
     progress("start", step, 0.0, "4/11")
     progress("done", step, 0.25, "")
@@ -30,7 +30,7 @@ def test_events_are_one_json_object_per_line(capsys: pytest.CaptureFixture[str])
 
 
 def test_text_progress_is_one_line_per_event(capsys: pytest.CaptureFixture[str]) -> None:
-    step = Step("drain", "lb", {}, "")
+    step = Step(StepKind.DRAIN, "lb", {}, "")
     progress = Progress(as_json=False)
     progress("start", step, 0.0, "5/11")
     progress("done", step, 0.1, "")

@@ -26,7 +26,7 @@ from upgrade_manager import state as state_module
 from upgrade_manager import upgrade
 from upgrade_manager.errors import UpgradeError
 from upgrade_manager.executor import NO_RETURN_STEP
-from upgrade_manager.plan import Step
+from upgrade_manager.model import Step
 from upgrade_manager.state import StateStore, state_name
 
 NEW = doc(front={"environment": {"API_URL": "http://api:8000/v2"}}, api={"image": "app/api:2"})

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.upgrade.stacks import BASE, doc, managed, running
+from tests.upgrade.stacks import front_and_api_plan
 from upgrade_manager.errors import UpgradeError
 from upgrade_manager.executor import NO_RETURN_STEP, rollback_steps
-from upgrade_manager.plan import Plan, make_plan
+from upgrade_manager.model import Plan
 
 
 @pytest.fixture
 def plan() -> Plan:
-    before = managed(BASE)
-    new = doc(front={"environment": {"API_URL": "http://api:8000/v2"}},
-              api={"image": "app/api:2"})
-    return make_plan(running(before), managed(new), generation="g1",
-                     old_table=before.routing_table().to_dict())
+    return front_and_api_plan()
 
 
 def keys(plan: Plan, done: int) -> list[str]:

@@ -25,7 +25,7 @@ from upgrade_manager import state as state_module
 from upgrade_manager import upgrade
 from upgrade_manager.errors import PlanError, UpgradeError
 from upgrade_manager.managed import TOKEN_FILE, lb_service_name, token_secret_ref
-from upgrade_manager.plan import Step
+from upgrade_manager.model import Step, StepKind
 from upgrade_manager.state import StateStore
 
 OLD, NEW, ADDED = b"s3cret-old-content-1", b"s3cret-new-content-2", b"s3cret-added-3"
@@ -135,7 +135,7 @@ def test_the_executor_refuses_content_that_does_not_match_the_digest() -> None:
     from upgrade_manager.executor import Executor
 
     gw = FakeGateway()
-    step = Step("create_secret", "st_key-0", {"spec": {"Name": "st_key-0"}, "logical": "key",
+    step = Step(StepKind.CREATE_SECRET, "st_key-0", {"spec": {"Name": "st_key-0"}, "logical": "key",
                                                "digest": "sha256:" + "0" * 64})
     ex = Executor(gw, lambda: None, lambda *_a: None, secret_data={"st_key-0": b"other"})  # type: ignore[arg-type,return-value]
     with pytest.raises(UpgradeError, match="secret key: its content is not what"):

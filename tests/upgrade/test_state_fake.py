@@ -18,7 +18,8 @@ from tests.fakegateway import FakeGateway
 from tests.upgrade.stacks import BASE, doc, managed, running
 from upgrade_manager import state as state_module
 from upgrade_manager.errors import UpgradeLocked
-from upgrade_manager.plan import Plan, make_plan
+from upgrade_manager.model import Plan
+from upgrade_manager.plan import make_plan
 from upgrade_manager.state import PREFIX, STALE_AFTER, StateStore, UpgradeState, state_name
 
 HOST = socket.gethostname()

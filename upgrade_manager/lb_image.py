@@ -4,9 +4,10 @@ The build never pulls and needs no PyPI from inside the build (containers here c
 PyPI's TLS): the runtime dependencies are Debian packages (aiohttp 3.8 on bookworm) plus the
 `httptools` wheel (Debian's 0.1 is far too old), which is fetched on the host with pip into
 a cache (`wheel_dir`) and shipped in the build context under wheels/; the Dockerfile installs
-it with `pip --no-index`. The context also carries the LB's own packages (`lb` and the leaf
-modules of `upgrade_manager` it imports), copied from wherever dans is installed. The image
-runs `python3 -m lb.cli` (= `dans lb`).
+it with `pip --no-index`. The context also carries the `lb` package and nothing else of dans
+(`lb` imports no other dans package), copied from wherever dans is installed, and the
+Dockerfile `lb/Dockerfile`. The image runs `python3 -m lb.cli` (= `dans lb`). This is the
+upgrade manager's deployment code: `lb` itself neither builds nor needs its image.
 
 Tags: `default_tag()` is $DANS_LB_IMAGE, else `source_tag()`: `dans-lb:<version>-<digest>`,
 the package version plus a digest of the code that goes into the image, so an engine that
@@ -28,17 +29,15 @@ from importlib import metadata
 from pathlib import Path
 
 import lb
-import upgrade_manager
 from upgrade_manager import __version__
 from upgrade_manager.errors import LBError
 from upgrade_manager.gateway import Gateway
 
-__all__ = ["IMAGE_NAME", "build_context", "default_tag", "ensure_lb_image", "source_tag"]
+__all__ = ["IMAGE_NAME", "build_context", "default_tag", "ensure_lb_image", "source_tag",
+           "sources"]
 
 IMAGE_NAME = "dans-lb"
 _LB_DIR = Path(lb.__file__).parent
-_UM_DIR = Path(upgrade_manager.__file__).parent
-_UM_FILES = ("__init__.py", "errors.py")  # all the LB imports from upgrade_manager
 
 
 def default_tag() -> str:
@@ -83,9 +82,9 @@ def httptools_wheel() -> Path:
     return found[-1]
 
 
-def _sources() -> list[tuple[str, Path]]:
+def sources() -> list[tuple[str, Path]]:
+    """(name in the build context, file) for everything the LB image is built from."""
     files = [(f"dans/lb/{p.relative_to(_LB_DIR)}", p) for p in sorted(_LB_DIR.rglob("*.py"))]
-    files += [(f"dans/upgrade_manager/{name}", _UM_DIR / name) for name in _UM_FILES]
     files.append(("Dockerfile", _LB_DIR / "Dockerfile"))
     wheel = httptools_wheel()
     files.append((f"wheels/{wheel.name}", wheel))
@@ -95,14 +94,14 @@ def _sources() -> list[tuple[str, Path]]:
 def source_tag() -> str:
     """`dans-lb:<version>-<digest of the image's code>`: changes whenever the code does."""
     digest = hashlib.sha256()
-    for name, path in _sources():
+    for name, path in sources():
         digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return f"{IMAGE_NAME}:{__version__}-{digest.hexdigest()[:12]}"
 
 
 def build_context(dest: Path) -> Path:
     """Write the build context (Dockerfile, code under dans/, wheels/) into `dest`."""
-    for name, path in _sources():
+    for name, path in sources():
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
