@@ -247,6 +247,24 @@ class Executor:
             self.gw.update_service(name, spec, version=int(current["Version"]["Index"]))
         return True
 
+    def _do_scale_services(self, step: Step) -> None:
+        """Give each service its replica count (nothing else changes), side by side, then
+        wait until exactly that many tasks of each run, healthy."""
+        counts: dict[str, int] = step.args["replicas"]
+
+        def scale(name: str) -> None:
+            current = self.gw.inspect_service(name)
+            spec = copy.deepcopy(current["Spec"])
+            replicated = (spec.get("Mode") or {}).get("Replicated")
+            if replicated is None:
+                raise UpgradeError(f"{name} is not a replicated service: it cannot be scaled")
+            if replicated.get("Replicas") != counts[name]:
+                replicated["Replicas"] = counts[name]
+                self.gw.update_service(name, spec, version=int(current["Version"]["Index"]))
+
+        each(scale, counts)
+        self._healthy(counts)
+
     def _do_remove_service(self, step: Step) -> None:
         self._remove_all([step.target])
 
@@ -358,6 +376,8 @@ def rollback_steps(plan: Plan, done: int) -> list[Step]:
     for s in touched:
         if s.kind in ("converge", "update_services"):
             changed.update({n: old[n] for n in s.args["services"] if n in old})
+        elif s.kind == "scale_services":
+            changed.update({n: old[n] for n in s.args["replicas"] if n in old})
         elif s.kind == "update_service" and s.target in old:
             changed[s.target] = old[s.target]
     if changed:

@@ -13,6 +13,7 @@ from typing import Any
 __all__ = [
     "FAST_UPDATE",
     "GENERATION_LABEL",
+    "ROUTED_STRATEGIES",
     "STRATEGIES",
     "Plan",
     "Relay",
@@ -24,7 +25,9 @@ __all__ = [
 ]
 
 Spec = dict[str, Any]
-STRATEGIES = ("dans", "rolling", "isolated")
+STRATEGIES = ("dans", "rolling", "isolated", "delayed")
+# The strategies whose plans route at the LB (a rollback restores the table they found).
+ROUTED_STRATEGIES = ("dans", "isolated", "delayed")
 GENERATION_LABEL = "io.dans.generation"
 
 # Updating idle canonical services: all tasks at once, no delay.

@@ -45,6 +45,7 @@ from upgrade_manager.model import (
     Step,
     temp_name,
 )
+from upgrade_manager.split import SPLIT_STRATEGIES, halves, replicas_of, split_steps
 from upgrade_manager.steps import StepBuilder
 
 __all__ = [
@@ -125,7 +126,8 @@ def make_plan(
         chain=tuple(n for level in levels for n in level),
         relays=relays,
         steps=tuple(steps),
-        extra_replicas=sum(_replicas(specs.services[n]) for n in chain) + len(relays),
+        extra_replicas=sum(_replicas(specs.services[n]) for n in chain) + len(relays)
+        + _split_extra(desired, d, stateful, strategy),
         warnings=tuple(warnings),
         old_specs={n: running.services[n] for n in sorted(running.services)},
         old_table=old_table,
@@ -285,12 +287,17 @@ def _steps(running: RunningStack, desired: ManagedStack, strategy: str, generati
     steps = ctx.objects()
     if strategy == "rolling":
         return steps + ctx.rolling(d.replaced | d.scaled, d.added)
-    if strategy == "isolated":
-        return steps + ctx.isolated(d.replaced, d.scaled, d.added)
     steps += [ctx.update_in_place(n, "stateful: stop-first", stop_first=True)
               for n in sorted(stateful)]
     steps += [ctx.create(n) for n in d.added if n != lb]
-    if chain:
+    if strategy in SPLIT_STRATEGIES:
+        split = _split_targets(desired, d, stateful)
+        if split:
+            steps += split_steps(ctx, strategy, split)
+        steps += [ctx.update_in_place(n, "in place")
+                  for n in sorted((d.replaced | d.scaled) - stateful - set(split) - {lb})]
+        compatible = set()  # split like every other changed service
+    elif chain:
         steps += ctx.chain_steps(levels, relays, d.replaced & chain, d.scaled - {lb})
     else:
         steps += [ctx.update_in_place(n, "in place")
@@ -299,6 +306,22 @@ def _steps(running: RunningStack, desired: ManagedStack, strategy: str, generati
     if lb in d.replaced | d.scaled or lb in d.added:
         steps.append(ctx.create(lb) if lb in d.added else ctx.update_in_place(lb, "edge LB"))
     return steps
+
+
+def _split_targets(desired: ManagedStack, d: _Differences, stateful: set[str]) -> list[str]:
+    """The services `isolated` and `delayed` split in halves: changed, stateless, replicated."""
+    return sorted(n for n in d.replaced - stateful - {desired.lb_service}
+                  if replicas_of(desired.specs.services[n]) is not None)
+
+
+def _split_extra(desired: ManagedStack, d: _Differences, stateful: set[str],
+                 strategy: str) -> int:
+    """Extra instances of a split plan: none while the halves swap; the new halves while the
+    canonical services take the rest back, until they are removed."""
+    if strategy not in SPLIT_STRATEGIES:
+        return 0
+    return sum(halves(_replicas(desired.specs.services[n]))[1]
+               for n in _split_targets(desired, d, stateful))
 
 
 def _has_volume(spec: Spec) -> bool:
