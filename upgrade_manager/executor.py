@@ -410,13 +410,15 @@ def rollback_steps(plan: Plan, done: int) -> list[Step]:
 def _with_temp_groups_draining(plan: Plan) -> dict[str, Any]:
     """The previous routing table, keeping this upgrade's groups as draining."""
     table = copy.deepcopy(plan.old_table) or {"frontends": []}
-    route_steps = [s for s in plan.steps if s.kind == "route"]
-    if not route_steps:
-        return table
-    new_fronts = {fe["name"]: fe for fe in route_steps[0].args["table"]["frontends"]}
+    # Every group any route step adds (a split plan switches one service at a time).
+    extra: dict[str, dict[str, Any]] = {}
+    for step in plan.steps:
+        if step.kind == "route":
+            for fe in step.args["table"]["frontends"]:
+                for group, g in fe["groups"].items():
+                    extra.setdefault(fe["name"], {}).setdefault(group, g)
     for fe in table["frontends"]:
-        extra = new_fronts.get(fe["name"], {}).get("groups", {})
-        for group, g in extra.items():
+        for group, g in extra.get(fe["name"], {}).items():
             if group not in fe["groups"]:
                 fe["groups"][group] = {**g, "state": "draining"}
     return table

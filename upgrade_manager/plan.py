@@ -114,8 +114,12 @@ def make_plan(
               for level in calls.levels(short_of[n] for n in chain)]
     changes = tuple(_change(full, running, desired, d, chain, compatible, stateful, relays)
                     for full in sorted(set(specs.services) | set(running.services)))
+    # The paper's baselines move one service after the other, callees first.
+    split = [full_of[s] for level in calls.levels(
+        short_of[n] for n in _split_targets(desired, d, stateful)) for s in level
+             ] if strategy in SPLIT_STRATEGIES else []
     steps = _steps(running, desired, strategy, generation, d, chain, levels, relays,
-                   stateful, compatible)
+                   stateful, compatible, split)
     steps += _cleanup(running, desired, generation, d, prune, warnings)
     return Plan(
         stack=desired.stack,
@@ -280,7 +284,8 @@ def _outside_callers(calls: CallGraph, chain: set[str], replaced: set[str],
 
 def _steps(running: RunningStack, desired: ManagedStack, strategy: str, generation: str,
            d: _Differences, chain: set[str], levels: list[list[str]],
-           relays: tuple[Relay, ...], stateful: set[str], compatible: set[str]) -> list[Step]:
+           relays: tuple[Relay, ...], stateful: set[str], compatible: set[str],
+           split: list[str]) -> list[Step]:
     """The executor steps for the decisions made (without pruning and clean-up)."""
     ctx = StepBuilder(running, desired, generation)
     lb = desired.lb_service
@@ -291,9 +296,7 @@ def _steps(running: RunningStack, desired: ManagedStack, strategy: str, generati
               for n in sorted(stateful)]
     steps += [ctx.create(n) for n in d.added if n != lb]
     if strategy in SPLIT_STRATEGIES:
-        split = _split_targets(desired, d, stateful)
-        if split:
-            steps += split_steps(ctx, strategy, split)
+        steps += split_steps(ctx, strategy, split)
         steps += [ctx.update_in_place(n, "in place")
                   for n in sorted((d.replaced | d.scaled) - stateful - set(split) - {lb})]
         compatible = set()  # split like every other changed service

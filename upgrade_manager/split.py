@@ -1,25 +1,30 @@
 """The baselines the DANS paper measures against, as plans: isolated and delayed switch.
 
-Both split every changed service's instances in two (the *new half*: `max(1, n // 2)` of its
-n instances; the *old half*: the rest) without any extra instance, so capacity is halved
-while the halves swap. In Swarm a service's tasks cannot be told apart, so the new half is a
-temporary service beside the canonical one, with the new spec and the canonical networks
-and aliases (as the paper's instances share the old network): the LB routes the entry
-frontends by service, so an entry service's new half is *offline* until the switch, while a
-service called by name (no LB in front of it) is reached by both halves at once. That is the
-weakness the paper names when several dependent services change: an old caller reaches a new
-callee before the switch, and a new caller an old one after it.
+Both are per-service methods: each changed service is moved on its own, one after the other
+(callees first, the order dans also starts services in), splitting its instances in two (the
+*new half*: `max(1, n // 2)` of its n instances; the *old half*: the rest) with no extra
+instance while the halves swap, so capacity is halved meanwhile. In Swarm a service's tasks
+cannot be told apart, so the new half is a temporary service beside the canonical one, with
+the new spec and the canonical networks and aliases (the paper's instances share the old
+network). The LB routes entry frontends by service, so an entry service's new half is
+*offline* until the LB switches to it; a service called by name (no LB in front of it) is
+reached by its callers as soon as a new task is healthy. That is the weakness the paper
+names when several dependent services change: while one service has moved and the next has
+not, an old caller reaches a new callee (or a new caller an old one), whatever each
+service's own switch does.
 
-- `isolated` (split-half update): the old half keeps serving, the new half starts at once at
-  the new version, the LB switches to it, and the rest (the canonical service, now offline at
-  the LB) is updated all at once; then the LB moves back to the canonical service.
-- `delayed` (delayed switch, Ouyang, Ding, Wang 2014): instances leave the old half one at a
-  time and come back at the new version, offline, until half are new; the LB switches to the
-  new half; the rest follow one at a time.
+- `isolated` (split-half update): the new half leaves the service, comes back at the new
+  version (offline at the LB), the LB switches to it, and the rest (the canonical service,
+  offline now) is updated all at once; the LB moves back to the canonical service.
+- `delayed` (delayed switch, Ouyang, Ding, Wang 2014): instances leave one at a time and come
+  back at the new version, offline, until half are new; the LB switches to the new half; the
+  rest follow one at a time; the LB moves back.
 
-With one instance there is no half left to serve: the entry is down from the moment its one
-instance leaves until the switch. The plans end as every plan does (DESIGN.md §4.5): the
-canonical services at their new specs, the temporary halves removed.
+With one instance there is no half left to serve: an entry service is down from the moment
+its one instance leaves until the switch. The plans end as every plan does (DESIGN.md §4.5):
+the canonical services at their new specs, the temporary halves removed; each new half runs
+beside its service while the canonical service takes the rest back (the plan's extra
+replicas).
 """
 
 from __future__ import annotations
@@ -51,47 +56,51 @@ def replicas_of(spec: Spec) -> int | None:
     return None if replicated is None else int(replicated.get("Replicas", 1))
 
 
-def split_steps(build: StepBuilder, strategy: str, targets: list[str]) -> list[Step]:
-    """The steps that move `targets` (replicated, changed, stateless) by `strategy`."""
-    specs = build.specs.services
-    temps = {n: temp_name(n, build.generation) for n in targets}
-    sizes = {n: replicas_of(specs[n]) or 0 for n in targets}
-    entries = [n for n in targets if n in build.desired.entry_services()]
-    group = f"split-{build.generation}"
-    fronts = [e.frontend for e in build.desired.entries if e.service in entries]
+def split_steps(build: StepBuilder, strategy: str, order: list[str]) -> list[Step]:
+    """The steps that move `order` (replicated, changed, stateless; callees first) by
+    `strategy`: each service's own split sequence, one service after the other."""
+    steps: list[Step] = []
+    for full in order:
+        steps += _one_service(build, strategy, full)
+    return steps
+
+
+def _one_service(build: StepBuilder, strategy: str, full: str) -> list[Step]:
+    """One service's split: its new half comes up (offline at the LB if it is an entry
+    service), the LB switches to it, the rest takes the new version, the LB moves back."""
+    spec = build.specs.services[full]
+    short = build.specs.short_names[full]
+    temp = temp_name(full, build.generation)
+    n = replicas_of(spec) or 0
+    old, new = halves(n)
     if strategy == "isolated":
         steps = [
-            Step("scale_services", "old-half",
-                 {"replicas": {n: halves(sizes[n])[0] for n in targets}},
+            Step("scale_services", f"{short}-old-half", {"replicas": {full: old}},
                  note="the new half leaves: the old half serves alone"),
-            Step("create_services", "new-half",
-                 {"services": {temps[n]: _half(build, n, halves(sizes[n])[1]) for n in targets}},
+            Step("create_services", f"{short}-new-half",
+                 {"services": {temp: _half(build, full, new)}},
                  note="the new half at the new version (offline at the LB)"),
         ]
     else:
-        steps = [Step("create_services", "new-half",
-                      {"services": {temps[n]: _half(build, n, 0) for n in targets}},
+        steps = [Step("create_services", f"{short}-new-half",
+                      {"services": {temp: _half(build, full, 0)}},
                       note="the new half, no instance yet")]
-        for i in range(1, max(halves(sizes[n])[1] for n in targets) + 1):
-            moved = {n: min(i, halves(sizes[n])[1]) for n in targets}
-            counts = {**{n: sizes[n] - moved[n] for n in targets},
-                      **{temps[n]: moved[n] for n in targets}}
-            steps.append(Step("scale_services", f"instance-{i}", {"replicas": counts},
-                              note=f"instance {i} leaves and comes back new, offline"))
-    routes = _routes(build, group, {n: temps[n] for n in entries}, fronts)
+        steps += [Step("scale_services", f"{short}-instance-{i}",
+                       {"replicas": {full: n - i, temp: i}},
+                       note=f"instance {i} leaves and comes back new, offline")
+                  for i in range(1, new + 1)]
+    fronts = [e.frontend for e in build.desired.entries if e.service == full]
+    routes = _routes(build, short, {full: temp}, fronts) if fronts else []
     via = FAST_UPDATE if strategy == "isolated" else ONE_AT_A_TIME
     rest = "all at once" if strategy == "isolated" else "one at a time"
     return [
         *steps,
-        routes[0],
-        Step("drain", "lb", {"frontends": fronts, "group": "main"},
-             note="the old half finishes its requests"),
-        Step("update_services", "rest", {"services": {n: specs[n] for n in targets},
-                                         "via": {**via}},
+        *routes[:2],
+        Step("update_services", f"{short}-rest", {"services": {full: spec}, "via": {**via}},
              note=f"the rest take the new version, {rest}"),
-        *routes[1:],
-        Step("remove_services", "temporary", {"names": [temps[n] for n in targets]},
-             note="the temporary halves"),
+        *routes[2:],
+        Step("remove_services", f"{short}-temporary", {"names": [temp]},
+             note="the temporary half"),
     ]
 
 
@@ -108,21 +117,25 @@ def _half(build: StepBuilder, full: str, replicas: int) -> Spec:
     return spec
 
 
-def _routes(build: StepBuilder, group: str, temps: dict[str, str],
+def _routes(build: StepBuilder, short: str, temps: dict[str, str],
             fronts: list[str]) -> list[Step]:
-    """Switch to the new halves, back to the canonical services, then the final table."""
+    """Switch to the new half and drain the old; back to the canonical service, drain the
+    half, and the final table."""
     d = build.desired
+    group = f"split-{build.generation}"
     back: dict[str, Any] = d.routing_table({group: temps}).to_dict()
     for fe in back["frontends"]:
         if group in fe["groups"]:
             fe["groups"][group]["state"] = "draining"
     return [
-        Step("route", "lb", {"table": d.routing_table({group: temps},
-                                                      {f: group for f in fronts}).to_dict()},
-             note="new requests go to the new halves"),
-        Step("route", "lb-back", {"table": back},
-             note="new requests go to the canonical services"),
-        Step("drain", "lb-back", {"frontends": fronts, "group": group},
-             note="the new halves finish their requests"),
-        Step("route", "lb-final", {"table": d.routing_table().to_dict()}),
+        Step("route", f"{short}-lb", {"table": d.routing_table(
+            {group: temps}, {f: group for f in fronts}).to_dict()},
+             note="new requests go to the new half"),
+        Step("drain", f"{short}-lb", {"frontends": fronts, "group": "main"},
+             note="the old half finishes its requests"),
+        Step("route", f"{short}-lb-back", {"table": back},
+             note="new requests go to the canonical service"),
+        Step("drain", f"{short}-lb-back", {"frontends": fronts, "group": group},
+             note="the new half finishes its requests"),
+        Step("route", f"{short}-lb-final", {"table": d.routing_table().to_dict()}),
     ]

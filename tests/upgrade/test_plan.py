@@ -135,10 +135,10 @@ def test_split_strategies_split_every_changed_service_and_route_at_the_lb(
     # tests/upgrade/test_split_strategies_fake.py runs them; here: what they touch.
     plan = plan_for(doc(front=V2_FRONT, api=V2_API, store={"image": "app/store:2"}),
                     strategy=strategy)
-    halves = plan.steps[kinds(plan).index("create_services:new-half")].args["services"]
-    assert sorted(halves) == ["st_api-dans-g1", "st_front-dans-g1"]
+    halves = [n for s in plan.steps if s.kind == "create_services" for n in s.args["services"]]
+    assert halves == ["st_api-dans-g1", "st_front-dans-g1"]  # one after the other, callee first
     assert kinds(plan)[0] == "update_service:st_store"  # stateful: in place, stop-first
-    route = plan.steps[kinds(plan).index("route:lb")].args["table"]["frontends"][0]
+    route = plan.steps[kinds(plan).index("route:front-lb")].args["table"]["frontends"][0]
     assert route["active"] == "split-g1"
     assert route["groups"]["split-g1"]["backends"] == ["tasks.st_front-dans-g1:80"]
 
