@@ -17,6 +17,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 from availability_report import STRATEGY_ORDER, is_v2
 from matplotlib.axes import Axes
+from matplotlib.patches import Patch
 
 __all__ = ["availability_plot", "timeline_grid"]
 
@@ -61,11 +62,13 @@ def availability_plot(path: Path, summaries: Sequence[dict[str, Any]], update: s
 
 def _bins(requests: Sequence[dict[str, Any]], end: float) -> dict[str, list[float]]:
     """Per second: vote ok/s, vote failed/s, page failed/s, share of v2 among vote answers."""
-    size = max(1, math.ceil(end))
+    size = max(1, math.floor(end))  # whole seconds only: a last partial one reads as a drop
     ok, failed, page_failed = [0.0] * size, [0.0] * size, [0.0] * size
     v2, answered = [0] * size, [0] * size
     for r in requests:
-        i = min(size - 1, max(0, int(r["t"])))
+        i = int(r["t"])
+        if not 0 <= i < size:
+            continue
         if r["kind"] == "page":
             page_failed[i] += 0 if r["ok"] else 1
             continue
@@ -77,8 +80,8 @@ def _bins(requests: Sequence[dict[str, Any]], end: float) -> dict[str, list[floa
     return {"ok": ok, "failed": failed, "page_failed": page_failed, "v2": share}
 
 
-def _timeline(ax: Axes, run: dict[str, Any], requests: Sequence[dict[str, Any]],
-              legend: bool) -> None:
+def _timeline(ax: Axes, run: dict[str, Any], requests: Sequence[dict[str, Any]]
+              ) -> tuple[list[Any], list[str]]:
     b = _bins(requests, run["end"])
     xs = list(range(len(b["ok"])))
     ax.plot(xs, b["ok"], color="tab:blue", lw=1.2, label="votes ok/s")
@@ -86,9 +89,15 @@ def _timeline(ax: Axes, run: dict[str, Any], requests: Sequence[dict[str, Any]],
     ax.plot(xs, b["page_failed"], color="tab:brown", lw=1, ls="--", label="pages failed/s")
     ax.axvspan(run["upgrade_start"], run["upgrade_end"], color="0.9", zorder=0)
     for mark in run["steps"]:
-        ax.axvline(mark["t"], color="0.5", lw=0.6, ls=":")
-        ax.text(mark["t"], 1.0, mark["label"], rotation=90, fontsize=6, va="top",
-                ha="right", transform=ax.get_xaxis_transform(), color="0.3")
+        kind, _, target = mark["step"].partition(":")
+        switch = kind == "route" and not target.endswith("final")
+        ax.axvline(mark["t"], color="0.3" if switch else "0.6", lw=0.8 if switch else 0.5,
+                   ls="-" if switch else ":")
+        if switch or (kind == "update_services" and target == "stack"):
+            text = ("LB back: " + target.removesuffix("-back") if target.endswith("back")
+                    else "LB to new: " + target if switch else "update all")
+            ax.text(mark["t"], 0.97, text, rotation=90, fontsize=7, va="top", ha="right",
+                    transform=ax.get_xaxis_transform(), color="0.2")
     ax.set_xlabel("time since the load started (s)")
     ax.set_ylabel("requests/s")
     ax.set_title(f"{run['strategy']}, {run['instances']} instances, run {run['repetition']} "
@@ -97,23 +106,26 @@ def _timeline(ax: Axes, run: dict[str, Any], requests: Sequence[dict[str, Any]],
     twin.plot(xs, b["v2"], color="tab:green", lw=1.5, label="v2 share of answered votes")
     twin.set_ylim(-5, 105)
     twin.set_ylabel("v2 share of answered votes (%)")
-    if legend:
-        lines = ax.get_legend_handles_labels()
-        more = twin.get_legend_handles_labels()
-        ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="center left")
+    lines, more = ax.get_legend_handles_labels(), twin.get_legend_handles_labels()
+    return lines[0] + more[0], lines[1] + more[1]
 
 
 def timeline_grid(path: Path, cells: Sequence[tuple[dict[str, Any], list[dict[str, Any]]]]
                   ) -> None:
     """One timeline panel per run (run record, its requests), two panels a row; the grey
-    band is the `dans upgrade` command, dotted lines its steps' starts."""
+    band is the `dans upgrade` command, dotted lines its steps' starts, solid lines the LB
+    switches."""
     cols = min(2, len(cells))
     rows = math.ceil(len(cells) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(7.0 * cols, 3.6 * rows), squeeze=False)
+    handles: tuple[list[Any], list[str]] = ([], [])
     for i, (run, requests) in enumerate(cells):
-        _timeline(axes[i // cols][i % cols], run, requests, legend=i == 0)
+        handles = _timeline(axes[i // cols][i % cols], run, requests)
     for j in range(len(cells), rows * cols):
         axes[j // cols][j % cols].axis("off")
-    fig.tight_layout()
+    handles[0].append(Patch(color="0.9", label="dans upgrade running"))
+    handles[1].append("dans upgrade running")
+    fig.legend(*handles, loc="lower center", ncol=len(handles[1]), fontsize=8)
+    fig.tight_layout(rect=(0, 0.06 / rows, 1, 1))
     fig.savefig(path, dpi=DPI)
     plt.close(fig)

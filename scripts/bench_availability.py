@@ -17,7 +17,8 @@ DIR gets `runs.jsonl` (one record per run), `requests/RUN.jsonl.gz` (every reque
 `results.csv` (one row per run), `report.md` (the paper's Tables 2 and 3 with the spread
 over repetitions, He et al.'s availability beside the success ratio) and PNG plots. An
 existing DIR is added to: runs already in it are skipped, and the report covers all of
-them, so a long matrix can run as several short invocations. `--quick`: one repetition,
+them, so a long matrix can run as several short invocations (`--max-runs K` stops after K
+new runs; the same command again goes on). `--quick`: one repetition,
 2 instances, every strategy, change-api.
 """
 
@@ -76,6 +77,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quiet-wait", type=float, default=30.0,
                    help="seconds at most to wait before a run for the 1-minute load average "
                    "to fall below the core count")
+    p.add_argument("--max-runs", type=int, default=None,
+                   help="stop after this many new runs (run again to go on: done runs are "
+                   "skipped), so a long matrix holds a shared machine in short turns")
     p.add_argument("--report-only", action="store_true",
                    help="rebuild the CSV, report and plots from DIR; run nothing")
     args = p.parse_args(argv)
@@ -210,6 +214,9 @@ def run_matrix(args: argparse.Namespace) -> None:
     skipped = len(matrix(args)) - len(todo)
     if skipped:
         say(f"{skipped} runs already in {args.out}, skipped")
+    if args.max_runs is not None and len(todo) > args.max_runs:
+        say(f"{len(todo) - args.max_runs} runs left for the next invocation (--max-runs)")
+        todo = todo[:args.max_runs]
     t0 = time.monotonic()
     try:
         for i, cell in enumerate(todo):
