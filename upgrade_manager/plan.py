@@ -114,12 +114,8 @@ def make_plan(
               for level in calls.levels(short_of[n] for n in chain)]
     changes = tuple(_change(full, running, desired, d, chain, compatible, stateful, relays)
                     for full in sorted(set(specs.services) | set(running.services)))
-    # The paper's baselines move one service after the other, callees first.
-    split = [full_of[s] for level in calls.levels(
-        short_of[n] for n in _split_targets(desired, d, stateful)) for s in level
-             ] if strategy in SPLIT_STRATEGIES else []
     steps = _steps(running, desired, strategy, generation, d, chain, levels, relays,
-                   stateful, compatible, split)
+                   stateful, compatible, calls)
     steps += _cleanup(running, desired, generation, d, prune, warnings)
     return Plan(
         stack=desired.stack,
@@ -130,8 +126,7 @@ def make_plan(
         chain=tuple(n for level in levels for n in level),
         relays=relays,
         steps=tuple(steps),
-        extra_replicas=sum(_replicas(specs.services[n]) for n in chain) + len(relays)
-        + _split_extra(desired, d, stateful, strategy),
+        extra_replicas=_extra(desired, d, stateful, strategy, chain, relays),
         warnings=tuple(warnings),
         old_specs={n: running.services[n] for n in sorted(running.services)},
         old_table=old_table,
@@ -285,7 +280,7 @@ def _outside_callers(calls: CallGraph, chain: set[str], replaced: set[str],
 def _steps(running: RunningStack, desired: ManagedStack, strategy: str, generation: str,
            d: _Differences, chain: set[str], levels: list[list[str]],
            relays: tuple[Relay, ...], stateful: set[str], compatible: set[str],
-           split: list[str]) -> list[Step]:
+           calls: CallGraph) -> list[Step]:
     """The executor steps for the decisions made (without pruning and clean-up)."""
     ctx = StepBuilder(running, desired, generation)
     lb = desired.lb_service
@@ -296,6 +291,7 @@ def _steps(running: RunningStack, desired: ManagedStack, strategy: str, generati
               for n in sorted(stateful)]
     steps += [ctx.create(n) for n in d.added if n != lb]
     if strategy in SPLIT_STRATEGIES:
+        split = _split_order(calls, desired, d, stateful)
         steps += split_steps(ctx, strategy, split)
         steps += [ctx.update_in_place(n, "in place")
                   for n in sorted((d.replaced | d.scaled) - stateful - set(split) - {lb})]
@@ -317,14 +313,23 @@ def _split_targets(desired: ManagedStack, d: _Differences, stateful: set[str]) -
                   if replicas_of(desired.specs.services[n]) is not None)
 
 
-def _split_extra(desired: ManagedStack, d: _Differences, stateful: set[str],
-                 strategy: str) -> int:
-    """Extra instances of a split plan: none while the halves swap; the new halves while the
-    canonical services take the rest back, until they are removed."""
-    if strategy not in SPLIT_STRATEGIES:
-        return 0
-    return sum(halves(_replicas(desired.specs.services[n]))[1]
-               for n in _split_targets(desired, d, stateful))
+def _split_order(calls: CallGraph, desired: ManagedStack, d: _Differences,
+                 stateful: set[str]) -> list[str]:
+    """The paper's baselines move one service after the other, callees first."""
+    short_of = desired.specs.short_names
+    full_of = {v: k for k, v in short_of.items()}
+    targets = _split_targets(desired, d, stateful)
+    return [full_of[s] for level in calls.levels(short_of[n] for n in targets) for s in level]
+
+
+def _extra(desired: ManagedStack, d: _Differences, stateful: set[str], strategy: str,
+           chain: set[str], relays: tuple[Relay, ...]) -> int:
+    """Instances beyond the stack's own: dans's temporary chain and relays; a split plan's
+    new halves while the canonical services take the rest back, until they are removed."""
+    services = desired.specs.services
+    split = _split_targets(desired, d, stateful) if strategy in SPLIT_STRATEGIES else []
+    return (sum(_replicas(services[n]) for n in chain) + len(relays)
+            + sum(halves(_replicas(services[n]))[1] for n in split))
 
 
 def _has_volume(spec: Spec) -> bool:
