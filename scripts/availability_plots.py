@@ -33,7 +33,7 @@ def availability_plot(path: Path, summaries: Sequence[dict[str, Any]], update: s
     counts = sorted({s["instances"] for s in runs})
     if len(counts) < 2:
         return False
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = plt.subplots(figsize=(7.4, 4.0))
     for strategy in [s for s in STRATEGY_ORDER if any(r["strategy"] == s for r in runs)]:
         xs, ys, lo, hi = [], [], [], []
         for n in counts:
@@ -53,7 +53,7 @@ def availability_plot(path: Path, summaries: Sequence[dict[str, Any]], update: s
     ax.set_xticks(counts)
     ax.set_ylim(min(40.0, ax.get_ylim()[0]), 101)
     ax.grid(alpha=0.3)
-    ax.legend(title="strategy", loc="lower left")
+    ax.legend(title="strategy", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
