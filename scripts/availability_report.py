@@ -134,7 +134,7 @@ def table3(summaries: Sequence[dict[str, Any]], update: str) -> list[str]:
     """Strategies x instance counts for one update type (the paper's Table 3)."""
     rows = ["| strategy | instances | runs | vote availability % | vote He % "
             "| page availability % | mean ms | p99 ms | upgrade s | mixed | extra replicas "
-            "| failed: top cause |",
+            "| failed: top cause (all runs) |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for strategy in _ordered((s["strategy"] for s in summaries), STRATEGY_ORDER):
         for n in sorted({s["instances"] for s in summaries}):
