@@ -2,7 +2,7 @@
 """The voting-app demo: deploy v1 with dans, upgrade it under steady load, count failures.
 
     python scripts/demo.py [--scenario change-api|add-api|candidates]
-                           [--strategy dans|rolling|isolated] [--compare] [--json] [--keep]
+                           [--strategy dans|rolling|isolated|delayed] [--compare] [--json] [--keep]
 
 Each run deploys `examples/voting-app/stacks/v1.yml` as a fresh stack with `dans deploy`,
 sends steady votes through the stack's LB (loopback only, bounded in time and count),
@@ -19,69 +19,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
-import os
-import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-APP = ROOT / "examples" / "voting-app"
+from voting_stack import APP, SCENARIOS, Load, dans, loadgen, remove_stack, stack_env
+
 STACK = "dans-demo"
-
-
-def loadgen() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("loadgen", APP / "loadgen.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["loadgen"] = module  # dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    return module
+STRATEGIES = ("dans", "rolling", "isolated", "delayed")
 
 
 def env(args: argparse.Namespace) -> dict[str, str]:
-    # This harness has no IPVS: dnsrr endpoints and host-mode ports work everywhere.
-    return {**os.environ, "ENDPOINT_MODE": args.endpoint_mode, "PORT_MODE": args.port_mode,
-            "VOTE_PORT": str(args.vote_port), "RESULT_PORT": str(args.result_port)}
-
-
-def dans(args: argparse.Namespace, *argv: str, quiet: bool = False) -> float:
-    """Run the dans CLI, stream its output, fail loudly; returns its duration."""
-    t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "upgrade_manager.cli", *argv], env=env(args),
-                          cwd=ROOT, text=True, capture_output=quiet)
-    if proc.returncode != 0:
-        if quiet:
-            sys.stderr.write(proc.stdout + proc.stderr)
-        sys.exit(f"demo: `dans {' '.join(argv)}` failed with exit code {proc.returncode}")
-    return time.monotonic() - t0
-
-
-def remove_stack(name: str) -> None:
-    """Remove the demo stack and its volume, waiting until they are gone."""
-    listed = subprocess.run(["docker", "stack", "ls", "--format", "{{.Name}}"],
-                            capture_output=True, text=True, check=True).stdout.split()
-    if name not in listed:
-        return
-    print(f"demo: removing stack {name}")
-    subprocess.run(["docker", "stack", "rm", name], check=True, capture_output=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        left = subprocess.run(["docker", "ps", "-aq", "--filter",
-                               f"label=com.docker.stack.namespace={name}"],
-                              capture_output=True, text=True).stdout.split()
-        nets = subprocess.run(["docker", "network", "ls", "-q", "--filter",
-                               f"label=com.docker.stack.namespace={name}"],
-                              capture_output=True, text=True).stdout.split()
-        if not left and not nets:
-            break
-        time.sleep(1)
-    subprocess.run(["docker", "volume", "rm", f"{name}_db-data"], capture_output=True)
+    return stack_env(vote_port=args.vote_port, result_port=args.result_port,
+                     endpoint_mode=args.endpoint_mode, port_mode=args.port_mode)
 
 
 def check_ports(args: argparse.Namespace) -> None:
@@ -107,34 +58,13 @@ def check_ports(args: argparse.Namespace) -> None:
                          "ports with --vote-port/--result-port/--admin-port")
 
 
-class Load:
-    """Votes through the LB in a background thread until stopped (at most `limit` s)."""
-
-    def __init__(self, lg: ModuleType, url: str, concurrency: int, limit: float) -> None:
-        self.stop = threading.Event()
-        self.result: dict[str, Any] = {}
-
-        def run() -> None:
-            self.result = asyncio.run(lg.run_load(url, concurrency=concurrency,
-                                                  duration=limit, max_requests=500_000,
-                                                  stop=self.stop))
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-
-    def finish(self) -> dict[str, Any]:
-        self.stop.set()
-        self.thread.join(timeout=60)
-        return self.result
-
-
 def run_once(args: argparse.Namespace, strategy: str) -> dict[str, Any]:
     """Deploy v1 afresh, measure steady state, upgrade under load; the figures."""
     lg = loadgen()
     url = f"http://127.0.0.1:{args.vote_port}"
-    remove_stack(STACK)
+    remove_stack(STACK, say=lambda m: print(f"demo: {m}"))
     print(f"demo: dans deploy v1 as stack {STACK}")
-    dans(args, "deploy", "-f", str(APP / "stacks" / "v1.yml"), "--stack", STACK, "--wait",
+    dans(env(args), "deploy", "-f", str(APP / "stacks" / "v1.yml"), "--stack", STACK, "--wait",
          "--lb-admin-port", str(args.admin_port))
     for _ in range(60):  # the LB resolves its backends within a second or two
         probe = asyncio.run(lg.run_load(url, concurrency=1, duration=1, max_requests=1))
@@ -144,10 +74,10 @@ def run_once(args: argparse.Namespace, strategy: str) -> dict[str, Any]:
     print(f"demo: steady load for {args.steady:.0f} s ({args.concurrency} voters)")
     steady = asyncio.run(lg.run_load(url, concurrency=args.concurrency, duration=args.steady,
                                      max_requests=500_000))
-    load = Load(lg, url, args.concurrency, limit=900)
+    load = Load(url, args.concurrency, limit=900)
     time.sleep(2)
     print(f"demo: dans upgrade to {args.scenario} (strategy {strategy}) under load")
-    seconds = dans(args, "upgrade", "-f", str(APP / "stacks" / f"{args.scenario}.yml"),
+    seconds = dans(env(args), "upgrade", "-f", str(APP / "stacks" / f"{args.scenario}.yml"),
                    "--stack", STACK, "--strategy", strategy)
     time.sleep(3)
     during = load.finish()
@@ -162,9 +92,8 @@ def run_once(args: argparse.Namespace, strategy: str) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenario", default="change-api",
-                        choices=["change-api", "add-api", "candidates"])
-    parser.add_argument("--strategy", default="dans", choices=["dans", "rolling", "isolated"])
+    parser.add_argument("--scenario", default="change-api", choices=SCENARIOS)
+    parser.add_argument("--strategy", default="dans", choices=STRATEGIES)
     parser.add_argument("--compare", action="store_true", help="run every strategy")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--steady", type=float, default=10.0, help="seconds of steady load")
@@ -177,13 +106,13 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true",
                         help="leave the upgraded stack running instead of removing it")
     args = parser.parse_args()
-    strategies = ["dans", "rolling", "isolated"] if args.compare else [args.strategy]
+    strategies = list(STRATEGIES) if args.compare else [args.strategy]
     check_ports(args)
     try:
         rows = [run_once(args, s) for s in strategies]
     finally:
         if not args.keep:
-            remove_stack(STACK)
+            remove_stack(STACK, say=lambda m: print(f"demo: {m}"))
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

@@ -28,7 +28,7 @@ __all__ = ["Progress", "format_plan", "plan_cmd", "plan_json", "rollback_cmd", "
 
 # The strategies of `upgrade_manager.plan.STRATEGIES`, repeated so that building the options
 # does not import the planner (a unit test keeps the two equal).
-STRATEGIES = ("dans", "rolling", "isolated")
+STRATEGIES = ("dans", "rolling", "isolated", "delayed")
 
 
 @contextmanager
@@ -66,8 +66,12 @@ def stack_options(fn: Any) -> Any:
                       help="Remove services and networks that the new file no longer has.")(fn)
     fn = click.option("--strategy", type=click.Choice(STRATEGIES), default="dans",
                       show_default=True,
-                      help="dans: new chain beside the old, isolated by network; rolling: what "
-                      "`docker stack deploy` does; isolated: old chain stops, new one starts.")(fn)
+                      help="dans: new chain beside the old, isolated by network; rolling: "
+                      "what `docker stack deploy` does; isolated: split-half update (half the "
+                      "instances serve while the other half is updated offline, then the LB "
+                      "switches); delayed: delayed switch (instances updated offline one at a "
+                      "time until half are new, switch, the rest one at a time). The last two "
+                      "are the paper's baselines: they mix versions across dependent services.")(fn)
     fn = cli_stack.stack_name_options(fn)
     return cli_stack.compose_files_option(fn)
 
@@ -235,7 +239,8 @@ def upgrade_cmd(files: tuple[str, ...], stack_arg: str | None, stack_option: str
                                        "message": str(exc)}))
             raise
     summary = {"stack": stack, "strategy": strategy, "steps": len(plan.steps),
-               "seconds": round(time.monotonic() - t0, 1), "warnings": list(plan.warnings)}
+               "seconds": round(time.monotonic() - t0, 1), "warnings": list(plan.warnings),
+               "extra_replicas": plan.extra_replicas}
     if as_json:
         click.echo(json.dumps({"event": "finished", **summary}))
     else:

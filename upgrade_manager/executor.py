@@ -250,6 +250,24 @@ class Executor:
             self.gw.update_service(name, spec, version=int(current["Version"]["Index"]))
         return True
 
+    def _do_scale_services(self, step: Step) -> None:
+        """Give each service its replica count (nothing else changes), side by side, then
+        wait until exactly that many tasks of each run, healthy."""
+        counts: dict[str, int] = step.args["replicas"]
+
+        def scale(name: str) -> None:
+            current = self.gw.inspect_service(name)
+            spec = copy.deepcopy(current["Spec"])
+            replicated = (spec.get("Mode") or {}).get("Replicated")
+            if replicated is None:
+                raise UpgradeError(f"{name} is not a replicated service: it cannot be scaled")
+            if replicated.get("Replicas") != counts[name]:
+                replicated["Replicas"] = counts[name]
+                self.gw.update_service(name, spec, version=int(current["Version"]["Index"]))
+
+        each(scale, counts)
+        self._healthy(counts)
+
     def _do_remove_service(self, step: Step) -> None:
         self._remove_all([step.target])
 
@@ -372,6 +390,7 @@ RULES: dict[StepKind, StepRule] = {
     K.CREATE_TEMP: StepRule(Executor._do_create_service, Undo.REMOVE_SERVICES),
     K.UPDATE_SERVICE: StepRule(Executor._do_update_service, Undo.RESTORE_SPECS),
     K.UPDATE_SERVICES: StepRule(Executor._do_update_services, Undo.RESTORE_SPECS),
+    K.SCALE_SERVICES: StepRule(Executor._do_scale_services, Undo.RESTORE_SPECS),
     K.CONVERGE: StepRule(Executor._do_converge, Undo.RESTORE_SPECS),
     K.ROUTE: StepRule(Executor._do_route, Undo.REROUTE),
     K.DRAIN: StepRule(Executor._do_drain),
@@ -431,8 +450,12 @@ def rollback_steps(plan: Plan, done: int) -> list[Step]:
 
 
 def _services_of(step: Step) -> list[str]:
-    """The services a step creates or changes: its `services` (by name), else its target."""
-    return list(step.args["services"]) if "services" in step.args else [step.target]
+    """The services a step creates or changes: its `services` or `replicas` (by name), else
+    its target."""
+    for key in ("services", "replicas"):
+        if key in step.args:
+            return list(step.args[key])
+    return [step.target]
 
 
 def _route_back(plan: Plan) -> list[Step]:
@@ -452,13 +475,15 @@ def _route_back(plan: Plan) -> list[Step]:
 def _with_temp_groups_draining(plan: Plan) -> dict[str, Any]:
     """The previous routing table, keeping this upgrade's groups as draining."""
     table = copy.deepcopy(plan.old_table) or {"frontends": []}
-    route_steps = [s for s in plan.steps if s.kind is StepKind.ROUTE]
-    if not route_steps:
-        return table
-    new_fronts = {fe["name"]: fe for fe in route_steps[0].args["table"]["frontends"]}
+    # Every group any route step adds (a split plan switches one service at a time).
+    extra: dict[str, dict[str, Any]] = {}
+    for step in plan.steps:
+        if step.kind is StepKind.ROUTE:
+            for fe in step.args["table"]["frontends"]:
+                for group, g in fe["groups"].items():
+                    extra.setdefault(fe["name"], {}).setdefault(group, g)
     for fe in table["frontends"]:
-        extra = new_fronts.get(fe["name"], {}).get("groups", {})
-        for group, g in extra.items():
+        for group, g in extra.get(fe["name"], {}).items():
             if group not in fe["groups"]:
                 fe["groups"][group] = {**g, "state": "draining"}
     return table

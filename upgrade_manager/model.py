@@ -18,6 +18,7 @@ from upgrade_manager.errors import UpgradeError
 __all__ = [
     "FAST_UPDATE",
     "GENERATION_LABEL",
+    "ROUTED_STRATEGIES",
     "STRATEGIES",
     "Plan",
     "Relay",
@@ -33,7 +34,9 @@ __all__ = [
 ]
 
 Spec = dict[str, Any]
-STRATEGIES = ("dans", "rolling", "isolated")
+STRATEGIES = ("dans", "rolling", "isolated", "delayed")
+# The strategies whose plans route at the LB (a rollback restores the table they found).
+ROUTED_STRATEGIES = ("dans", "isolated", "delayed")
 GENERATION_LABEL = "io.dans.generation"
 
 # Updating idle canonical services: all tasks at once, no delay.
@@ -93,6 +96,7 @@ class StepKind(StrEnum):
     UPDATE_SERVICE = "update_service"
     UPDATE_SERVICES = "update_services"
     CONVERGE = "converge"  # stop the old chain, then the canonical services take new specs
+    SCALE_SERVICES = "scale_services"  # give services replica counts, nothing else
     ROUTE = "route"  # send the LB a routing table
     DRAIN = "drain"  # wait until a group of the LB has no request in flight
     REMOVE_SERVICE = "remove_service"

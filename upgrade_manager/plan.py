@@ -44,6 +44,7 @@ from upgrade_manager.model import (
     Step,
     StepKind,
 )
+from upgrade_manager.split import SPLIT_STRATEGIES, halves, replicas_of, split_steps
 from upgrade_manager.steps import StepBuilder
 
 __all__ = ["fingerprint", "make_plan"]  # its data types are `model`'s
@@ -101,7 +102,7 @@ def make_plan(
     changes = tuple(_change(full, running, desired, d, chain, compatible, stateful, relays)
                     for full in sorted(set(specs.services) | set(running.services)))
     steps = _steps(running, desired, strategy, generation, d, chain, levels, relays,
-                   stateful, compatible)
+                   stateful, compatible, calls)
     steps += _cleanup(running, desired, generation, d, prune, warnings)
     return Plan(
         stack=desired.stack,
@@ -112,7 +113,7 @@ def make_plan(
         chain=tuple(n for level in levels for n in level),
         relays=relays,
         steps=tuple(steps),
-        extra_replicas=sum(_replicas(specs.services[n]) for n in chain) + len(relays),
+        extra_replicas=_extra(desired, d, stateful, strategy, chain, relays),
         warnings=tuple(warnings),
         old_specs={n: running.services[n] for n in sorted(running.services)},
         old_table=old_table,
@@ -265,19 +266,24 @@ def _outside_callers(calls: CallGraph, chain: set[str], replaced: set[str],
 
 def _steps(running: RunningStack, desired: ManagedStack, strategy: str, generation: str,
            d: _Differences, chain: set[str], levels: list[list[str]],
-           relays: tuple[Relay, ...], stateful: set[str], compatible: set[str]) -> list[Step]:
+           relays: tuple[Relay, ...], stateful: set[str], compatible: set[str],
+           calls: CallGraph) -> list[Step]:
     """The executor steps for the decisions made (without pruning and clean-up)."""
     ctx = StepBuilder(running, desired, generation)
     lb = desired.lb_service
     steps = ctx.objects()
     if strategy == "rolling":
         return steps + ctx.rolling(d.replaced | d.scaled, d.added)
-    if strategy == "isolated":
-        return steps + ctx.isolated(d.replaced, d.scaled, d.added)
     steps += [ctx.update_in_place(n, "stateful: stop-first", stop_first=True)
               for n in sorted(stateful)]
     steps += [ctx.create(n) for n in d.added if n != lb]
-    if chain:
+    if strategy in SPLIT_STRATEGIES:
+        split = _split_order(calls, desired, d, stateful)
+        steps += split_steps(ctx, strategy, split)
+        steps += [ctx.update_in_place(n, "in place")
+                  for n in sorted((d.replaced | d.scaled) - stateful - set(split) - {lb})]
+        compatible = set()  # split like every other changed service
+    elif chain:
         steps += ctx.chain_steps(levels, relays, d.replaced & chain, d.scaled - {lb})
     else:
         steps += [ctx.update_in_place(n, "in place")
@@ -286,6 +292,31 @@ def _steps(running: RunningStack, desired: ManagedStack, strategy: str, generati
     if lb in d.replaced | d.scaled or lb in d.added:
         steps.append(ctx.create(lb) if lb in d.added else ctx.update_in_place(lb, "edge LB"))
     return steps
+
+
+def _split_targets(desired: ManagedStack, d: _Differences, stateful: set[str]) -> list[str]:
+    """The services `isolated` and `delayed` split in halves: changed, stateless, replicated."""
+    return sorted(n for n in d.replaced - stateful - {desired.lb_service}
+                  if replicas_of(desired.specs.services[n]) is not None)
+
+
+def _split_order(calls: CallGraph, desired: ManagedStack, d: _Differences,
+                 stateful: set[str]) -> list[str]:
+    """The paper's baselines move one service after the other, callees first."""
+    short_of = desired.specs.short_names
+    full_of = {v: k for k, v in short_of.items()}
+    targets = _split_targets(desired, d, stateful)
+    return [full_of[s] for level in calls.levels(short_of[n] for n in targets) for s in level]
+
+
+def _extra(desired: ManagedStack, d: _Differences, stateful: set[str], strategy: str,
+           chain: set[str], relays: tuple[Relay, ...]) -> int:
+    """Instances beyond the stack's own: dans's temporary chain and relays; a split plan's
+    new halves while the canonical services take the rest back, until they are removed."""
+    services = desired.specs.services
+    split = _split_targets(desired, d, stateful) if strategy in SPLIT_STRATEGIES else []
+    return (sum(_replicas(services[n]) for n in chain) + len(relays)
+            + sum(halves(_replicas(services[n]))[1] for n in split))
 
 
 def _has_volume(spec: Spec) -> bool:

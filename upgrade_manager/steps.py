@@ -88,15 +88,6 @@ class StepBuilder:
                           note="all at once, each by its own update config"))
         return steps
 
-    def isolated(self, replaced: set[str], scaled: set[str], added: list[str]) -> list[Step]:
-        """Old chain stops, new chain starts: no two versions ever serve together."""
-        steps = [self.create(n) for n in added]
-        services = {n: self.specs.services[n] for n in sorted(replaced | scaled)}
-        steps.append(Step(StepKind.UPDATE_SERVICES, "stack",
-                          {"services": services, "via": {**FAST_UPDATE}},
-                          note="every changed service at once, stop-first"))
-        return steps
-
     def chain_steps(self, levels: list[list[str]], relays: tuple[Relay, ...],
                     converge: set[str], scaled: set[str]) -> list[Step]:
         """The DANS sequence: new chain beside the old, switch, converge, switch back.

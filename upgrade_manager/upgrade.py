@@ -45,7 +45,14 @@ from upgrade_manager.managed import (
     token_secret_name,
     token_secret_ref,
 )
-from upgrade_manager.model import GENERATION_LABEL, Plan, RunningStack, Step, StepKind
+from upgrade_manager.model import (
+    GENERATION_LABEL,
+    ROUTED_STRATEGIES,
+    Plan,
+    RunningStack,
+    Step,
+    StepKind,
+)
 from upgrade_manager.plan import fingerprint, make_plan
 from upgrade_manager.state import StateStore, UpgradeState
 
@@ -231,7 +238,7 @@ def plan_upgrade(gw: Gateway, opts: Options, session: LBSession | None = None,
     _check_lb_token(running, opts.stack)
     desired = desired_stack(opts, lb_settings(running, opts), project)
     old_table = None
-    if opts.strategy == "dans":
+    if opts.strategy in ROUTED_STRATEGIES:
         own = session is None
         session = session or LBSession(gw, opts)
         try:

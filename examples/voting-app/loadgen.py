@@ -28,6 +28,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,16 +126,23 @@ async def run_load(
     options: tuple[str, ...] = ("a", "b"),
     voters: int = 1000,
     path: str = "/api/vote",
+    page: bool = False,
+    interval: float = 0.0,
+    on_request: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run `concurrency` voters against `url` until `duration` s passed, `max_requests` were
     sent or `stop` is set (whichever comes first) and return the report dict.
 
     Every request has its own `timeout`, so the run ends at most that long after its bound.
     Voter ids come from a pool of `voters` per run, so later votes update earlier ones.
+    With `page`, each request reads the ballot page (`GET /`) instead of voting. `interval`
+    is the least time between the starts of one voter's requests (bounding the load);
+    `on_request`, when given, gets one record per request: wall time `t` (its start),
+    `status` (0 for no answer), `ok`, `chain` (X-Served-By), `ms` and `error`.
     """
     if concurrency < 1 or duration <= 0:
         raise ValueError("concurrency must be >= 1 and duration > 0")
-    target = url.rstrip("/") + path
+    target = url.rstrip("/") + ("/" if page else path)
     run_id = uuid.uuid4().hex[:6]
     stats = _Stats(started=time.monotonic())
     deadline = stats.started + duration
@@ -153,18 +161,24 @@ async def run_load(
         while more():
             body = {"voter_id": f"lg-{run_id}-{random.randrange(voters)}",
                     "vote": random.choice(options)}
-            begin = time.monotonic()
+            begin, wall, status = time.monotonic(), time.time(), 0
             try:
-                async with session.post(target, json=body) as resp:
+                async with (session.get(target) if page
+                            else session.post(target, json=body)) as resp:
                     raw = await resp.read()
-                    chain = resp.headers.get(SERVED_BY)
+                    chain, status = resp.headers.get(SERVED_BY), resp.status
                     ok = 200 <= resp.status < 300
                     error = None if ok else _error_name(resp.status, raw)
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 ok, chain, error = False, None, type(exc).__name__
-            stats.record(ok, chain, time.monotonic() - begin, error)
-            if not ok and chain is None:
-                await asyncio.sleep(0.05)  # the target is down: do not spin
+            took = time.monotonic() - begin
+            stats.record(ok, chain, took, error)
+            if on_request is not None:
+                on_request({"t": round(wall, 4), "status": status, "ok": ok, "chain": chain,
+                            "ms": round(took * 1000, 1), "error": error})
+            pause = max(interval - took, 0.05 if not ok and chain is None else 0.0)
+            if pause:
+                await asyncio.sleep(pause)  # bounded load; a target that is down: no spin
 
     connector = aiohttp.TCPConnector(force_close=True, limit=concurrency)
     client_timeout = aiohttp.ClientTimeout(total=timeout)

@@ -6,11 +6,11 @@ import pytest
 
 from lb.backends import Resolver
 from lb.balancer import FrontendRuntime
+from lb.errors import LBError
 from lb.metrics import BUCKETS, FAMILIES, MAX_RETIRED, Metrics
 from lb.progress import PHASES, Progress, parse_update
 from lb.table import RoutingTable
 from tests.lb.promtext import parse, total, values
-from upgrade_manager.errors import LBError
 
 
 def _lines(text: str) -> dict[str, float]:

@@ -95,9 +95,6 @@ CASES = {
     "rolling-strategy": Case(
         doc(front=V2_FRONT, api=V2_API), ["update_services:stack"],
         {"front": FRONT1, "api": API2, "store": STORE1, "dans-lb": LB}, strategy="rolling"),
-    "isolated-strategy": Case(
-        doc(front=V2_FRONT, api=V2_API), ["update_services:stack"],
-        {"front": FRONT1, "api": API2, "store": STORE1, "dans-lb": LB}, strategy="isolated"),
 }
 
 

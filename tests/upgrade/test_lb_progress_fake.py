@@ -111,11 +111,18 @@ def test_a_failing_report_is_said_once_and_the_upgrade_goes_on(
     assert tries == [1]
 
 
-@pytest.mark.parametrize("strategy", ["rolling", "isolated"])
-def test_plans_that_never_route_through_the_lb_send_no_report(lb: FakeLB,
-                                                              strategy: str) -> None:
-    _, failed = run(lb, strategy=strategy)
+def test_plans_that_never_route_through_the_lb_send_no_report(lb: FakeLB) -> None:
+    _, failed = run(lb, strategy="rolling")
     assert failed is None and lb.reports == []
+
+
+@pytest.mark.parametrize("strategy", ["isolated", "delayed"])
+def test_split_plans_route_through_the_lb_and_report_every_step(lb: FakeLB,
+                                                               strategy: str) -> None:
+    _, failed = run(lb, strategy=strategy)
+    assert failed is None and lb.reports
+    assert lb.reports[-1]["phase"] == "done"
+    assert {r["strategy"] for r in lb.reports} == {strategy}
 
 
 def test_group_versions_follow_the_steps() -> None:

@@ -123,16 +123,25 @@ def test_stateful_service_is_refused_and_would_update_in_place_stop_first() -> N
     assert any("named volume" in r and "stop-first" in r for r in plan.refusals)
 
 
-@pytest.mark.parametrize(
-    ("strategy", "expect"),
-    [("rolling", ["update_services:stack"]), ("isolated", ["update_services:stack"])],
-    ids=["rolling", "isolated"],
-)
-def test_other_strategies(strategy: str, expect: list[str]) -> None:
-    plan = plan_for(doc(front=V2_FRONT, api=V2_API), strategy=strategy)
-    assert kinds(plan) == expect
+def test_rolling_updates_every_changed_service_at_once() -> None:
+    plan = plan_for(doc(front=V2_FRONT, api=V2_API), strategy="rolling")
+    assert kinds(plan) == ["update_services:stack"]
     assert sorted(plan.steps[0].args["services"]) == ["st_api", "st_front"]
-    assert ("via" in plan.steps[0].args) == (strategy == "isolated")
+    assert "via" not in plan.steps[0].args
+
+
+@pytest.mark.parametrize("strategy", ["isolated", "delayed"])
+def test_split_strategies_split_every_changed_service_and_route_at_the_lb(
+        strategy: str) -> None:
+    # tests/upgrade/test_split_strategies_fake.py runs them; here: what they touch.
+    plan = plan_for(doc(front=V2_FRONT, api=V2_API, store={"image": "app/store:2"}),
+                    strategy=strategy)
+    halves = [n for s in plan.steps if s.kind == "create_services" for n in s.args["services"]]
+    assert halves == ["st_api-dans-g1", "st_front-dans-g1"]  # one after the other, callee first
+    assert kinds(plan)[0] == "update_service:st_store"  # stateful: in place, stop-first
+    route = plan.steps[kinds(plan).index("route:front-lb")].args["table"]["frontends"][0]
+    assert route["active"] == "split-g1"
+    assert route["groups"]["split-g1"]["backends"] == ["tasks.st_front-dans-g1:80"]
 
 
 def test_added_service_is_created_first_and_relayed() -> None:

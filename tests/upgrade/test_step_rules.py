@@ -22,7 +22,7 @@ RECORDED_KINDS = [
     "create_network", "create_config", "create_secret", "create_service", "create_services",
     "create_relay", "create_temp", "update_service", "update_services", "converge", "route",
     "drain", "remove_service", "remove_services", "remove_network", "remove_config",
-    "remove_secret", "remove_unused",
+    "remove_secret", "remove_unused", "scale_services",
 ]
 
 

@@ -46,8 +46,12 @@ async def _serve_and_load(**load: Any) -> dict[str, Any]:
         payload = {"worker_status": 404} if status == 502 else {}
         return web.json_response(payload, status=status, headers={"X-Served-By": chain})
 
+    async def page(_request: web.Request) -> web.Response:
+        return web.Response(text="<html></html>", headers={"X-Served-By": "vote@2"})
+
     app = web.Application()
     app.router.add_post("/api/vote", vote)
+    app.router.add_get("/", page)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -81,3 +85,25 @@ def test_unreachable_target_fails_visibly() -> None:
     report = asyncio.run(loadgen.run_load("http://127.0.0.1:9", 2, 0.5, 10, timeout=1))
     assert report["ok"] == 0 and report["failed"] == report["total"] > 0
     assert report["mixed"] == 0
+
+
+def test_records_every_request_and_reads_pages_at_a_bounded_rate() -> None:
+    records: list[dict[str, Any]] = []
+    begin = time.time()
+    report = asyncio.run(_serve_and_load(concurrency=2, duration=10, max_requests=8,
+                                         page=True, interval=0.2, on_request=records.append))
+    assert report["total"] == len(records) == 8
+    assert report["ok"] == 8 and set(report["chains"]) == {"vote@2"}  # GET / only
+    assert all(r["status"] == 200 and r["ok"] and r["chain"] == "vote@2" for r in records)
+    assert all(begin <= r["t"] <= time.time() and r["ms"] >= 0 for r in records)
+    # Two readers, each at most one request every 0.2 s: 8 requests take at least 0.6 s.
+    assert max(r["t"] for r in records) - min(r["t"] for r in records) >= 0.55
+
+
+def test_the_record_of_a_failed_vote_says_why() -> None:
+    records: list[dict[str, Any]] = []
+    asyncio.run(_serve_and_load(concurrency=1, duration=10, max_requests=4,
+                                on_request=records.append))
+    assert [(r["status"], r["ok"], r["error"]) for r in records] == [
+        (200, True, None), (200, True, None), (502, False, "HTTP 502 (worker 404)"),
+        (503, False, "HTTP 503")]
