@@ -32,6 +32,7 @@ import httptools
 
 from lb.http_cycle import Cycle
 from lb.http_heads import BadMessage, RequestHead, request_head
+from lb.outbox import Queued
 from lb.upstream import HIGH_WATER
 
 if TYPE_CHECKING:
@@ -64,13 +65,14 @@ REASONS = {400: b"Bad Request", 405: b"Method Not Allowed", 408: b"Request Timeo
            505: b"HTTP Version Not Supported"}
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(Queued):
     """One client connection: its parser, its requests one after the other, its timeouts."""
 
     def __init__(self, engine: HttpEngine) -> None:
         self.engine = engine
         self.fe = engine.fe
         self.pool = engine.pool
+        self.outbox = engine.pool.outbox
         self.balancer = engine.balancer
         self.timeouts = engine.fe.spec.timeouts
         self.transport: asyncio.Transport | None = None
@@ -120,6 +122,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.engine.conns.discard(self)
+        self.drop_queued()
         self._closed()
         self.queue.clear()
 
@@ -373,7 +376,7 @@ class ClientConnection(asyncio.Protocol):
         cycle = self.cycle
         if cycle is not None and cycle.up is not None and cycle.up.transport is not None:
             self._touch_tunnel()
-            cycle.up.transport.write(data)
+            cycle.up.send(data)
             self.flow()
 
     def tunnel_data_from_backend(self, data: bytes) -> None:
@@ -389,6 +392,7 @@ class ClientConnection(asyncio.Protocol):
             return True
         if cycle is not None and cycle.up is not None and cycle.up.transport is not None \
                 and cycle.up.transport.can_write_eof():
+            cycle.up.flush()
             cycle.up.transport.write_eof()
             return True
         self.close()
@@ -401,6 +405,7 @@ class ClientConnection(asyncio.Protocol):
             self.close()
             return False
         if self.transport is not None and self.transport.can_write_eof():
+            self.flush()
             self.transport.write_eof()
             return True
         self.close()
@@ -458,16 +463,11 @@ class ClientConnection(asyncio.Protocol):
         self.balancer.metrics.observe(self.fe.name, "-", bad.status, 0.0)
         self.local(bad.status, bad.reason.encode())
 
-    def send(self, data: bytes) -> None:
-        """Bytes for the client."""
-        if self.transport is not None:
-            self.transport.write(data)
-
     def local(self, status: int, text: bytes) -> None:
         """Answer from the LB itself, then close (the request's rest may be unread)."""
         if self.transport is not None and not self.transport.is_closing():
             body = text + b"\n"
-            self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\n"
+            self.send(b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\n"
                                  b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
                                  % (status, REASONS.get(status, b"Error"), len(body), body))
         self.close()
@@ -475,12 +475,14 @@ class ClientConnection(asyncio.Protocol):
     def close(self) -> None:
         """Close after what was written is sent."""
         self._closed()
+        self.flush()
         if self.transport is not None:
             self.transport.close()
 
     def abort(self) -> None:
         """Close now, dropping anything unsent."""
         self._closed()
+        self.drop_queued()
         if self.transport is not None:
             self.transport.abort()
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from lb.http_heads import BadMessage, ResponseHead, response_head
+from lb.outbox import Outbox, Queued
 
 if TYPE_CHECKING:
     from lb.http_cycle import Cycle
@@ -40,13 +41,13 @@ class _Unasked(Exception):
     """Raised inside llhttp's callbacks to stop at an answer nobody asked for."""
 
 
-class Upstream(asyncio.Protocol):
+class Upstream(Queued):
     """One connection to a backend endpoint; idle in the pool or serving one cycle."""
 
     def __init__(self, pool: UpstreamPool, key: tuple[str, int]) -> None:
         self.pool = pool
+        self.outbox = pool.outbox
         self.key = key
-        self.transport: asyncio.Transport | None = None
         self.owner: Cycle | None = None
         self.closed = False
         self.idle_since = 0.0
@@ -112,9 +113,7 @@ class Upstream(asyncio.Protocol):
             return
         out = self.out
         if out:
-            transport = owner.conn.transport
-            if transport is not None:
-                transport.write(out[0] if len(out) == 1 else b"".join(out))
+            owner.conn.send(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
         if self.complete:
             reusable = not self.dirty and self.keep_alive
@@ -151,6 +150,7 @@ class Upstream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.drop_queued()
         owner = self.owner
         if owner is None:
             return
@@ -187,6 +187,7 @@ class Upstream(asyncio.Protocol):
     def close(self) -> None:
         """Close and forget the owner (its cycle handles the end itself)."""
         self.owner = None
+        self.flush()
         if self.transport is not None:
             self.transport.close()
 
@@ -215,7 +216,9 @@ class Upstream(asyncio.Protocol):
         raw = self.hbuf[start:end]
         self.hbuf = b""
         self.hstart = 0
-        if end - start > MAX_ANSWER_HEAD or raw.count(b"\r\n") > MAX_ANSWER_HEADERS + 2:
+        # More than MAX_ANSWER_HEADERS lines need at least two bytes each: count only then.
+        if end - start > MAX_ANSWER_HEAD or (end - start > 2 * MAX_ANSWER_HEADERS + 4 and
+                                             raw.count(b"\r\n") > MAX_ANSWER_HEADERS + 2):
             raise BadMessage(502, "answer head too large")
         head = owner.head
         assert head is not None
@@ -262,6 +265,7 @@ class UpstreamPool:
 
     def __init__(self) -> None:
         self.idle: dict[tuple[str, int], list[Upstream]] = {}
+        self.outbox = Outbox()  # the writes of one loop turn, client and backend side
 
     def get(self, key: tuple[str, int], now: float) -> Upstream | None:
         """The newest idle connection to `key` still fresh at `now` (monotonic), or None."""
