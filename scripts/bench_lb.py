@@ -12,8 +12,9 @@ interleaved rounds, and prints for each the median round's req/s, p50 and p99, t
 to the direct one, the ratio to nginx (median of the rounds' own ratios, and their range),
 CPU per request, and how dans lb scales with worker processes against what the machine's
 cores allow, and the issue's targets as ratios paired per round (requests per CPU-second at
-saturating load, the p50 added to the direct one at moderate load, p99). Installs nginx-light and wrk with apt-get when they are missing. Everything
-listens on 127.0.0.1 and stops by itself.
+saturating load, the p50 added to the direct one at moderate load, p99). Installs
+nginx-light and wrk with apt-get when they are missing. Everything listens on 127.0.0.1 and
+stops by itself.
 """
 
 from __future__ import annotations
