@@ -32,7 +32,6 @@ import httptools
 
 from lb.http_cycle import Cycle
 from lb.http_heads import BadMessage, RequestHead, request_head
-from lb.outbox import Queued
 from lb.upstream import HIGH_WATER
 
 if TYPE_CHECKING:
@@ -65,14 +64,13 @@ REASONS = {400: b"Bad Request", 405: b"Method Not Allowed", 408: b"Request Timeo
            505: b"HTTP Version Not Supported"}
 
 
-class ClientConnection(Queued):
+class ClientConnection(asyncio.Protocol):
     """One client connection: its parser, its requests one after the other, its timeouts."""
 
     def __init__(self, engine: HttpEngine) -> None:
         self.engine = engine
         self.fe = engine.fe
         self.pool = engine.pool
-        self.outbox = engine.pool.outbox
         self.balancer = engine.balancer
         self.timeouts = engine.fe.spec.timeouts
         self.transport: asyncio.Transport | None = None
@@ -122,7 +120,6 @@ class ClientConnection(Queued):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.engine.conns.discard(self)
-        self.drop_queued()
         self._closed()
         self.queue.clear()
 
@@ -376,7 +373,7 @@ class ClientConnection(Queued):
         cycle = self.cycle
         if cycle is not None and cycle.up is not None and cycle.up.transport is not None:
             self._touch_tunnel()
-            cycle.up.send(data)
+            cycle.up.transport.write(data)
             self.flow()
 
     def tunnel_data_from_backend(self, data: bytes) -> None:
@@ -392,7 +389,6 @@ class ClientConnection(Queued):
             return True
         if cycle is not None and cycle.up is not None and cycle.up.transport is not None \
                 and cycle.up.transport.can_write_eof():
-            cycle.up.flush()
             cycle.up.transport.write_eof()
             return True
         self.close()
@@ -405,7 +401,6 @@ class ClientConnection(Queued):
             self.close()
             return False
         if self.transport is not None and self.transport.can_write_eof():
-            self.flush()
             self.transport.write_eof()
             return True
         self.close()
@@ -463,11 +458,16 @@ class ClientConnection(Queued):
         self.balancer.metrics.observe(self.fe.name, "-", bad.status, 0.0)
         self.local(bad.status, bad.reason.encode())
 
+    def send(self, data: bytes) -> None:
+        """Bytes for the client."""
+        if self.transport is not None:
+            self.transport.write(data)
+
     def local(self, status: int, text: bytes) -> None:
         """Answer from the LB itself, then close (the request's rest may be unread)."""
         if self.transport is not None and not self.transport.is_closing():
             body = text + b"\n"
-            self.send(b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\n"
+            self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\n"
                                  b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
                                  % (status, REASONS.get(status, b"Error"), len(body), body))
         self.close()
@@ -475,14 +475,12 @@ class ClientConnection(Queued):
     def close(self) -> None:
         """Close after what was written is sent."""
         self._closed()
-        self.flush()
         if self.transport is not None:
             self.transport.close()
 
     def abort(self) -> None:
         """Close now, dropping anything unsent."""
         self._closed()
-        self.drop_queued()
         if self.transport is not None:
             self.transport.abort()
 

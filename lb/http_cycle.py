@@ -158,11 +158,11 @@ class Cycle:
         pending = self.pending
         if pending:
             n = sum(map(len, pending))
-            up.send(b"".join([head.data, *pending]))
+            up.transport.write(b"".join([head.data, *pending]))
             self._sent(pending, n)
             self.pending = []
         else:
-            up.send(head.data)
+            up.transport.write(head.data)
         if self.body_done:
             self.sent_all = True
         conn = self.conn
@@ -204,7 +204,7 @@ class Cycle:
     def _forward(self, data: bytes) -> None:
         up = self.up
         if up is not None and up.transport is not None and not up.closed:
-            up.send(data)
+            up.transport.write(data)
             replay = self.replay
             if replay is not None:
                 self.body_bytes += len(data)
@@ -249,8 +249,7 @@ class Cycle:
             self.up = None
             if self.ep is not None:
                 self.ep.in_flight -= 1
-            if reusable and self.sent_all and not up.closed and not up.write_paused \
-                    and up.queued is None:
+            if reusable and self.sent_all and not up.closed and not up.write_paused:
                 self.conn.pool.put(up, now)
             else:
                 up.close()
