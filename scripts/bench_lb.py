@@ -11,8 +11,10 @@ at a moderate load (few connections: added latency) and a saturating one (throug
 interleaved rounds, and prints for each the median round's req/s, p50 and p99, the p50 added
 to the direct one, the ratio to nginx (median of the rounds' own ratios, and their range),
 CPU per request, and how dans lb scales with worker processes against what the machine's
-cores allow. Installs nginx-light and wrk with apt-get when they are missing. Everything
-listens on 127.0.0.1 and stops by itself.
+cores allow, and the issue's targets as ratios paired per round (requests per CPU-second at
+saturating load, the p50 added to the direct one at moderate load, p99). Installs
+nginx-light and wrk with apt-get when they are missing. Everything listens on 127.0.0.1 and
+stops by itself.
 """
 
 from __future__ import annotations
@@ -240,11 +242,54 @@ def main() -> None:
                     results[name][load].update(
                         vs_nginx_rps=round(paired[len(paired) // 2], 3),
                         vs_nginx_min=round(paired[0], 3), vs_nginx_max=round(paired[-1], 3))
+                    results[name][load].update(
+                        paired_targets(rs, runs["nginx"][load], runs["direct"][load]))
         finally:
             for proc in procs:
                 proc.send_signal(signal.SIGQUIT)
                 proc.wait(timeout=30)
     report(results, args.json)
+
+
+def _spread(values: list[float]) -> tuple[float, float, float]:
+    values = sorted(values)
+    return (round(values[len(values) // 2], 3), round(values[0], 3), round(values[-1], 3))
+
+
+def paired_targets(rs: list[dict[str, float]], ns: list[dict[str, float]],
+            ds: list[dict[str, float]]) -> dict[str, float]:
+    """The issue's targets as ratios to nginx, each round against the same round's nginx
+    and direct runs (median, lowest, highest): requests per CPU-second, the p50 the proxy
+    adds to the direct p50, and p99."""
+    rounds = list(zip(rs, ns, ds, strict=True))
+    per_cpu = [r["rps_per_core"] / n["rps_per_core"] for r, n, _ in rounds if n["rps_per_core"]]
+    added = [(r["p50_ms"] - d["p50_ms"]) / (n["p50_ms"] - d["p50_ms"])
+             for r, n, d in rounds if n["p50_ms"] > d["p50_ms"]]
+    p99 = [r["p99_ms"] / n["p99_ms"] for r, n, _ in rounds if n["p99_ms"]]
+    out: dict[str, float] = {}
+    for key, values in (("per_cpu", per_cpu), ("added_p50", added), ("p99", p99)):
+        if values:
+            mid, low, high = _spread(values)
+            out |= {f"paired_{key}": mid, f"paired_{key}_min": low, f"paired_{key}_max": high}
+    return out
+
+
+def report_targets(results: dict[str, dict[str, dict[str, float]]]) -> None:
+    """The issue's two targets per dans lb run, paired per round against nginx."""
+    print("\ntargets, each round against the same round's nginx (median [lowest-highest]):")
+    for name, loads in results.items():
+        if not name.startswith("dans-lb"):
+            continue
+        sat, mod = loads["saturating"], loads["moderate"]
+        line = [f"  {name}:"]
+        for label, r, key, goal in (("req per CPU-s, saturating", sat, "paired_per_cpu", ">= 0.8"),
+                                    ("added p50, moderate", mod, "paired_added_p50", "<= 1.25"),
+                                    ("p99, moderate", mod, "paired_p99", ""),
+                                    ("p99, saturating", sat, "paired_p99", "")):
+            if key in r:
+                line.append(f"{label} {r[key]:.2f}x [{r[key + '_min']:.2f}-{r[key + '_max']:.2f}]"
+                            + (f" (target {goal})" if goal else ""))
+        print(line[0], "; ".join(line[1:]))
 
 
 def report(results: dict[str, dict[str, dict[str, float]]], as_json: bool) -> None:
@@ -273,6 +318,7 @@ def report(results: dict[str, dict[str, dict[str, float]]], as_json: bool) -> No
                   f"{r['added_p50_ms']:>9.3f}{r['vs_nginx_rps']:>6.2f} {spread:<11}"
                   f"{r['cpu_us_per_req']:>11.1f}{r['rps_per_core']:>11.0f}"
                   f"{r['vs_nginx_per_core']:>7.2f}{r['non2xx']:>8.0f}")
+    report_targets(results)
     scaling(results)
 
 
