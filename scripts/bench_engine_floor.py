@@ -28,10 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lb.image import ensure_lb_image, source_tag  # noqa: E402 - after the path set-up
-
 from tests.upgrade.chainapp import APP, PROBE  # noqa: E402 - after the path set-up
 from upgrade_manager.gateway import Gateway  # noqa: E402 - after the path set-up
+from upgrade_manager.lb_image import ensure_lb_image, source_tag  # noqa: E402 - after the path set-up
 
 LABEL = "dans.bench.floor"
 
