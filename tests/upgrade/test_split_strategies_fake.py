@@ -177,16 +177,22 @@ def _ids(case: tuple[str, int, int]) -> str:
     return f"{strategy}-{n}-before-{expected_keys(strategy, n)[i]}"
 
 
-@pytest.mark.parametrize("case", CASES, ids=[_ids(c) for c in CASES])
-def test_killed_before_any_step_then_resumed(monkeypatch: pytest.MonkeyPatch,
-                                             case: tuple[str, int, int]) -> None:
+def _killed_before(monkeypatch: pytest.MonkeyPatch, case: tuple[str, int, int]) -> Split:
+    """An upgrade of `case` whose process was killed before step `case[2]`."""
     strategy, n, i = case
     monkeypatch.setattr(state_module, "HEARTBEAT_EVERY", 3600.0)
     s = Split(monkeypatch, strategy, n)
     s.as_process(dead_owner())
     with pytest.raises(Killed):
         s.upgrade(s.kill_before(i))
-    assert s.recorded() == i
+    return s
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_ids(c) for c in CASES])
+def test_killed_before_any_step_then_resumed(monkeypatch: pytest.MonkeyPatch,
+                                             case: tuple[str, int, int]) -> None:
+    s = _killed_before(monkeypatch, case)
+    assert s.recorded() == case[2]
     s.as_process("resumer:2")
     s.upgrade()
     assert snapshot(s.gw, s.lb) == s.v2 and s.recorded() is None
@@ -195,19 +201,14 @@ def test_killed_before_any_step_then_resumed(monkeypatch: pytest.MonkeyPatch,
 @pytest.mark.parametrize("case", CASES, ids=[_ids(c) for c in CASES])
 def test_killed_before_any_step_then_rolled_back(monkeypatch: pytest.MonkeyPatch,
                                                  case: tuple[str, int, int]) -> None:
-    strategy, n, i = case
-    monkeypatch.setattr(state_module, "HEARTBEAT_EVERY", 3600.0)
-    s = Split(monkeypatch, strategy, n)
-    s.as_process(dead_owner())
-    with pytest.raises(Killed):
-        s.upgrade(s.kill_before(i))
+    s = _killed_before(monkeypatch, case)
     s.as_process("rollbacker:2")
     # No point of no return: a split plan's canonical services can always take their
     # previous specs again (the old version was never routed away for good).
     assert NO_RETURN_STEP not in s.steps
     s.rollback()
     assert snapshot(s.gw, s.lb) == s.v1 and s.recorded() is None
-    assert images(s.gw)["api"] == ["app/api:1"] * n
+    assert images(s.gw)["api"] == ["app/api:1"] * case[1]
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

@@ -16,10 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.upgrade.voting import DansStack, Load
-from tests.voting_app.stacks import STACKS
+from tests.voting_app.stacks import never_healthy_worker
 
 # Two instances each: the new half of each is one instance, the old half one.
 KEYS = {
@@ -69,11 +68,7 @@ def test_a_split_strategy_completes_and_ends_as_a_fresh_deploy(
 
 def test_a_new_half_that_never_becomes_healthy_rolls_back(
         dans_stack: Callable[..., DansStack], tmp_path: Path) -> None:
-    broken = yaml.safe_load((STACKS / "change-api.yml").read_text())
-    broken["services"]["worker"]["healthcheck"] = {
-        "test": ["CMD", "false"], "interval": "1s", "timeout": "1s", "retries": 1}
-    path = tmp_path / "broken.yml"
-    path.write_text(yaml.safe_dump(broken))
+    path = never_healthy_worker(tmp_path)
     stack = dans_stack()
     stack.deploy("v1")
     done = stack.upgrade(str(path), "--strategy", "delayed", "--health-timeout", "20",

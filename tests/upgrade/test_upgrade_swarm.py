@@ -16,11 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.support import wait_until
 from tests.upgrade.voting import DansStack, Load
-from tests.voting_app.stacks import STACKS, http
+from tests.voting_app.stacks import http, never_healthy_worker
 
 SCENARIOS = ["change-api", "add-api", "candidates"]
 
@@ -152,11 +151,7 @@ def test_kill_then_rollback(dans_stack: Callable[..., DansStack]) -> None:
 
 def test_unhealthy_new_version_rolls_back_by_itself(
         dans_stack: Callable[..., DansStack], tmp_path: Path) -> None:
-    broken = yaml.safe_load((STACKS / "change-api.yml").read_text())
-    broken["services"]["worker"]["healthcheck"] = {
-        "test": ["CMD", "false"], "interval": "1s", "timeout": "1s", "retries": 1}
-    path = tmp_path / "broken.yml"
-    path.write_text(yaml.safe_dump(broken))
+    path = never_healthy_worker(tmp_path)
     stack = dans_stack()
     stack.deploy("v1")
     with Load(f"http://127.0.0.1:{stack.vote_port}") as load:

@@ -31,6 +31,18 @@ STACKS = APP_DIR / "stacks"
 SERVICES = ("vote", "worker", "result", "db")
 
 
+def never_healthy_worker(where: Path) -> Path:
+    """The change-api file with a worker whose health probe always fails, written in `where`."""
+    import yaml  # only the tests that need the file pay for it
+
+    broken = yaml.safe_load((STACKS / "change-api.yml").read_text())
+    broken["services"]["worker"]["healthcheck"] = {
+        "test": ["CMD", "false"], "interval": "1s", "timeout": "1s", "retries": 1}
+    path = where / "broken.yml"
+    path.write_text(yaml.safe_dump(broken))
+    return path
+
+
 def load_loadgen() -> ModuleType:
     """examples/voting-app/loadgen.py as a module (the directory is not a package)."""
     name = "voting_app_loadgen"
