@@ -53,16 +53,24 @@ def port_bound(port: int) -> bool:
     return False
 
 
-def free_port() -> int:
-    """A TCP port that no socket on this host and no swarm service holds right now."""
-    held = published_ports()
-    for _ in range(100):
-        with socket.socket() as sock:
-            sock.bind(("0.0.0.0", 0))
-            port = int(sock.getsockname()[1])
-        if port not in held:
+# Ports handed out to tests: below the kernel's ephemeral range (32768-60999, where every
+# outgoing connection and every bind to port 0 takes its port) and below Swarm's own
+# automatic range (30000-32767), so a port picked here cannot be taken between the pick and
+# the bind by a client's connection or by an auto-published service. A cursor with a
+# per-process start hands out each port once per run.
+TEST_PORTS = range(20000, 30000)
+_port_cursor = [os.getpid() * 7919 % len(TEST_PORTS)]
+
+
+def free_port(*, swarm: bool = True) -> int:
+    """A TCP port that no socket on this host (and, with `swarm`, no service) holds now."""
+    held = published_ports() if swarm else {}
+    for _ in range(len(TEST_PORTS)):
+        port = TEST_PORTS[_port_cursor[0] % len(TEST_PORTS)]
+        _port_cursor[0] += 1
+        if port not in held and not port_bound(port):
             return port
-    raise RuntimeError("no free TCP port found in 100 tries")
+    raise RuntimeError(f"no free TCP port in {TEST_PORTS.start}-{TEST_PORTS.stop - 1}")
 
 
 def wait_until(

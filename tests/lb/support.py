@@ -23,6 +23,7 @@ import aiohttp
 from aiohttp import web
 
 from lb.client import AdminClient
+from tests import support
 from tests.support import wait_until
 
 TOKEN = "test-token-0123456789"
@@ -30,10 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
-    """A TCP port nothing listens on right now (on 127.0.0.1)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port nothing listens on right now, outside the ephemeral range (see tests.support)."""
+    return support.free_port(swarm=False)
 
 
 def listening(port: int) -> bool:
@@ -194,7 +193,9 @@ class LBProcess:
             self.stop()
             raise
         if self.proc.poll() is not None:
-            raise AssertionError(f"the LB exited: {self.output()}")
+            output = self.output()
+            self.log.close()
+            raise AssertionError(f"the LB exited: {output}")
 
     def output(self) -> str:
         """What the LB wrote to stderr so far."""

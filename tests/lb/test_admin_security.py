@@ -12,7 +12,7 @@ import pytest
 
 from lb.admin import FailedAttempts, token_matches
 from lb.admin_pipe import run_pipe
-from tests.lb.support import TOKEN, LBProcess
+from tests.lb.support import TOKEN, LBProcess, free_port
 
 
 @pytest.mark.parametrize(("header", "expected", "ok"), [
@@ -94,9 +94,7 @@ def test_the_admin_pipe_adds_the_token_and_keeps_one_connection(tmp_path: Path) 
 def test_the_admin_pipe_says_when_the_lb_is_not_there(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("t")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     out = io.BytesIO()
     inp = io.BytesIO(b'{"id": 1, "method": "GET", "path": "/healthz"}\n')
     assert run_pipe("127.0.0.1", port, str(token_file), inp, out) == 0
