@@ -18,6 +18,7 @@ __all__ = [
     "LIVE_TASK_STATES",
     "ServiceState",
     "live_count",
+    "runs_current_spec",
     "state_of",
     "task_summary",
 ]
@@ -38,6 +39,7 @@ class ServiceState:
     desired: int | None  # None for global services: one task per eligible node
     running: int
     pending: int
+    stale: int  # running tasks whose container spec is not the service's current one
     update_state: str | None
     update_message: str | None
     problem: str | None  # latest error of a task that failed or was rejected
@@ -47,7 +49,7 @@ class ServiceState:
         """True when the update finished and exactly the desired tasks run (healthy)."""
         if self.update_state not in (None, "completed"):
             return False
-        if self.pending:
+        if self.pending or self.stale:
             return False
         if self.desired is None:
             return self.running > 0
@@ -62,6 +64,8 @@ class ServiceState:
         """One line for error messages: tasks running of wanted, and the latest problem."""
         want = "one per node" if self.desired is None else str(self.desired)
         text = f"{self.running}/{want} tasks running"
+        if self.stale:
+            text += f" ({self.stale} more on the previous spec)"
         if self.stuck:
             text = f"update {self.update_state}: {self.update_message or ''}".strip()
         return text + (f"; {self.problem}" if self.problem else "")
@@ -90,7 +94,9 @@ def state_of(service: Spec, tasks: Iterable[Spec]) -> ServiceState:
     else:  # jobs: converged when the job's tasks completed; treat as no running target
         desired = 0
     live = [t for t in mine if t.get("DesiredState") == "running"]
-    running = sum(1 for t in live if t["Status"]["State"] == "running")
+    template = service["Spec"].get("TaskTemplate") or {}
+    up = [t for t in live if t["Status"]["State"] == "running"]
+    stale = sum(1 for t in up if not runs_current_spec(t, template))
     problem = None
     for t in mine:
         if t["Status"]["State"] in ("failed", "rejected") or t["Status"].get("Err"):
@@ -100,12 +106,43 @@ def state_of(service: Spec, tasks: Iterable[Spec]) -> ServiceState:
     return ServiceState(
         name=service["Spec"]["Name"],
         desired=desired,
-        running=running,
-        pending=len(live) - running,
+        running=len(up) - stale,
+        pending=len(live) - len(up),
+        stale=stale,
         update_state=update.get("State"),
         update_message=update.get("Message"),
         problem=problem,
     )
+
+
+def _meaningful(value: object) -> object:
+    """`value` without empty members: the engine leaves out what the API shows as empty."""
+    if isinstance(value, dict):
+        kept = {k: _meaningful(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v not in (None, {}, [], "", False, 0)}
+    if isinstance(value, list):
+        return [_meaningful(v) for v in value]
+    return value
+
+
+def runs_current_spec(task: Spec, template: Spec) -> bool:
+    """False when a task runs a container spec other than the service's current one.
+
+    Right after an update, before the engine's updater has begun, the service has no update
+    status and its old tasks still run: without this check that looks converged, and a
+    service switched to then would still answer with its old version. The container spec
+    (image, command, environment, configs, secrets, mounts) is what carries a version and
+    the engine copies it into each task unchanged; the rest of the task spec is compared
+    by the engine's own update status (placement-only changes, for one, replace no task).
+    `ForceUpdate` counts too: a forced update replaces every task. A task without a spec
+    (a fake engine's) cannot be judged and counts as current.
+    """
+    spec = task.get("Spec")
+    if spec is None:
+        return True
+    return bool(
+        _meaningful(spec.get("ContainerSpec")) == _meaningful(template.get("ContainerSpec"))
+        and spec.get("ForceUpdate", 0) == template.get("ForceUpdate", 0))
 
 
 def live_count(service_id: str, tasks: Iterable[Spec]) -> int:
