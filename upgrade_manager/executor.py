@@ -214,7 +214,8 @@ class Executor:
         Safe to repeat: a changed service that already has its new spec is neither stopped
         nor updated again; an unchanged caller of the chain (a companion) restarts again.
         Every service of the old chain stops at once, and each level's services take their
-        new specs at once.
+        new specs at once. A service the new file adds that may call the chain (`create`) has
+        no old version: it is created here, in its level, once the old chain has stopped.
         """
         services: dict[str, Spec] = step.args["services"]
         levels: list[list[str]] = step.args.get("levels") or [sorted(services)]
@@ -234,8 +235,10 @@ class Executor:
                 raise UpgradeError("the old chain did not stop within "
                                    f"{self.timeouts.remove:.0f} s: {', '.join(todo)}")
             self.clock.sleep(POLL_INTERVAL)
+        added = set(step.args.get("create", []))
         for level in levels:
-            self._update_all({n: services[n] for n in level if n in services},
+            self._create_all({n: services[n] for n in level if n in added})
+            self._update_all({n: services[n] for n in level if n in services and n not in added},
                              step.args.get("via"), direct=stopped)
 
     def _scale_to_zero(self, name: str) -> bool:
@@ -439,6 +442,7 @@ def rollback_steps(plan: Plan, done: int) -> list[Step]:
     if touched[Undo.REROUTE] and plan.old_table is not None:
         undo += _route_back(plan)
     created = [n for s in touched[Undo.REMOVE_SERVICES] for n in _services_of(s)]
+    created += [n for s in touched[Undo.RESTORE_SPECS] for n in s.args.get("create", [])]
     if created:
         undo.append(Step(K.REMOVE_SERVICES, "created", {"names": created}))
     for s in reversed(touched[Undo.REMOVE_OBJECT]):

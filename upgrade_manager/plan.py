@@ -201,8 +201,10 @@ def _decide_chain(desired: ManagedStack, calls: CallGraph, d: _Differences,
             f"{short_of[n]} keeps state in a named volume and changes: it can only be updated "
             "in place, stop-first, and requests that need it fail while it restarts"
         )
+    # A service the file adds may call the chain too: it has no old version, so it joins the
+    # new chain (a temporary copy) and its canonical service is created at converge.
     movable = {short_of[n] for n, spec in specs.services.items()
-               if n != lb and n not in d.added and not _has_volume(spec)}
+               if n != lb and not _has_volume(spec)}
     closure = calls.closure((short_of[n] for n in core), movable)
     for net, callees in sorted(closure.assumed.items()):
         undeclared = sorted(s for s in calls.members[net] if s not in calls.declared)
@@ -212,8 +214,8 @@ def _decide_chain(desired: ManagedStack, calls: CallGraph, d: _Differences,
                 f"call any service on it (reached from {', '.join(sorted(callees))})"
             )
     for caller, callee in sorted(closure.blocked.items()):
-        why = "it was added by this file" if full_of.get(caller) in d.added \
-            else "it keeps state in a named volume"
+        why = ("it keeps state in a named volume"
+               + (" and is added by this file" if full_of.get(caller) in d.added else ""))
         out.refusals.append(
             f"{caller} may call {callee} but cannot be copied ({why}): while both versions "
             f"run, its calls would reach either; if {caller} calls no service, declare "
@@ -276,7 +278,9 @@ def _steps(running: RunningStack, desired: ManagedStack, strategy: str, generati
         return steps + ctx.rolling(d.replaced | d.scaled, d.added)
     steps += [ctx.update_in_place(n, "stateful: stop-first", stop_first=True)
               for n in sorted(stateful)]
-    steps += [ctx.create(n) for n in d.added if n != lb]
+    # Added services the chain holds are created at its converge (see _decide_chain).
+    deferred = set() if strategy in SPLIT_STRATEGIES else set(d.added) & chain
+    steps += [ctx.create(n) for n in sorted(d.added) if n != lb and n not in deferred]
     if strategy in SPLIT_STRATEGIES:
         split = _split_order(calls, desired, d, stateful)
         steps += split_steps(ctx, strategy, split)
@@ -284,7 +288,8 @@ def _steps(running: RunningStack, desired: ManagedStack, strategy: str, generati
                   for n in sorted((d.replaced | d.scaled) - stateful - set(split) - {lb})]
         compatible = set()  # split like every other changed service
     elif chain:
-        steps += ctx.chain_steps(levels, relays, d.replaced & chain, d.scaled - {lb})
+        steps += ctx.chain_steps(levels, relays, d.replaced & chain, d.scaled - {lb},
+                                 added=frozenset(deferred))
     else:
         steps += [ctx.update_in_place(n, "in place")
                   for n in sorted((d.replaced | d.scaled) - stateful - compatible - {lb})]

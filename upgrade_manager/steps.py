@@ -89,13 +89,16 @@ class StepBuilder:
         return steps
 
     def chain_steps(self, levels: list[list[str]], relays: tuple[Relay, ...],
-                    converge: set[str], scaled: set[str]) -> list[Step]:
+                    converge: set[str], scaled: set[str],
+                    added: frozenset[str] = frozenset()) -> list[Step]:
         """The DANS sequence: new chain beside the old, switch, converge, switch back.
 
         What can run together does: all relays start in one step, then each level of the
         chain (callees first, so a service whose health needs its callees finds them), all
         of a level's services at once; the canonical services converge level by level after
-        the old chain has stopped; the temporary services and relays go together.
+        the old chain has stopped; the temporary services and relays go together. A member
+        the new file `added` (it may call a changed service) has no old version to stop: its
+        canonical service is created in its level once the old chain has stopped.
         """
         d = self.desired
         chain = [n for level in levels for n in level]
@@ -128,11 +131,17 @@ class StepBuilder:
         if rest:
             order.append(rest)
         services = {n: self.specs.services[n] for level in order for n in level}
-        steps.append(Step(StepKind.CONVERGE, "canonical",
-                          {"services": services, "via": FAST_UPDATE,
-                           "stop": sorted(chain), "levels": [lv for lv in order if lv],
-                           "companions": sorted(set(chain) - converge)},
-                          note="old chain stops, canonical services take the new specs"))
+        new = added & set(chain)
+        args: dict[str, Any] = {"services": services, "via": FAST_UPDATE,
+                                "stop": sorted(set(chain) - new),
+                                "levels": [lv for lv in order if lv],
+                                "companions": sorted(set(chain) - converge - new)}
+        if new:
+            args["create"] = sorted(new)
+        steps.append(Step(StepKind.CONVERGE, "canonical", args,
+                          note="old chain stops, canonical services take the new specs"
+                          + ("; " + ", ".join(self.specs.short_names[n] for n in sorted(new))
+                             + " created (added by the file)" if new else "")))
         back = d.routing_table({group: temps})
         back_dict = back.to_dict()
         for fe in back_dict["frontends"]:

@@ -144,18 +144,47 @@ def test_split_strategies_split_every_changed_service_and_route_at_the_lb(
     assert route["groups"]["split-g1"]["backends"] == ["tasks.st_front-dans-g1:80"]
 
 
-def test_added_service_is_created_first_and_relayed() -> None:
+def test_an_added_service_the_chain_calls_and_that_may_call_it_joins_the_new_chain() -> None:
+    # api v2 calls a cache the file adds; the cache declares nothing, so it may call api too.
+    # It has no old version: a copy joins the new chain, its canonical service is created at
+    # converge (not before: a canonical cache could call the old api), and nothing is refused.
     new = doc(api={**V2_API, "environment": {"DB": "postgresql://u:p@store:5432/x",
                                               "CACHE": "cache:6379"}},
               cache={"image": "app/cache:1", "deploy": {"endpoint_mode": "dnsrr"}})
+    plan = plan_for(new)
+    keys = kinds(plan)
+    assert not plan.refusals
+    assert "create_service:st_cache" not in keys
+    assert plan.levels == (("st_cache",), ("st_api",), ("st_front",))
+    assert {r.short: r.ports for r in plan.relays} == {"store": (5432,)}
+    converge = plan.steps[keys.index("converge:canonical")]
+    assert converge.args["create"] == ["st_cache"]
+    assert "st_cache" not in converge.args["stop"] + converge.args["companions"]
+    assert "cache created" in converge.note
+
+
+def test_an_added_service_that_calls_no_changed_service_is_created_first_and_relayed() -> None:
+    new = doc(api={**V2_API, "environment": {"DB": "postgresql://u:p@store:5432/x",
+                                              "CACHE": "cache:6379"}},
+              cache={"image": "app/cache:1", "deploy": {"endpoint_mode": "dnsrr"},
+                     "x-dans": {"calls": []}})
     plan = plan_for(new)
     keys = kinds(plan)
     assert keys[0] == "create_service:st_cache"
     assert "st_dans-relay-g1-cache" in plan.steps[keys.index("create_services:relays")].args[
         "services"]
     assert {r.short: r.ports for r in plan.relays} == {"cache": (6379,), "store": (5432,)}
-    # The added cache is new: it cannot be copied, and may call api (it declares nothing).
-    assert any(r.startswith("cache may call api") for r in plan.refusals)
+    assert not plan.refusals
+
+
+def test_an_added_service_with_a_named_volume_that_may_call_the_chain_is_refused() -> None:
+    new = doc(api={**V2_API, "environment": {"DB": "postgresql://u:p@store:5432/x",
+                                              "CACHE": "cache:6379"}},
+              cache={"image": "app/cache:1", "volumes": ["cachedata:/data"]})
+    new["volumes"] = {**new.get("volumes", {}), "cachedata": {}}
+    plan = plan_for(new)
+    assert any(r.startswith("cache may call api") and "added by this file" in r
+               for r in plan.refusals), plan.refusals
 
 
 def test_removed_service_kept_unless_prune() -> None:

@@ -46,8 +46,9 @@ def dead_owner() -> str:
 class Swarm:
     """A deployed v1 stack on the fake engine, its LB, and how to run dans against it."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, new: dict[str, Any] = NEW) -> None:
         # The facade's executor uses the wall clock: tasks stop at once so nothing waits.
+        self.new = new
         self.gw: FakeGateway = deployed(BASE, stop_delay=0)
         self.lb = FakeLB(self.gw, STACK, watch=True)
         self.v1 = snapshot(self.gw, self.lb)
@@ -67,10 +68,10 @@ class Swarm:
         return report
 
     def upgrade(self, before: Callable[[str, str], None] | None = None) -> None:
-        upgrade.run_upgrade(self.gw, options(NEW), self.report(before))
+        upgrade.run_upgrade(self.gw, options(self.new), self.report(before))
 
     def rollback(self) -> None:
-        upgrade.rollback(self.gw, options(NEW), self.report())
+        upgrade.rollback(self.gw, options(self.new), self.report())
 
     def kill_at_write(self, n: int) -> None:
         writes = iter(range(1, 10_000))
