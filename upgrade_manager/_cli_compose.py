@@ -122,18 +122,20 @@ def deploy_cmd(files: tuple[str, ...], stack_arg: str | None, stack_option: str 
     As with docker: `dans deploy -c stack.yml shop`; `-f FILE --stack NAME` is the same.
     Without a stack name the file's top-level 'name' is used.
     """
-    from compose_translator import load_project
-    from upgrade_manager.deploy import timed
-    from upgrade_manager.gateway import Gateway
-    from upgrade_manager.upgrade import Options, deploy
-
     stdin_text = stdin_for(files)
     default = None
     if not (stack_arg or stack_option):
+        from compose_translator import load_project
+
         with compose_input():
             default = load_project(list(files), stdin_text=stdin_text).name
     name = stack_name(stack_arg, stack_option, default, default_hint=_NAME_HINT)
     warn_resolve_image(resolve_image)
+    # After the checks, so that bad input answers without loading the engine's side.
+    from upgrade_manager.deploy import timed
+    from upgrade_manager.gateway import Gateway
+    from upgrade_manager.upgrade import Options, deploy
+
     opts = Options(files=files, stack=name, stdin_text=stdin_text, lb_image=lb_image,
                    lb_admin_port=lb_admin_port, prune=prune)
     say = timed(lambda line: click.echo(line, err=as_json))

@@ -184,12 +184,12 @@ def plan_cmd(files: tuple[str, ...], stack_arg: str | None, stack_option: str | 
     refuse the plan (the reasons are printed), unless --allow-mixed is given. As with docker
     stack deploy: `dans plan -c stack-v2.yml shop`.
     """
-    from upgrade_manager import upgrade as um
-
     stack = cli_stack.stack_name(stack_arg, stack_option)
     cli_stack.warn_resolve_image(resolve_image)
     del with_registry_auth  # a plan creates nothing, so it sends no credentials
     with _gateway() as gw:
+        from upgrade_manager import upgrade as um  # after the checks: bad input answers fast
+
         plan, _ = um.plan_upgrade(gw, _options(files, stack, strategy=strategy, prune=prune,
                                                lb_url=lb_url))
     click.echo(json.dumps(plan_json(plan), indent=2) if as_json else format_plan(plan))
@@ -220,11 +220,11 @@ def upgrade_cmd(files: tuple[str, ...], stack_arg: str | None, stack_option: str
     guarantee is refused with the reasons (see `dans plan`) unless --allow-mixed is given.
     As with docker stack deploy: `dans upgrade -c stack-v2.yml shop`.
     """
-    from upgrade_manager import upgrade as um
-    from upgrade_manager.executor import Timeouts
-
     stack = cli_stack.stack_name(stack_arg, stack_option)
     cli_stack.warn_resolve_image(resolve_image)
+    from upgrade_manager import upgrade as um  # after the checks: bad input answers fast
+    from upgrade_manager.executor import Timeouts
+
     opts = _options(files, stack, strategy=strategy, prune=prune, lb_url=lb_url,
                     allow_mixed=allow_mixed,
                     timeouts=Timeouts(healthy=health_timeout, drain=drain_timeout))
@@ -254,11 +254,11 @@ def upgrade_cmd(files: tuple[str, ...], stack_arg: str | None, stack_option: str
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status_cmd(stack_arg: str | None, stack_option: str | None, as_json: bool) -> None:
     """Show a stack's services and its unfinished upgrade, if any (`dans status shop`)."""
-    from upgrade_manager import upgrade as um
-
     stack = cli_stack.stack_name(stack_arg, stack_option)
 
     with _gateway() as gw:
+        from upgrade_manager import upgrade as um  # after the checks: bad input answers fast
+
         data = um.status(gw, stack)
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -289,9 +289,8 @@ def status_cmd(stack_arg: str | None, stack_option: str | None, as_json: bool) -
 def rollback_cmd(stack_arg: str | None, stack_option: str | None, lb_url: str | None,
                  as_json: bool) -> None:
     """Undo a stack's unfinished or failed upgrade, with no failed request."""
-    from upgrade_manager import upgrade as um
-
     stack = cli_stack.stack_name(stack_arg, stack_option)
+    from upgrade_manager import upgrade as um  # after the checks: bad input answers fast
 
     opts = um.Options(files=(), stack=stack, lb_url=lb_url)
     with _gateway() as gw:

@@ -1,4 +1,10 @@
-"""Fixtures for LB tests on real loopback sockets: a loop thread, backends, LB processes."""
+"""Fixtures for LB tests on real loopback sockets: a loop thread, backends, LB processes.
+
+An LB process costs a quarter of a second to start (most of it importing aiohttp), so tests
+that only need a running LB with their table share one (`shared_lb`); a test that stops or
+signals its LB, reads counters or metrics, or spends the admin API's failure budget starts
+its own (`lb_process`).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.lb.support import Backend, LBProcess, LoopThread
+from lb.table import RoutingTable
+from tests.lb.support import Backend, LBProcess, LoopThread, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +54,52 @@ def lb_process() -> Iterator[Callable[..., LBProcess]]:
     yield start
     for p in started:
         p.stop()
+
+
+LBKey = tuple[tuple[str, Any], ...]
+
+
+@pytest.fixture(scope="session")
+def _shared_lbs() -> Iterator[dict[LBKey, LBProcess]]:
+    """The LB processes `shared_lb` hands out, one per set of start options."""
+    pool: dict[LBKey, LBProcess] = {}
+    yield pool
+    for p in pool.values():
+        p.stop()
+
+
+@pytest.fixture
+def shared_lb(_shared_lbs: dict[LBKey, LBProcess]) -> Iterator[Callable[..., LBProcess]]:
+    """`lb_process`'s signature, but the process is shared by the tests that start an LB with
+    the same options: the test's table is pushed over the admin API (the path an upgrade
+    uses), and afterwards, once nothing is in flight, the table is emptied. An LB that died
+    or cannot be reset is replaced; the failure shows in the test that left it so."""
+    taken: list[tuple[LBKey, LBProcess]] = []
+
+    def take(table: dict[str, Any], **kw: Any) -> LBProcess:
+        key = tuple(sorted(kw.items()))
+        p = _shared_lbs.get(key)
+        if p is None or p.proc.poll() is not None:
+            if p is not None:
+                p.stop()
+            p = _shared_lbs[key] = LBProcess({"frontends": []}, **kw)
+        p.mark_output()
+        taken.append((key, p))
+        p.admin._call("PUT", "/v1/routes", table)  # the dict as given, as the env passes it
+        return p
+
+    yield take
+    for key, p in taken:
+        try:
+            _reset(p)
+        except BaseException:
+            _shared_lbs.pop(key, None)
+            p.stop()
+            raise
+
+
+def _reset(p: LBProcess) -> None:
+    """Once the test's requests are over, the shared LB serves nothing again."""
+    wait_until(lambda: p.admin.status()["in_flight"] == 0, timeout=10,
+               what="the test's requests to end before the shared LB is reset")
+    p.admin.set_routes(RoutingTable())

@@ -14,7 +14,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,10 +24,17 @@ from aiohttp import web
 
 from lb.client import AdminClient
 from tests import support
-from tests.support import wait_until
+from tests.support import wait_until as _wait_until
 
 TOKEN = "test-token-0123456789"
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_until(check: Callable[[], Any], *, interval: float = 0.02, **kw: Any) -> Any:
+    """`tests.support.wait_until` polling every 20 ms: on loopback a condition changes within
+    milliseconds and a check (one admin call) costs about one, where the swarm's 0.3 s
+    default would add a third of a second to every wait."""
+    return _wait_until(check, interval=interval, **kw)
 
 
 def free_port() -> int:
@@ -157,6 +164,49 @@ class Backend:
             self._runner = None
 
 
+Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class RawBackend:
+    """A hand-written backend on 127.0.0.1: `serve` gets every connection.
+
+    `close` ends the connections still open too, as a stopping server does (asyncio's
+    `Server.close` leaves them be): an LB outlives its test and keeps idle ones pooled.
+    """
+
+    def __init__(self, loops: LoopThread, serve: Serve) -> None:
+        self.loops = loops
+        self._serve = serve
+        self._open: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
+        self.server: asyncio.Server = loops.run(
+            asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port: int = self.server.sockets[0].getsockname()[1]
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._open[task] = writer
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self._open.pop(task, None)
+
+    def close(self) -> None:
+        """Stop listening, close every connection and wait for its handler to end."""
+        self.loops.run(self._close())  # in the loop's own thread: servers are not thread-safe
+
+    async def _close(self) -> None:
+        self.server.close()
+        for writer in self._open.values():
+            writer.close()
+        await asyncio.wait_for(asyncio.gather(*self._open, return_exceptions=True), 10)
+        await self.server.wait_closed()
+
+
 def frontend(name: str, port: int, groups: dict[str, list[str]], active: str, *,
              mode: str = "http", **extra: Any) -> dict[str, Any]:
     return {"name": name, "listen": port, "host": "127.0.0.1", "mode": mode, "active": active,
@@ -170,6 +220,7 @@ class LBProcess:
                  token: str | None = TOKEN, args: tuple[str, ...] = ()) -> None:
         self.admin_port = free_port()
         self.log = tempfile.TemporaryFile()
+        self.output_start = 0  # where `output` starts reading (see `mark_output`)
         env = dict(os.environ, DANS_LB_CONFIG=json.dumps(table), PYTHONPATH=str(ROOT))
         env.pop("DANS_LB_TOKEN_FILE", None)
         if token:
@@ -188,7 +239,7 @@ class LBProcess:
             # half a second (its real-world habit), which every test would pay.
             wait_until(lambda: self.proc.poll() is not None
                        or (listening(self.admin_port) and self.admin.healthy()),
-                       timeout=30, interval=0.02, what="the LB's admin API")
+                       timeout=30, what="the LB's admin API")
         except AssertionError:
             self.stop()
             raise
@@ -198,9 +249,14 @@ class LBProcess:
             raise AssertionError(f"the LB exited: {output}")
 
     def output(self) -> str:
-        """What the LB wrote to stderr so far."""
-        self.log.seek(0)
+        """What the LB wrote to stderr so far (since `mark_output`, when it was called)."""
+        self.log.seek(self.output_start)
         return self.log.read().decode(errors="replace")
+
+    def mark_output(self) -> None:
+        """Make `output` start at what the LB writes from now on (an LB shared by tests)."""
+        self.log.seek(0, os.SEEK_END)
+        self.output_start = self.log.tell()
 
     def terminate(self) -> None:
         self.proc.send_signal(signal.SIGTERM)

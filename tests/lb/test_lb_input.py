@@ -199,8 +199,8 @@ def test_a_second_lb_on_the_same_ports_is_refused(lb_process: Any) -> None:
     assert first.admin.healthy() and first.proc.poll() is None
 
 
-def test_a_table_pushed_with_a_port_in_use_gets_400_in_a_worker_group(lb_process: Any) -> None:
-    proc: LBProcess = lb_process({"frontends": []}, workers=2)
+def test_a_table_pushed_with_a_port_in_use_gets_400_in_a_worker_group(shared_lb: Any) -> None:
+    proc: LBProcess = shared_lb({"frontends": []}, workers=2)
     port = free_port()
     with _listener(port, reuse_port=True):
         status, body = _admin(proc, "PUT", "/v1/routes", json.dumps(
@@ -242,8 +242,8 @@ def _read_all(s: socket.socket, deadline: float = 10.0) -> bytes:
      "timeouts.header must be a finite number"),
 ], ids=["nan", "infinity", "deep-nesting", "not-utf8", "huge-timeout"])
 def test_a_bad_table_pushed_over_the_admin_api_is_a_400_json_error(
-        lb_process: Any, body: bytes, expected: str) -> None:
-    proc: LBProcess = lb_process({"frontends": []})
+        shared_lb: Any, body: bytes, expected: str) -> None:
+    proc: LBProcess = shared_lb({"frontends": []})
     status, answer = _admin(proc, "PUT", "/v1/routes", body)
     assert status == 400 and expected in answer["error"], answer
     assert "Traceback" not in proc.output()
@@ -258,9 +258,9 @@ def test_a_bad_table_pushed_over_the_admin_api_is_a_400_json_error(
     (b"PUT /v1/routes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode()
      + b"\r\nContent-Length: 100\r\n\r\n{", False),
 ], ids=["nothing", "half-a-head", "half-a-second-head", "stalled-body"])
-def test_the_admin_api_times_out_a_slow_client(lb_process: Any, sent: bytes,
+def test_the_admin_api_times_out_a_slow_client(shared_lb: Any, sent: bytes,
                                                answered: bool) -> None:
-    proc: LBProcess = lb_process({"frontends": []}, args=("--admin-timeout", "0.5"))
+    proc: LBProcess = shared_lb({"frontends": []}, args=("--admin-timeout", "0.5"))
     with socket.create_connection(("127.0.0.1", proc.admin_port), timeout=10) as s:
         started = time.monotonic()
         s.sendall(sent)

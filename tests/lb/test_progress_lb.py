@@ -56,9 +56,9 @@ def test_pushed_progress_and_versions_show_in_metrics(
 
 
 def test_metrics_answer_in_the_prometheus_content_type(
-    lb_process: Callable[..., LBProcess],
+    shared_lb: Callable[..., LBProcess],
 ) -> None:
-    lb = lb_process({"frontends": []})
+    lb = shared_lb({"frontends": []})
     req = urllib.request.Request(f"http://127.0.0.1:{lb.admin_port}/metrics",
                                  headers={"Authorization": f"Bearer {TOKEN}"})
     with urllib.request.urlopen(req, timeout=10) as resp:

@@ -21,13 +21,14 @@ from tests.lb.support import (
     Backend,
     LBProcess,
     LoopThread,
+    RawBackend,
     free_port,
     frontend,
     get,
     load,
     raw_request,
+    wait_until,
 )
-from tests.support import wait_until
 
 StartBackend = Callable[[str], Backend]
 StartLB = Callable[..., LBProcess]
@@ -43,11 +44,11 @@ SWITCH_EVERY = 200  # requests
 
 @pytest.mark.parametrize("workers", [1, 2], ids=["one-worker", "two-workers"])
 def test_switch_under_steady_load_loses_no_request(
-    loops: LoopThread, backend: StartBackend, lb_process: StartLB, workers: int,
+    loops: LoopThread, backend: StartBackend, shared_lb: StartLB, workers: int,
 ) -> None:
     a, b = backend("A"), backend("B")
     port = free_port()
-    lb = lb_process(two_groups(a, b, port), workers=workers)
+    lb = shared_lb(two_groups(a, b, port), workers=workers)
     url = f"http://127.0.0.1:{port}/"
     targets = ["b", "a", "b", "a", "b"]
     # A switch after every SWITCH_EVERY requests sent, while 8 connections keep sending:
@@ -81,11 +82,11 @@ def test_switch_under_steady_load_loses_no_request(
 
 
 def test_drain_finishes_when_in_flight_requests_end(
-    loops: LoopThread, backend: StartBackend, lb_process: StartLB,
+    loops: LoopThread, backend: StartBackend, shared_lb: StartLB,
 ) -> None:
     a, b = backend("A"), backend("B")
     port = free_port()
-    lb = lb_process(two_groups(a, b, port))
+    lb = shared_lb(two_groups(a, b, port))
     held: list[tuple[int, str]] = []
     threads = [threading.Thread(target=lambda: held.append(get(f"http://127.0.0.1:{port}/hold")))
                for _ in range(3)]
@@ -131,12 +132,12 @@ def test_backend_that_disappears_is_retried_elsewhere(
 
 
 def test_post_body_is_not_resent_but_connect_failures_are(
-    backend: StartBackend, lb_process: StartLB,
+    backend: StartBackend, shared_lb: StartLB,
 ) -> None:
     a = backend("A")
     dead = free_port()
     port = free_port()
-    lb_process({"frontends": [frontend("web", port,
+    shared_lb({"frontends": [frontend("web", port,
                                        {"a": [f"127.0.0.1:{dead}", a.addr]}, "a")]})
     for _ in range(6):  # round-robin hits the dead endpoint: retried, never an error
         status, body = get(f"http://127.0.0.1:{port}/echo", data=b"x" * 5000, method="POST")
@@ -148,18 +149,18 @@ def test_post_body_is_not_resent_but_connect_failures_are(
     [({"a": ["127.0.0.1:1"]}, 502), ({"a": ["tasks.no-such-service.invalid:80"]}, 503)],
     ids=["refused", "unresolvable"],
 )
-def test_no_reachable_backend(lb_process: StartLB, groups: dict[str, list[str]],
+def test_no_reachable_backend(shared_lb: StartLB, groups: dict[str, list[str]],
                               status: int) -> None:
     port = free_port()
-    lb_process({"frontends": [frontend("web", port, groups, "a")]})
+    shared_lb({"frontends": [frontend("web", port, groups, "a")]})
     assert get(f"http://127.0.0.1:{port}/")[0] == status
 
 
 def test_hanging_backend_hits_the_read_timeout(backend: StartBackend,
-                                              lb_process: StartLB) -> None:
+                                              shared_lb: StartLB) -> None:
     a = backend("A")
     port = free_port()
-    lb_process({"frontends": [frontend("web", port, {"a": [a.addr]}, "a",
+    shared_lb({"frontends": [frontend("web", port, {"a": [a.addr]}, "a",
                                        timeouts={"connect": 1, "read": 0.5})]})
     started = time.monotonic()
     assert get(f"http://127.0.0.1:{port}/sleep?s=5")[0] == 504
@@ -174,11 +175,11 @@ def test_hanging_backend_hits_the_read_timeout(backend: StartBackend,
     b"GET / HTTP/1.1\r\nBad Header Line\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
 ], ids=["garbage", "version", "length", "header", "two-lengths"])
-def test_malformed_requests_get_400(backend: StartBackend, lb_process: StartLB,
+def test_malformed_requests_get_400(backend: StartBackend, shared_lb: StartLB,
                                     data: bytes) -> None:
     a = backend("A")
     port = free_port()
-    lb = lb_process({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]})
+    lb = shared_lb({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]})
     answer = raw_request(port, data)
     assert answer.split(b"\r\n", 1)[0].split(b" ")[1] in (b"400", b"505"), answer
     assert a.hits == 0
@@ -186,10 +187,10 @@ def test_malformed_requests_get_400(backend: StartBackend, lb_process: StartLB,
     assert lb.proc.poll() is None
 
 
-def test_headers_and_streamed_bodies(backend: StartBackend, lb_process: StartLB) -> None:
+def test_headers_and_streamed_bodies(backend: StartBackend, shared_lb: StartLB) -> None:
     a = backend("A")
     port = free_port()
-    lb_process({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]})
+    shared_lb({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]})
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("PUT", "/echo?q=1", body=b"y" * 3_000_000,
                  headers={"Connection": "keep-alive, X-Secret", "X-Secret": "no",
@@ -304,11 +305,11 @@ def test_admin_commands_and_errors(backend: StartBackend, lb_process: StartLB) -
 
 
 def test_keep_alive_head_pipelining_and_chunked_bodies(
-    backend: StartBackend, lb_process: StartLB
+    backend: StartBackend, shared_lb: StartLB
 ) -> None:
     a = backend("A")
     port = free_port()
-    lb_process({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]})
+    shared_lb({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]})
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("HEAD", "/")
     head = conn.getresponse()
@@ -329,11 +330,11 @@ def test_keep_alive_head_pipelining_and_chunked_bodies(
 
 
 def test_a_client_that_goes_away_frees_its_request(
-    backend: StartBackend, lb_process: StartLB
+    backend: StartBackend, shared_lb: StartLB
 ) -> None:
     a = backend("A")
     port = free_port()
-    lb = lb_process({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]})
+    lb = shared_lb({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]})
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
     s.sendall(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
     wait_until(lambda: lb.admin.status()["in_flight"] == 1, timeout=10, what="1 in flight")
@@ -344,10 +345,10 @@ def test_a_client_that_goes_away_frees_its_request(
 
 
 def test_websocket_upgrade_is_tunnelled(loops: LoopThread, backend: StartBackend,
-                                        lb_process: StartLB) -> None:
+                                        shared_lb: StartLB) -> None:
     a = backend("A")
     port = free_port()
-    lb = lb_process({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]})
+    lb = shared_lb({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]})
 
     async def talk() -> list[str]:
         async with aiohttp.ClientSession() as session:
@@ -372,7 +373,7 @@ def test_websocket_upgrade_is_tunnelled(loops: LoopThread, backend: StartBackend
      b"HELLO"),
 ], ids=["interim-then-final", "switch-then-data"])
 def test_bytes_after_an_interim_or_101_head_in_the_same_read_are_kept(
-        loops: LoopThread, lb_process: StartLB, answer: bytes, request_head: bytes,
+        loops: LoopThread, shared_lb: StartLB, answer: bytes, request_head: bytes,
         expected: bytes) -> None:
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
@@ -381,7 +382,7 @@ def test_bytes_after_an_interim_or_101_head_in_the_same_read_are_kept(
         await reader.read()  # until the LB closes its side
         writer.close()
 
-    server, port = _raw_backend_behind_lb(loops, lb_process, serve)
+    server, port = _raw_backend_behind_lb(loops, shared_lb, serve)
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
             s.sendall(request_head)
@@ -395,29 +396,22 @@ def test_bytes_after_an_interim_or_101_head_in_the_same_read_are_kept(
         assert got.endswith(expected), got
         assert b" 100 " not in got  # the interim answer is not passed on
     finally:
-        loops.run(_close_server(server))  # in the loop's own thread: servers are not thread-safe
+        server.close()
 
 
 def _raw_backend_behind_lb(loops: LoopThread, lb_process: StartLB,
                            serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
-                                           Awaitable[None]]) -> tuple[asyncio.Server, int]:
+                                           Awaitable[None]]) -> tuple[RawBackend, int]:
     """A hand-written backend on loopback and an LB process whose frontend `web` sends to
-    it; returns the backend's server (close it with `_close_server`) and the LB's port."""
-    server = loops.run(asyncio.start_server(serve, "127.0.0.1", 0))
-    backend_port = server.sockets[0].getsockname()[1]
+    it; returns the backend (close it when done) and the LB's port."""
+    server = RawBackend(loops, serve)
     port = free_port()
-    lb_process({"frontends": [frontend("web", port, {"a": [f"127.0.0.1:{backend_port}"]},
-                                       "a")]})
+    lb_process({"frontends": [frontend("web", port, {"a": [server.addr]}, "a")]})
     return server, port
 
 
-async def _close_server(server: asyncio.Server) -> None:
-    server.close()
-    await server.wait_closed()
-
-
 def test_an_answer_nobody_asked_for_never_reaches_a_client(
-        loops: LoopThread, lb_process: StartLB) -> None:
+        loops: LoopThread, shared_lb: StartLB) -> None:
     # The first backend connection answers its request twice in one write: the second
     # answer must neither follow the first to the client nor wait in the pool for the
     # next request (response poisoning by a broken backend).
@@ -435,7 +429,7 @@ def test_an_answer_nobody_asked_for_never_reaches_a_client(
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
 
-    server, port = _raw_backend_behind_lb(loops, lb_process, serve)
+    server, port = _raw_backend_behind_lb(loops, shared_lb, serve)
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         bodies = []
@@ -446,16 +440,16 @@ def test_an_answer_nobody_asked_for_never_reaches_a_client(
         conn.close()
         assert bodies == [b"first", b"fresh"]
     finally:
-        loops.run(_close_server(server))
+        server.close()
 
 
 def test_a_frontend_reopened_on_its_own_port_takes_it_again(
-        backend: StartBackend, lb_process: StartLB) -> None:
+        backend: StartBackend, shared_lb: StartLB) -> None:
     # The LB binds its ports alone (no SO_REUSEPORT): a table that changes a frontend's
     # mode closes its listener and opens a new one on the same port in one command.
     a = backend("A")
     port = free_port()
-    lb = lb_process({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]})
+    lb = shared_lb({"frontends": [frontend("web", port, {"a": [a.addr]}, "a")]})
     assert get(f"http://127.0.0.1:{port}/") == (200, "A")
     for mode in ("tcp", "http"):
         lb.admin.set_routes(RoutingTable.from_dict(

@@ -16,8 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.lb.raw import Answers, CaptureBackend, closed_soon, read_answers, talk
-from tests.lb.support import LBProcess, LoopThread, free_port, frontend
-from tests.support import wait_until
+from tests.lb.support import LBProcess, LoopThread, free_port, frontend, wait_until
 
 TIMEOUTS = {"connect": 1.0, "read": 3.0, "header": 1.0, "body": 1.0, "keepalive": 2.0,
             "tunnel": 5.0}
