@@ -27,14 +27,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def stack_file(where: Path, image: str, port: int, auth_version: str,
-               db_declared: bool) -> Path:
-    """The four services; db listens on 7000, a port written only in proc's code."""
+               db_declared: bool, audit: bool = False) -> Path:
+    """The four services; db listens on 7000, a port written only in proc's code.
+
+    With `audit`, the file adds a fifth service that portal calls and that calls auth: new,
+    it has no old version to keep, and it may call the changed auth.
+    """
     services = {
-        "portal": Service(calls=("auth", "proc")),
+        "portal": Service(calls=("auth", "proc", "audit") if audit else ("auth", "proc")),
         "auth": Service(version=auth_version, replicas=2),
         "proc": Service(calls=("auth", "db")),
         "db": Service(port=7000, extra={"x-dans": {"calls": []}} if db_declared else {}),
     }
+    if audit:
+        services["audit"] = Service(calls=("auth",))
     path = where / f"auth-{auth_version}.yml"
     path.write_text(yaml.safe_dump(stack_document(services, image, "portal", port)))
     return path
@@ -45,12 +51,13 @@ def dans(*args: str) -> subprocess.CompletedProcess[str]:
                           env=dict(os.environ), capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("db_declared", [False, True], ids=["no-x-dans-key", "db-calls-none"])
+@pytest.mark.parametrize(("db_declared", "audit"), [(False, False), (True, False), (False, True)],
+                         ids=["no-x-dans-key", "db-calls-none", "adds-a-caller"])
 def test_upgrade_without_annotations(gateway: Gateway, names: Names, lb_image: str,
-                                     tmp_path: Path, db_declared: bool) -> None:
+                                     tmp_path: Path, db_declared: bool, audit: bool) -> None:
     stack, port = names("un"), free_port()
     v1 = stack_file(tmp_path, lb_image, port, "1", db_declared)
-    v2 = stack_file(tmp_path, lb_image, port, "2", db_declared)
+    v2 = stack_file(tmp_path, lb_image, port, "2", db_declared, audit)
     deployed = dans("deploy", "-f", str(v1), "--stack", stack, "--lb-image", lb_image,
                     "--lb-admin-port", str(free_port()), "--wait")
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
@@ -63,6 +70,8 @@ def test_upgrade_without_annotations(gateway: Gateway, names: Names, lb_image: s
     assert "Assumed" in plan.stdout and "may call any service" in plan.stdout
     if db_declared:
         assert f"db -> {stack}_db, every TCP port" in plan.stdout  # port 7000 is nowhere
+    if audit:
+        assert "audit created (added by the file)" in plan.stdout, plan.stdout
 
     load = Load(url, changed={"auth"})
     try:
@@ -80,12 +89,14 @@ def test_upgrade_without_annotations(gateway: Gateway, names: Names, lb_image: s
                    describe=lambda: f"answers so far: {load.summary()}")
     finally:
         stats = load.finish()
-    print(f"\nunannotated ({'db declared' if db_declared else 'no keys'}): {stats}")
+    variant = "db declared" if db_declared else "audit added" if audit else "no keys"
+    print(f"\nunannotated ({variant}): {stats}")
     assert stats["failed"] == 0, stats["errors"]
     assert stats["mixed"] == 0
     assert stats["ok"] > stats["new"] > 0
     left = sorted(s["Spec"]["Name"] for s in gateway.services(stack))
-    assert left == sorted(f"{stack}_{s}" for s in ("auth", "dans-lb", "db", "portal", "proc"))
+    assert left == sorted(f"{stack}_{s}" for s in ("auth", "dans-lb", "db", "portal", "proc",
+                                                   *(["audit"] if audit else [])))
     assert not [n for n in gateway.networks(stack) if "dans-gen-" in n["Name"]]
     if db_declared:
         now = sorted(t["ID"] for t in gateway.tasks(f"{stack}_db", desired_running=True))
