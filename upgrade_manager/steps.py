@@ -123,25 +123,7 @@ class StepBuilder:
                           note="new requests go to the new chain"))
         steps.append(Step(StepKind.DRAIN, "lb", {"frontends": fronts, "group": "main"},
                           note="old chain finishes its requests"))
-        # Converge: the old chain stops first (a caller that works on its own, e.g. a queue
-        # worker, must not call a callee that already runs the new version), then each level
-        # takes its new spec, callees first, while the temporary chain serves every request.
-        order = [list(level) for level in levels]
-        rest = sorted(scaled - set(chain))
-        if rest:
-            order.append(rest)
-        services = {n: self.specs.services[n] for level in order for n in level}
-        new = added & set(chain)
-        args: dict[str, Any] = {"services": services, "via": FAST_UPDATE,
-                                "stop": sorted(set(chain) - new),
-                                "levels": [lv for lv in order if lv],
-                                "companions": sorted(set(chain) - converge - new)}
-        if new:
-            args["create"] = sorted(new)
-        steps.append(Step(StepKind.CONVERGE, "canonical", args,
-                          note="old chain stops, canonical services take the new specs"
-                          + ("; " + ", ".join(self.specs.short_names[n] for n in sorted(new))
-                             + " created (added by the file)" if new else "")))
+        steps.append(self._converge_step(levels, converge, scaled, added))
         back = d.routing_table({group: temps})
         back_dict = back.to_dict()
         for fe in back_dict["frontends"]:
@@ -157,6 +139,29 @@ class StepBuilder:
                           note="temporary services and relays, together"))
         steps.append(Step(StepKind.REMOVE_NETWORK, self.network, note="generation network"))
         return steps
+
+    def _converge_step(self, levels: list[list[str]], converge: set[str], scaled: set[str],
+                       added: frozenset[str]) -> Step:
+        """Converge: the old chain stops first (a caller that works on its own, e.g. a queue
+        worker, must not call a callee that already runs the new version), then each level
+        takes its new spec, callees first, while the temporary chain serves every request."""
+        chain = {n for level in levels for n in level}
+        order = [list(level) for level in levels]
+        rest = sorted(scaled - chain)
+        if rest:
+            order.append(rest)
+        services = {n: self.specs.services[n] for level in order for n in level}
+        new = added & chain
+        args: dict[str, Any] = {"services": services, "via": FAST_UPDATE,
+                                "stop": sorted(chain - new),
+                                "levels": [lv for lv in order if lv],
+                                "companions": sorted(chain - converge - new)}
+        if new:
+            args["create"] = sorted(new)
+        return Step(StepKind.CONVERGE, "canonical", args,
+                    note="old chain stops, canonical services take the new specs"
+                    + ("; " + ", ".join(self.specs.short_names[n] for n in sorted(new))
+                       + " created (added by the file)" if new else ""))
 
     def temp_spec(self, full: str) -> Spec:
         """A temporary copy of a service: on the generation network only, under its names."""
