@@ -14,10 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import pytest
+import yaml
 
+from compose_translator import load_project, translate
 from lb.errors import LBError
 from lb.table import RoutingTable
-from upgrade_manager.lb_replicas import ReplicatedAdmin
+from tests.upgrade.stacks import SETTINGS, doc
+from upgrade_manager.errors import PlanError
+from upgrade_manager.lb_replicas import ReplicatedAdmin, parse_replicas
+from upgrade_manager.managed import manage
 
 SPEC = {"frontends": [{"name": "web-80", "listen": 80, "active": "main",
                        "groups": {"main": {"backends": ["tasks.s_web:80"]}}}]}
@@ -184,3 +189,24 @@ def test_no_running_replica_is_an_error() -> None:
     client, _ = admin(fan)
     with pytest.raises(LBError, match="no running replica"):
         client.set_routes(RoutingTable.from_dict(NEXT))
+
+
+
+def test_deploy_options_give_the_lb_spec_its_replicas_and_encrypted_networks() -> None:
+    assert parse_replicas("3", None) == 3 and parse_replicas("global", None) is None
+    assert parse_replicas(None, {"Mode": {"Replicated": {"Replicas": 2}}}) == 2
+    assert parse_replicas(None, {"Mode": {"Global": {}}}) is None
+    assert parse_replicas(None, None) == 1
+    for bad in ("0", "-1", "x", "65"):
+        with pytest.raises(PlanError, match="--lb-replicas"):
+            parse_replicas(bad, None)
+    project = load_project(["-"], stdin_text=yaml.safe_dump(doc()), environ={})
+    specs = translate(project, "st")
+    plain = manage(specs, SETTINGS)
+    ciphered = manage(specs, replace(SETTINGS, replicas=None, encrypt=True))
+    lb = ciphered.specs.services[ciphered.lb_service]
+    assert lb["Mode"] == {"Global": {}}
+    assert "DANS_LB_PEERS=tasks.{{.Service.Name}}" in lb["TaskTemplate"]["ContainerSpec"]["Env"]
+    assert ciphered.specs.networks
+    assert all("encrypted" in (n.get("Options") or {}) for n in ciphered.specs.networks.values())
+    assert not any("encrypted" in (n.get("Options") or {}) for n in plain.specs.networks.values())
