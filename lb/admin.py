@@ -2,8 +2,9 @@
 
     GET  /healthz                                    {"ok": true}            (no token: liveness)
     GET  /v1/status                                  frontends, groups, backends, in-flight
-    GET  /v1/routes                                  the routing table in force
+    GET  /v1/routes                                  the routing table in force (+ version)
     PUT  /v1/routes             body: table          {"routes": table}
+    GET  /v1/table                                   {"version", "base", "routes"} (admin_sync)
     POST /v1/frontends/F/switch body: {"group": G}   {"frontend", "active", "previous"}
     POST /v1/frontends/F/groups/G/drain              {"frontend", "group", "state", "in_flight"}
     GET  /v1/frontends/F/groups/G/drained?timeout=S  {"drained": bool, "in_flight": n}
@@ -33,6 +34,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from lb.admin_sync import TableState
 from lb.errors import LBError
 from lb.progress import UpgradeStatus, parse_update
 from lb.table import RoutingTable, parse_json
@@ -57,6 +59,7 @@ def _app_key(name: str) -> Any:
 CONTROLLER = _app_key("dans_lb_controller")
 TOKEN = _app_key("dans_lb_token")
 FAILURES = _app_key("dans_lb_auth_failures")
+TABLE_STATE = _app_key("dans_lb_table_state")
 
 
 def token_matches(header: str, expected: str | None) -> bool:
@@ -198,14 +201,26 @@ async def _status(request: web.Request) -> web.Response:
     return web.json_response(await _ctl(request).status())
 
 
+def _state(request: web.Request) -> TableState:
+    state: TableState = request.app[TABLE_STATE]
+    return state
+
+
 async def _get_routes(request: web.Request) -> web.Response:
-    return web.json_response((await _ctl(request).table()).to_dict())
+    table = await _ctl(request).table()
+    return web.json_response(_state(request).answer(table)["routes"])
+
+
+async def _get_table(request: web.Request) -> web.Response:
+    return web.json_response(_state(request).answer(await _ctl(request).table()))
 
 
 async def _put_routes(request: web.Request) -> web.Response:
     table = RoutingTable.from_dict(await _body(request))
     await _ctl(request).apply(table)
-    return web.json_response({"routes": (await _ctl(request).table()).to_dict()})
+    _state(request).version = table.version
+    return web.json_response({"routes": _state(request).answer(await _ctl(request).table())
+                              ["routes"]})
 
 
 async def _switch(request: web.Request) -> web.Response:
@@ -245,16 +260,20 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(body=text.encode(), headers={"Content-Type": METRICS_TYPE})
 
 
-def make_admin_app(controller: Controller, token: str | None) -> web.Application:
-    """The admin application; with no token every call but /healthz is refused."""
+def make_admin_app(controller: Controller, token: str | None,
+                   state: TableState | None = None) -> web.Application:
+    """The admin application; with no token every call but /healthz is refused. `state`
+    carries the table's version (what a PUT set, or what start-up took from a peer)."""
     app = web.Application(middlewares=[_auth], client_max_size=8 << 20)
     app[CONTROLLER] = controller
     app[TOKEN] = token
     app[FAILURES] = FailedAttempts()
+    app[TABLE_STATE] = state or TableState()
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/v1/status", _status)
     app.router.add_get("/v1/routes", _get_routes)
     app.router.add_put("/v1/routes", _put_routes)
+    app.router.add_get("/v1/table", _get_table)
     app.router.add_post("/v1/frontends/{frontend}/switch", _switch)
     app.router.add_post("/v1/frontends/{frontend}/groups/{group}/drain", _drain)
     app.router.add_get("/v1/frontends/{frontend}/groups/{group}/drained", _drained)

@@ -20,6 +20,7 @@ from typing import Any
 
 from lb.admin import make_admin_app
 from lb.admin_server import start_admin
+from lb.admin_sync import start_state
 from lb.balancer import Balancer
 from lb.progress import Progress, UpgradeStatus
 from lb.settings import DEFAULT_ADMIN_PORT, Settings, load_table, load_token
@@ -82,10 +83,12 @@ class LocalController:
 
 async def serve(settings: Settings, ready: Callable[[], Awaitable[None]] | None = None) -> None:
     """Run one LB process until SIGTERM/SIGINT, then shut down gracefully."""
+    # A replica among several starts on its peers' table when it is newer (lb.admin_sync).
+    settings, state = await start_state(settings)
     if settings.workers > 1:
         from lb.workers import serve_workers
 
-        await serve_workers(settings)
+        await serve_workers(settings, state)
         return
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -99,7 +102,7 @@ async def serve(settings: Settings, ready: Callable[[], Awaitable[None]] | None 
             log.warning("no admin token (DANS_LB_TOKEN, DANS_LB_TOKEN_FILE): the admin API "
                         "refuses every command")
         controller = LocalController(balancer, progress=settings.admin_unix is None)
-        runner = await start_admin(make_admin_app(controller, settings.token), settings)
+        runner = await start_admin(make_admin_app(controller, settings.token, state), settings)
     except BaseException:
         await balancer.shutdown(0)
         raise

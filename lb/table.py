@@ -258,6 +258,9 @@ class RoutingTable:
     """Every frontend of one LB; names and listening ports are unique."""
 
     frontends: tuple[Frontend, ...] = ()
+    # Which table this is: dans numbers the tables it sends so that it can tell when every
+    # LB replica has the same one (`upgrade_manager.lb_replicas`); 0 is the start-up table.
+    version: int = 0
 
     def frontend(self, name: str) -> Frontend:
         """The frontend of that name; LBError when there is none."""
@@ -267,8 +270,11 @@ class RoutingTable:
         raise LBError(f"no frontend named {name!r}", 404)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form."""
-        return {"frontends": [fe.to_dict() for fe in self.frontends]}
+        """The JSON form ("version" only when it is not 0)."""
+        data: dict[str, Any] = {"frontends": [fe.to_dict() for fe in self.frontends]}
+        if self.version:
+            data["version"] = self.version
+        return data
 
     def to_json(self) -> str:
         """The table as JSON text."""
@@ -279,7 +285,10 @@ class RoutingTable:
         """Parse and validate the JSON form (LBError names what is wrong)."""
         if not isinstance(data, dict):
             raise LBError("routing table: expected an object with 'frontends'")
-        _only(data, {"frontends"}, "routing table")
+        _only(data, {"frontends", "version"}, "routing table")
+        version = data.get("version", 0)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise LBError("routing table: version must be a whole number >= 0")
         raw = data.get("frontends", [])
         if not isinstance(raw, list):
             raise LBError("routing table: frontends must be a list")
@@ -293,7 +302,7 @@ class RoutingTable:
             if (fe.host, fe.listen) in seen_ports:
                 raise LBError(f"routing table: two frontends listen on port {fe.listen}")
             seen_ports.add((fe.host, fe.listen))
-        return cls(frontends)
+        return cls(frontends, version)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> RoutingTable:

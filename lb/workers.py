@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from lb.admin import make_admin_app
+from lb.admin_sync import TableState
 from lb.balancer import check_free
 from lb.errors import LBError
 from lb.progress import Progress, UpgradeStatus
@@ -247,7 +248,7 @@ def _num(value: float) -> str:
     return str(int(value)) if value.is_integer() else f"{value:.6f}"
 
 
-async def serve_workers(settings: Settings) -> None:
+async def serve_workers(settings: Settings, state: TableState | None = None) -> None:
     """Run N workers and the public admin API until SIGTERM/SIGINT."""
     from lb.admin_server import start_admin
 
@@ -259,7 +260,7 @@ async def serve_workers(settings: Settings) -> None:
         pool = WorkerPool(settings, rundir)
         try:
             await pool.start()
-            runner = await start_admin(make_admin_app(pool, settings.token), settings)
+            runner = await start_admin(make_admin_app(pool, settings.token, state), settings)
         except BaseException:
             await pool.stop()
             raise

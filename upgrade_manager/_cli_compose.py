@@ -102,6 +102,12 @@ def translate_cmd(files: tuple[str, ...], stack_arg: str | None, stack_option: s
 @click.option("--lb-admin-port", type=int,
               help="Port of the LB's admin API inside the stack's edge network; it is never "
                    "published (default 9900, or the LB's own).")
+@click.option("--lb-replicas", metavar="N|global",
+              help="LB tasks: a number, or 'global' for one per node (default 1, or the LB's "
+                   "own); every routing change reaches every replica.")
+@click.option("--encrypt", is_flag=True,
+              help="Create the stack's overlay networks encrypted (Swarm's IPsec between "
+                   "nodes), so the admin traffic to the LB is encrypted too.")
 @click.option("--rotate-lb-token", is_flag=True,
               help="Give the LB a new admin token (a new Docker secret); the LB restarts.")
 @click.option("--wait", is_flag=True, help="Wait until every service has converged.")
@@ -110,7 +116,8 @@ def translate_cmd(files: tuple[str, ...], stack_arg: str | None, stack_option: s
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def deploy_cmd(files: tuple[str, ...], stack_arg: str | None, stack_option: str | None,
                prune: bool, with_registry_auth: bool, resolve_image: str | None, no_lb: bool,
-               lb_image: str | None, lb_admin_port: int | None, rotate_lb_token: bool,
+               lb_image: str | None, lb_admin_port: int | None, lb_replicas: str | None,
+               encrypt: bool, rotate_lb_token: bool,
                wait: bool, timeout: float, as_json: bool) -> None:
     """Create or update a stack from Compose files.
 
@@ -137,7 +144,8 @@ def deploy_cmd(files: tuple[str, ...], stack_arg: str | None, stack_option: str 
     from upgrade_manager.upgrade import Options, deploy
 
     opts = Options(files=files, stack=name, stdin_text=stdin_text, lb_image=lb_image,
-                   lb_admin_port=lb_admin_port, prune=prune)
+                   lb_admin_port=lb_admin_port, lb_replicas=lb_replicas, encrypt=encrypt,
+                   prune=prune)
     say = timed(lambda line: click.echo(line, err=as_json))
     gw = Gateway.from_env()
     gw.registry_auth = with_registry_auth

@@ -219,9 +219,40 @@ class AdminChannel:
 
     def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
                 timeout: float) -> tuple[int, bytes]:
-        """Send one request through the pipe (opened again once if it ended)."""
-        line = {"method": method, "path": path, "timeout": timeout,
-                "body": None if body is None else body.decode()}
+        """Send one request through the pipe to any replica (`tasks.STACK_dans-lb`)."""
+        answer = self._exchange(_line(method, path, body, timeout), timeout)
+        return int(answer["status"]), str(answer.get("body") or "").encode()
+
+    def request_each(self, method: str, path: str, body: bytes | None, targets: list[str],
+                     timeout: float) -> dict[str, tuple[int, bytes] | str]:
+        """Send one request to each replica address in `targets` (`lb_replicas`)."""
+        line = {**_line(method, path, body, timeout), "targets": list(targets)}
+        replicas = self._exchange(line, timeout).get("replicas") or {}
+        found: dict[str, tuple[int, bytes] | str] = {}
+        for addr in targets:
+            got = replicas.get(addr)
+            if not isinstance(got, dict):
+                found[addr] = "no answer from the admin pipe"
+            elif "error" in got:
+                found[addr] = str(got["error"])
+            else:
+                found[addr] = (int(got["status"]), str(got.get("body") or "").encode())
+        return found
+
+    def addresses(self) -> list[str]:
+        """The edge-network addresses of every running LB task, read from the swarm."""
+        edge = edge_network_name(self.stack)
+        found: set[str] = set()
+        for task in self.gw.tasks(self.lb, desired_running=True):
+            if (task.get("Status") or {}).get("State") != "running":
+                continue
+            for att in task.get("NetworksAttachments") or []:
+                if ((att.get("Network") or {}).get("Spec") or {}).get("Name") == edge:
+                    found |= {str(a).split("/")[0] for a in att.get("Addresses") or []}
+        return sorted(found)
+
+    def _exchange(self, line: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """One line out, its answer back (the pipe opened again once if it ended)."""
         for attempt in range(2):
             try:
                 pipe = self._open()
@@ -232,7 +263,7 @@ class AdminChannel:
                 pipe.send(json.dumps({**line, "id": rid}).encode() + b"\n", timeout)
                 deadline = time.monotonic() + timeout + 5.0
                 while True:
-                    answer = json.loads(pipe.read_line(deadline))
+                    answer: dict[str, Any] = json.loads(pipe.read_line(deadline))
                     if answer.get("id") in (rid, None):
                         break
             except (EOFError, OSError, ValueError) as exc:
@@ -244,7 +275,7 @@ class AdminChannel:
                 continue
             if "error" in answer:
                 raise LBFault(str(answer["error"]))
-            return int(answer["status"]), str(answer.get("body") or "").encode()
+            return answer
         raise AssertionError("unreachable")
 
     def _drop(self) -> None:
@@ -261,3 +292,8 @@ class AdminChannel:
                 self.gw.remove_service(self.name, missing_ok=True)
             except DansError:
                 pass
+
+
+def _line(method: str, path: str, body: bytes | None, timeout: float) -> dict[str, Any]:
+    return {"method": method, "path": path, "timeout": timeout,
+            "body": None if body is None else body.decode()}

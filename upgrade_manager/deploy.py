@@ -15,11 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from compose_translator import IMAGE_LABEL, StackSpecs
-from upgrade_manager.errors import Conflict, EngineError, NotFound
+from upgrade_manager.errors import Conflict, EngineError, NotFound, PlanError
 from upgrade_manager.gateway import Gateway
 from upgrade_manager.model import Spec, text_data
 
-__all__ = ["DeployResult", "Say", "deploy_stack", "resolve_references", "timed"]
+__all__ = ["DeployResult", "Say", "deploy_stack", "refuse_plain_networks", "resolve_references",
+           "timed"]
 
 Say = Callable[[str], None]  # tells the user one line of what is happening
 
@@ -163,6 +164,20 @@ def deploy_stack(
         result.warnings.extend(_update(gw, name, spec, current))
         result.updated.append(name)
     return result
+
+
+def refuse_plain_networks(gw: Gateway, specs: StackSpecs) -> None:
+    """Refuse --encrypt when one of the stack's overlay networks exists unencrypted: Swarm
+    cannot change a network's options, so it would stay plaintext without a word."""
+    plain = sorted(n["Name"] for n in gw.networks(specs.stack)
+                   if n["Name"] in specs.networks and n.get("Driver") == "overlay"
+                   and "encrypted" not in (n.get("Options") or {}))
+    if plain:
+        raise PlanError(
+            f"--encrypt: the network(s) {', '.join(plain)} exist unencrypted, and Swarm cannot "
+            f"change a network's options; remove the stack (`docker stack rm {specs.stack}`) "
+            f"and deploy it again with --encrypt"
+        )
 
 
 def timed(progress: Say) -> Say:

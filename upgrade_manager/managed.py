@@ -92,7 +92,10 @@ class LBSettings:
     image: str
     token_secret: str  # the Docker secret holding the admin token (never the token itself)
     admin_port: int = 9900
-    replicas: int = 1
+    replicas: int | None = 1  # None: one LB task per node (global mode)
+    # Create the stack's overlay networks encrypted (IPsec between nodes), the edge network
+    # with the helper -> LB admin traffic among them.
+    encrypt: bool = False
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,13 @@ def _frontend(e: EntryPort, extra_groups: dict[str, dict[str, str]],
                     active=active.get(e.frontend, MAIN_GROUP))
 
 
+def _encrypted(body: Spec) -> Spec:
+    """An overlay network's spec with Swarm's `encrypted` option (others unchanged)."""
+    if body.get("Driver", "overlay") != "overlay":
+        return body
+    return {**body, "Options": {**(body.get("Options") or {}), "encrypted": ""}}
+
+
 def manage(specs: StackSpecs, settings: LBSettings) -> ManagedStack:
     """Rewrite a translated stack so that the edge LB owns its published ports."""
     stack = specs.stack
@@ -194,6 +204,8 @@ def manage(specs: StackSpecs, settings: LBSettings) -> ManagedStack:
         "Attachable": False,
         "Labels": {STACK_LABEL: stack, ROLE_LABEL: "edge"},
     }
+    if settings.encrypt:
+        networks = {name: _encrypted(body) for name, body in networks.items()}
     short_names = dict(specs.short_names)
     short_names[lb_name] = "dans-lb"
     configs, config_names = _content_addressed(specs.configs)
@@ -269,6 +281,8 @@ def lb_env(table: dict[str, Any], admin_port: int) -> list[str]:
         f"DANS_LB_ADMIN_PORT={admin_port}",
         f"DANS_LB_CONFIG={json.dumps(table, sort_keys=True)}",
         f"DANS_LB_TOKEN_FILE=/run/secrets/{TOKEN_FILE}",
+        # Where a starting replica finds its peers' table (lb.admin_sync); Swarm fills it in.
+        "DANS_LB_PEERS=tasks.{{.Service.Name}}",
     ]
 
 
@@ -308,7 +322,8 @@ def lb_service_spec(stack: str, entries: tuple[EntryPort, ...], settings: LBSett
             "Networks": [{"Target": edge_network_name(stack)}],
             "RestartPolicy": {"Condition": "any", "MaxAttempts": 0},
         },
-        "Mode": {"Replicated": {"Replicas": settings.replicas}},
+        "Mode": ({"Global": {}} if settings.replicas is None
+                 else {"Replicated": {"Replicas": settings.replicas}}),
         "UpdateConfig": {"Parallelism": 1, "Order": "stop-first", "FailureAction": "pause"},
         "EndpointSpec": endpoint,
     }

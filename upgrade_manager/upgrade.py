@@ -19,7 +19,7 @@ from lb.client import AdminClient
 from upgrade_manager._compose import compose_input
 from upgrade_manager._lb import lb_errors
 from upgrade_manager.admin_channel import AdminChannel
-from upgrade_manager.deploy import DeployResult, deploy_stack
+from upgrade_manager.deploy import DeployResult, deploy_stack, refuse_plain_networks
 from upgrade_manager.errors import (
     Conflict,
     DansError,
@@ -33,6 +33,7 @@ from upgrade_manager.executor import Executor, Timeouts, rollback_steps
 from upgrade_manager.gateway import STACK_LABEL, Gateway
 from upgrade_manager.lb_image import ensure_lb_image, source_tag
 from upgrade_manager.lb_progress import LBProgress
+from upgrade_manager.lb_replicas import ReplicatedAdmin, parse_replicas
 from upgrade_manager.managed import (
     ADMIN_PORT_LABEL,
     LOGICAL_NAME_LABEL,
@@ -84,6 +85,8 @@ class Options:
     stdin_text: str | bytes | None = None
     lb_image: str | None = None
     lb_admin_port: int | None = None
+    lb_replicas: str | None = None  # "N" or "global"; None: the running LB's, else 1
+    encrypt: bool = False  # create the stack's overlay networks encrypted
     lb_url: str | None = None
     strategy: str = "dans"
     prune: bool = False
@@ -120,7 +123,8 @@ def lb_settings(running: RunningStack, opts: Options, *, rotate: bool = False) -
             token_secret = str(ref["SecretName"])
         image = opts.lb_image or lb["TaskTemplate"]["ContainerSpec"]["Image"]
         admin_port = opts.lb_admin_port or int(lb.get("Labels", {}).get(ADMIN_PORT_LABEL, 9900))
-    return LBSettings(image=image, token_secret=token_secret, admin_port=admin_port)
+    return LBSettings(image=image, token_secret=token_secret, admin_port=admin_port,
+                      replicas=parse_replicas(opts.lb_replicas, lb), encrypt=opts.encrypt)
 
 
 def ensure_token_secret(gw: Gateway, stack: str, name: str) -> bool:
@@ -176,7 +180,7 @@ def lb_admin(gw: Gateway, stack: str, url: str | None = None) -> AdminClient:
         return AdminClient(url, os.environ.get("DANS_LB_TOKEN", ""))
     channel = AdminChannel(gw, stack)
     channel.start()  # the helper starts while the caller does other work
-    return AdminClient("", None, transport=channel)
+    return ReplicatedAdmin(channel)
 
 
 class LBSession:
@@ -453,6 +457,8 @@ def deploy(gw: Gateway, opts: Options, *, lb: bool = True, wait: bool = False,
         if ensure_token_secret(gw, opts.stack, settings.token_secret):
             say(f"Creating secret {settings.token_secret} (the LB's admin token)")
         specs = manage(specs, settings).specs
+        if opts.encrypt:
+            refuse_plain_networks(gw, specs)
     result = deploy_stack(gw, specs, prune=opts.prune, progress=say)
     if wait:
         say(f"Waiting for {len(specs.services)} services")
