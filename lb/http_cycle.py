@@ -18,6 +18,7 @@ from time import monotonic
 from typing import TYPE_CHECKING
 
 from lb.http_heads import response_fields
+from lb.pinning import TARGET, request_target
 from lb.upstream import Upstream
 
 if TYPE_CHECKING:
@@ -74,7 +75,11 @@ class Cycle:
         assert head is not None
         fe = conn.fe
         policy = fe.policy
-        group = policy.choose(fe, head.header_map() if policy.needs_headers else None)
+        headers = None
+        if policy.needs_headers:
+            headers = head.header_map()
+            headers[TARGET] = request_target(head.data)  # for a ?dans-version= stamp
+        group = policy.choose(fe, headers)
         if group is None:
             conn.balancer.metrics.error(fe.name, "-", "no_group")
             conn.balancer.metrics.observe(fe.name, "-", 503, 0.0)
@@ -227,8 +232,9 @@ class Cycle:
         conn.up_deadline = monotonic() + (conn.timeouts.body if conn.write_paused
                                           else conn.timeouts.read)
 
-    def answer_started(self, status: int, raw: bytes) -> None:
-        """The answer's head (`raw`, as the backend sent it) is about to go to the client."""
+    def answer_started(self, status: int, raw: bytes) -> bytes:
+        """The answer's head (`raw`, as the backend sent it) is about to go to the client;
+        returns header lines the policy adds to it (a version stamp), usually none."""
         self.status = status
         self.answered = True
         fe = self.conn.fe
@@ -236,6 +242,9 @@ class Cycle:
         if policy.needs_headers and self.group is not None:
             policy.answered(fe, self.group, {n.decode("latin-1").lower(): v.decode("latin-1")
                                              for n, v in response_fields(raw)})
+            if policy.stamps:
+                return policy.stamp_of(self.group)
+        return b""
 
     def to_client(self, data: bytes) -> None:
         """Answer bytes for the client."""

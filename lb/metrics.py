@@ -60,6 +60,12 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("dans_lb_in_flight", "gauge", "Requests or connections in flight.", _SERIES),
     Family("dans_lb_request_duration_seconds", "histogram",
            "Time from request to end of answer.", _SERIES),
+    # Counted by lb.pinning: requests that presented a kept version's stamp.
+    Family("dans_lb_pinned_requests_total", "counter",
+           "Requests sent to a kept (non-active) version because they presented its stamp.",
+           ("frontend", "version")),
+    Family("dans_lb_pinned_last_timestamp_seconds", "gauge",
+           "Unix time of the last request pinned to a kept version.", ("frontend", "version")),
     # Written by lb.progress from what the upgrade manager reports.
     Family("dans_lb_upgrade_updates_total", "counter",
            "Progress reports the upgrade manager sent to this LB."),
@@ -146,6 +152,9 @@ class Metrics:
         self.by_group: dict[Key, Series] = {}
         self.versions: OrderedDict[str, str] = OrderedDict()  # group -> version
         self._retired: OrderedDict[Key, None] = OrderedDict()
+        # (frontend, version) -> [pinned requests, unix time of the last]; versions come
+        # from the routing table (lb.pinning counts known ones only), bounded like them.
+        self.pins: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
 
     def version_of(self, group: str) -> str:
         """The version the requests of `group` are counted under."""
@@ -181,6 +190,16 @@ class Metrics:
             old, _ = self._retired.popitem(last=False)
             self.by_group.pop(old, None)
 
+    def pinned(self, frontend: str, version: str, now: float) -> None:
+        """A request went to kept `version` because it presented its stamp."""
+        entry = self.pins.get((frontend, version))
+        if entry is None:
+            entry = self.pins[(frontend, version)] = [0, now]
+            while len(self.pins) > MAX_VERSIONS:
+                self.pins.popitem(last=False)
+        entry[0] += 1
+        entry[1] = now
+
     def observe(self, frontend: str, group: str, code: int, seconds: float) -> None:
         """One finished request (or TCP connection, with code 0)."""
         self.series(frontend, group).observe(code, seconds)
@@ -212,6 +231,12 @@ class Metrics:
         out += head("dans_lb_request_duration_seconds")
         for key, s in series:
             out += _histogram("dans_lb_request_duration_seconds", s, labels(key))
+        pins = sorted(self.pins.items())
+        for name, index in (("dans_lb_pinned_requests_total", 0),
+                            ("dans_lb_pinned_last_timestamp_seconds", 1)):
+            out += head(name)
+            out += [sample(name, entry[index], [("frontend", fe), ("version", v)])
+                    for (fe, v), entry in pins]
         return "\n".join(out) + "\n"
 
 

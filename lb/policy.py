@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
+from lb.pinning import PinnedPolicy
 from lb.table import ACTIVE
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ class Policy(Protocol):
     """Chooses the group for one request and may learn from its answer."""
 
     needs_headers: bool
+    stamps: bool  # whether `stamp_of` adds header lines to answers
 
     def choose(
         self, fe: FrontendRuntime, headers: Mapping[str, str] | None
@@ -40,11 +42,15 @@ class Policy(Protocol):
                  headers: Mapping[str, str] | None) -> None:
         """Called after a group answered a request (nothing to do for most policies)."""
 
+    def stamp_of(self, group: GroupRuntime) -> bytes:
+        """Header lines (CRLF-ended) to add to an answer `group` gave (with `stamps`)."""
+
 
 class ActivePolicy:
     """Every new request goes to the frontend's active group, unless it is draining."""
 
     needs_headers = False
+    stamps = False
 
     def choose(
         self, fe: FrontendRuntime, headers: Mapping[str, str] | None
@@ -59,5 +65,9 @@ class ActivePolicy:
                  headers: Mapping[str, str] | None) -> None:
         """Nothing to remember."""
 
+    def stamp_of(self, group: GroupRuntime) -> bytes:
+        """No stamp."""
+        return b""
 
-POLICIES: dict[str, Policy] = {"active": ActivePolicy()}
+
+POLICIES: dict[str, Policy] = {"active": ActivePolicy(), "pinned": PinnedPolicy()}

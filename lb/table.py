@@ -15,7 +15,8 @@ process, its admin API and the upgrade manager's admin client. JSON shape:
 
 A backend is "host:port"; a host that is not an IP literal (usually `tasks.SERVICE`) is
 resolved through DNS at most `refresh` seconds apart. `policy` names how a request picks a
-group; "active" (the only one today) sends every new request to the active group.
+group; "active" sends every new request to the active group, "pinned" (lb.pinning) sends a
+request presenting a group's `version` stamp to that group and stamps every answer.
 `timeouts` (seconds, all optional): `connect` and `read` for backends (read: between two reads
 of an answer), `header` for a whole request head, `body` between two reads of a request body
 (and for a client that stops reading its answer), `keepalive` for an idle client connection,
@@ -52,7 +53,12 @@ ACTIVE = "active"
 DRAINING = "draining"
 GROUP_STATES = (ACTIVE, DRAINING)
 MODES = ("http", "tcp")
-POLICIES = ("active",)
+POLICIES = ("active", "pinned")
+# A version stamp (`Group.version`): what the LB writes into answers and reads back from
+# clients (lb.pinning), so it is a short token that needs no quoting in a cookie or URL.
+VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# An application header to route by instead of the LB's own stamp (`Frontend.pin_header`).
+HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 MAX_TIMEOUT = 30 * 86400.0  # seconds; a longer wait is a typo, and asyncio needs finite ones
 MAX_NAME = 200
 # A backend host: a DNS name (tasks.SERVICE) or an IPv4 literal; IPv6 literals come in [].
@@ -152,17 +158,21 @@ class Group:
 
     backends: tuple[str, ...]
     state: str = ACTIVE
+    version: str = ""  # the version it serves, stamped on its answers ("": no stamp)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
-        return {"backends": list(self.backends), "state": self.state}
+        out: dict[str, Any] = {"backends": list(self.backends), "state": self.state}
+        if self.version:
+            out["version"] = self.version
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str) -> Group:
         """Parse the JSON form; `where` names frontend and group in errors."""
         if not isinstance(data, dict):
             raise LBError(f"{where}: expected an object")
-        _only(data, {"backends", "state"}, where)
+        _only(data, {"backends", "state", "version"}, where)
         backends = data.get("backends", [])
         if not isinstance(backends, list) or not all(isinstance(b, str) for b in backends):
             raise LBError(f"{where}: backends must be a list of \"host:port\" strings")
@@ -174,7 +184,11 @@ class Group:
         state = data.get("state", ACTIVE)
         if state not in GROUP_STATES:
             raise LBError(f"{where}: state must be one of {', '.join(GROUP_STATES)}")
-        return cls(backends=tuple(backends), state=state)
+        version = data.get("version", "")
+        if version != "" and (not isinstance(version, str) or not VERSION.fullmatch(version)):
+            raise LBError(f"{where}: version must be 1-64 letters, digits, '.', '_' or '-', "
+                          "starting with a letter or digit")
+        return cls(backends=tuple(backends), state=state, version=version)
 
 
 @dataclass(frozen=True)
@@ -190,10 +204,11 @@ class Frontend:
     timeouts: FrontendTimeouts = field(default_factory=FrontendTimeouts)
     retries: int = 2
     policy: str = "active"
+    pin_header: str = ""  # with policy "pinned": the application's version header, if any
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
-        return {
+        out = {
             "name": self.name,
             "listen": self.listen,
             "host": self.host,
@@ -204,6 +219,9 @@ class Frontend:
             "retries": self.retries,
             "policy": self.policy,
         }
+        if self.pin_header:
+            out["pin_header"] = self.pin_header
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Frontend:
@@ -216,7 +234,7 @@ class Frontend:
             raise LBError(f"{where}: the 'engine' key is gone: the LB has one HTTP engine now "
                           f"(remove \"engine\": {json.dumps(data['engine'])} from the table)")
         _only(data, {"name", "listen", "host", "mode", "active", "groups", "timeouts",
-                     "retries", "policy"}, where)
+                     "retries", "policy", "pin_header"}, where)
         listen = check_port(data.get("listen"), f"{where}: listen")
         mode = data.get("mode", "http")
         if mode not in MODES:
@@ -250,6 +268,7 @@ class Frontend:
             timeouts=FrontendTimeouts.from_dict(data.get("timeouts", {}), where),
             retries=retries,
             policy=policy,
+            pin_header=_pin_header(data.get("pin_header", ""), where),
         )
 
 
@@ -308,6 +327,12 @@ class RoutingTable:
     def from_json(cls, text: str | bytes) -> RoutingTable:
         """Parse JSON text."""
         return cls.from_dict(parse_json(text, "routing table"))
+
+
+def _pin_header(value: Any, where: str) -> str:
+    if value != "" and (not isinstance(value, str) or not HEADER_NAME.fullmatch(value)):
+        raise LBError(f"{where}: pin_header must be a header name (1-64 letters, digits, '-')")
+    return str(value)
 
 
 def _no_constant(name: str) -> Any:

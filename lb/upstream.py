@@ -225,8 +225,9 @@ class Upstream(asyncio.Protocol):
                              not owner.body_done or owner.conn.closing_after(owner),
                              status == 101)
         self.resp = resp
-        owner.answer_started(status, raw)
-        self.out.append(resp.data)
+        extra = owner.answer_started(status, raw)
+        # Added lines (a version stamp) go before the head's final CRLF.
+        self.out.append(resp.data[:-2] + extra + b"\r\n" if extra else resp.data)
         if head.method == b"HEAD":
             self.complete = True  # llhttp would wait for the body the headers announce
             self.ignoring = True

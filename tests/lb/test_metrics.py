@@ -60,6 +60,7 @@ def test_every_registered_family_is_rendered_once_with_its_declared_labels() -> 
     s = metrics.series("web", "main")
     s.observe(200, 0.01)
     s.error("connect")
+    metrics.pinned("web", "v1", 1.0)
     progress = Progress()
     progress.update(parse_update({"stack": "shop", "generation": "1", "strategy": "dans",
                                   "phase": "running", "step": {
