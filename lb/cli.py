@@ -1,6 +1,6 @@
 """`dans lb`: run the load balancer (also the per-upgrade L4 relay).
 
-Every flag and DANS_LB_* variable is validated by `lb.settings.settings` before anything
+Every flag and DANS_LB_* variable is validated by `lb._settings.settings` before anything
 starts, so a bad value is one `Error: ...` line and exit 1. Anything else that escapes is a
 bug: one line that says so and points to `--debug` (which shows the traceback), exit 70.
 """
@@ -17,8 +17,8 @@ import click
 
 __all__ = ["EXIT_BUG", "lb"]
 
-# lb.server (aiohttp) loads only when the LB runs, so `dans --help` and `dans lb --help` stay
-# fast; the help repeats lb.server.DEFAULT_ADMIN_PORT (a unit test keeps them equal).
+# lb._server (aiohttp) loads only when the LB runs, so `dans --help` and `dans lb --help` stay
+# fast; the help repeats lb._server.DEFAULT_ADMIN_PORT (a unit test keeps them equal).
 _HELP_ADMIN_PORT = 9900
 EXIT_BUG = 70  # EX_SOFTWARE: an internal error
 
@@ -79,7 +79,7 @@ def lb(ctx: click.Context, config_file: str | None, admin_port: str | None, admi
     """
     if ctx.invoked_subcommand is not None:
         return
-    from lb.settings import Flags, settings
+    from lb._settings import Flags, settings
 
     flags = Flags(config_file=config_file, admin_port=admin_port, admin_host=admin_host,
                   token_file=token_file, workers=workers, grace=grace,
@@ -89,7 +89,7 @@ def lb(ctx: click.Context, config_file: str | None, admin_port: str | None, admi
         checked = settings(flags)
         logging.basicConfig(level=log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        from lb.server import run
+        from lb._server import run
 
         run(checked)
 
@@ -112,7 +112,7 @@ def relay(target: str, listen: int, redirect: bool, idle_timeout: float) -> None
     callers dial whatever port their code knows; the relay reads it from the redirected
     connection (SO_ORIGINAL_DST) and connects there. No admin API, no token.
     """
-    from lb.transparent import RelaySettings, run_relay
+    from lb._transparent import RelaySettings, run_relay
 
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -136,11 +136,11 @@ def admin_pipe(target: str, port: int, token_file: str) -> None:
     """Forward admin requests (JSON lines on stdin) to the LB, adding the token.
 
     The far end of dans's admin channel, run by `docker exec` in the per-upgrade helper
-    container on the LB's network (lb.admin_pipe); not meant to be typed.
+    container on the LB's network (lb._admin_pipe); not meant to be typed.
     """
     import sys
 
-    from lb.admin_pipe import run_pipe
+    from lb._admin_pipe import run_pipe
 
     sys.exit(run_pipe(target, port, token_file))
 

@@ -177,7 +177,7 @@ class AdminClient:
                               f"{timeout:.0f} s")
 
     def report_upgrade(self, progress: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
-        """Tell the LB the upgrade's progress and group versions (`lb.progress`), for
+        """Tell the LB the upgrade's progress and group versions (`lb._progress`), for
         /metrics; returns {"upgrade": state, "versions": {group: version}}."""
         result: dict[str, Any] = self._call("PUT", "/v1/upgrade", progress, timeout=timeout)
         return result

@@ -15,13 +15,13 @@ process, its admin API and the upgrade manager's admin client. JSON shape:
 
 A backend is "host:port"; a host that is not an IP literal (usually `tasks.SERVICE`) is
 resolved through DNS at most `refresh` seconds apart. `policy` names how a request picks a
-group; "active" sends every new request to the active group, "pinned" (lb.pinning) sends a
+group; "active" sends every new request to the active group, "pinned" (lb._pinning) sends a
 request presenting a group's `version` stamp to that group and stamps every answer.
 `timeouts` (seconds, all optional): `connect` and `read` for backends (read: between two reads
 of an answer), `header` for a whole request head, `body` between two reads of a request body
 (and for a client that stops reading its answer), `keepalive` for an idle client connection,
 `tunnel` for an idle WebSocket tunnel or TCP relay connection. There is one HTTP engine
-(`lb.http_engine`); the `engine` key of older tables is refused with a message that says so. A
+(`lb._http_engine`); the `engine` key of older tables is refused with a message that says so. A
 per-trace pinning policy (the version-consistency backend) plugs in by name without a
 change of this format: it reads the trace id and may pick a non-active, non-draining group.
 """
@@ -55,7 +55,7 @@ GROUP_STATES = (ACTIVE, DRAINING)
 MODES = ("http", "tcp")
 POLICIES = ("active", "pinned")
 # A version stamp (`Group.version`): what the LB writes into answers and reads back from
-# clients (lb.pinning), so it is a short token that needs no quoting in a cookie or URL.
+# clients (lb._pinning), so it is a short token that needs no quoting in a cookie or URL.
 VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # An application header to route by instead of the LB's own stamp (`Frontend.pin_header`).
 HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")

@@ -7,7 +7,7 @@ refuse is refused here), answers 404-like `lb.errors.LBError`s (as the real clie
 unknown frontends and groups, and, with `watch=True`, checks continuity (DESIGN.md §4.2)
 before every engine call: each frontend's active group must route to services that have a
 running (healthy) task. No traffic is modelled, so a drain is over at once. Upgrade progress
-reports are read with the LB's own `lb.progress.parse_update` and kept in `reports`.
+reports are read with the LB's own `lb._progress.parse_update` and kept in `reports`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from lb._metrics import Metrics
+from lb._progress import Progress, parse_update
 from lb.errors import LBError
-from lb.metrics import Metrics
-from lb.progress import Progress, parse_update
 from lb.table import RoutingTable
 from tests.fakegateway import FakeGateway
 from upgrade_manager.errors import NotFound

@@ -78,6 +78,14 @@ def test_upgrade_manager_uses_only_the_public_modules_of_lb() -> None:
     assert used <= LB_PUBLIC, sorted(used - LB_PUBLIC)
 
 
+def test_lb_names_its_internals_private() -> None:
+    # Every module of lb that is not in its public surface is a `_module`, as in
+    # compose_translator: what another package may use is visible in the file name.
+    names = {"lb" if p.stem == "__init__" else f"lb.{p.stem}" for p in _package_files("lb")}
+    public = {n for n in names if not n.split(".")[-1].startswith("_")}
+    assert public == LB_PUBLIC, sorted(public ^ LB_PUBLIC)
+
+
 def test_the_public_surfaces_are_what_the_packages_declare() -> None:
     assert set(lb.__all__) == LB_ALL
     assert all(hasattr(lb, name) for name in lb.__all__)

@@ -12,7 +12,7 @@ edge overlay network, and dans reaches it through the Docker engine it already h
   constrained to the node of the engine dans talks to (so its container is local to that
   engine), mounting the LB's token secret;
 - one `docker exec` into it for the whole session, running `dans lb admin-pipe`
-  (`lb.admin_pipe`): requests go as JSON lines over the exec's stdin through the engine API
+  (`lb._admin_pipe`): requests go as JSON lines over the exec's stdin through the engine API
   (the local socket, or TLS to DOCKER_HOST), the pipe adds the token from the secret and calls
   `tasks.STACK_dans-lb` over the overlay, which reaches the LB on whatever node it runs;
 - the helper is removed when the session closes, on success, failure or Ctrl-C; a helper left

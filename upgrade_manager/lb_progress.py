@@ -1,6 +1,6 @@
 """The upgrade's progress, pushed to the stack's LB so that its /metrics shows it.
 
-One admin call (PUT /v1/upgrade, `lb.progress`) when each step starts, one when a step fails
+One admin call (PUT /v1/upgrade, `lb._progress`) when each step starts, one when a step fails
 and one at the end: the state and the group versions go together in that call. A step's
 finish is not sent on its own, since the next step's start (or the end) says it. The calls
 go through the session's admin channel like the route and drain steps, a few milliseconds

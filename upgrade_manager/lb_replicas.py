@@ -14,7 +14,7 @@ is over only when every *running* replica serves the new table:
 - a drain is over when every running replica has nothing in flight for the group.
 
 A replica that starts mid-upgrade takes the newest table from its peers before it opens its
-frontends (`lb.admin_sync`); the check above covers the start that races with a change.
+frontends (`lb._admin_sync`); the check above covers the start that races with a change.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ LOGICAL_NAME_LABEL = "io.dans.logical-name"
 CONTENT_DIGEST_LEN = 10
 ADMIN_PORT_LABEL = "io.dans.lb.admin-port"
 MAIN_GROUP = "main"
-TOKEN_FILE = "dans_lb_token"  # /run/secrets/<this> in the LB (lb.server.DEFAULT_SECRET)
+TOKEN_FILE = "dans_lb_token"  # /run/secrets/<this> in the LB (lb._server.DEFAULT_SECRET)
 TOKEN_ROLE = "lb-token"
 
 
@@ -281,7 +281,7 @@ def lb_env(table: dict[str, Any], admin_port: int) -> list[str]:
         f"DANS_LB_ADMIN_PORT={admin_port}",
         f"DANS_LB_CONFIG={json.dumps(table, sort_keys=True)}",
         f"DANS_LB_TOKEN_FILE=/run/secrets/{TOKEN_FILE}",
-        # Where a starting replica finds its peers' table (lb.admin_sync); Swarm fills it in.
+        # Where a starting replica finds its peers' table (lb._admin_sync); Swarm fills it in.
         "DANS_LB_PEERS=tasks.{{.Service.Name}}",
     ]
 

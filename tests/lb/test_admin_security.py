@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lb.admin import FailedAttempts, token_matches
-from lb.admin_pipe import run_pipe
+from lb._admin import FailedAttempts, token_matches
+from lb._admin_pipe import run_pipe
 from tests.lb.support import TOKEN, LBProcess, free_port
 
 

@@ -1,4 +1,4 @@
-"""The shipped Grafana dashboard queries only what the LB exports (lb.metrics.FAMILIES).
+"""The shipped Grafana dashboard queries only what the LB exports (lb._metrics.FAMILIES).
 
 Every PromQL expression of the dashboard (panel targets and template variables) is taken
 apart: the metric names it selects must be families of the LB's registry (a histogram's
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from lb.metrics import FAMILIES
+from lb._metrics import FAMILIES
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "examples" / "grafana" / "dans-lb-dashboard.json"
 # PromQL words that are not metric names (functions are told apart by the "(" after them).

@@ -1,4 +1,4 @@
-"""Framing decisions and forwarded heads (`lb.http_heads`), table-driven and property-based."""
+"""Framing decisions and forwarded heads (`lb._http_heads`), table-driven and property-based."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lb.http_heads import BadMessage, request_head, response_fields, response_head
+from lb._http_heads import BadMessage, request_head, response_fields, response_head
 
 H = list[tuple[bytes, bytes]]
 
@@ -206,7 +206,7 @@ def test_corrupt_chunk_framing_never_yields_a_second_request(junk: bytes, at: in
 
 
 def test_answer_heads_are_memoised_exactly_and_bounded() -> None:
-    from lb import http_heads
+    from lb import _http_heads as http_heads
 
     raw = _raw(b"HTTP/1.1 200 OK", [(b"Content-Length", b"2"), (b"Connection", b"keep-alive")])
     first = response_head(200, raw, False, True, False)

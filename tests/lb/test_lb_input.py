@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-import lb.server
+import lb._server
+from lb._settings import Settings
 from lb.cli import EXIT_BUG
-from lb.settings import Settings
 from lb.table import RoutingTable
 from tests.lb.support import ROOT, TOKEN, LBProcess, free_port, frontend
 from upgrade_manager.cli import main as dans
@@ -37,7 +37,7 @@ TABLE = {"frontends": [{"name": "w", "listen": 18080, "host": "127.0.0.1", "acti
 def started(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Settings]]:
     """What `dans lb` would have run (nothing starts)."""
     runs: list[Settings] = []
-    monkeypatch.setattr(lb.server, "run", runs.append)
+    monkeypatch.setattr(lb._server, "run", runs.append)
     for name in [n for n in os.environ if n.startswith("DANS_LB_") or n == "DANS_DEBUG"]:
         monkeypatch.delenv(name)
     yield runs
@@ -143,7 +143,7 @@ def test_an_unexpected_exception_is_one_line_exit_70_and_debug_shows_it(
     def broken(settings: Settings) -> None:
         raise KeyError("boom")
 
-    monkeypatch.setattr(lb.server, "run", broken)
+    monkeypatch.setattr(lb._server, "run", broken)
     code, output = _dans_lb([])
     assert code == EXIT_BUG == 70
     _assert_one_line_error(code, output, "internal error in dans lb (KeyError: 'boom')")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from lb.backends import Resolver
-from lb.balancer import FrontendRuntime
+from lb._backends import Resolver
+from lb._balancer import FrontendRuntime
+from lb._metrics import BUCKETS, FAMILIES, MAX_RETIRED, Metrics
+from lb._progress import PHASES, Progress, parse_update
 from lb.errors import LBError
-from lb.metrics import BUCKETS, FAMILIES, MAX_RETIRED, Metrics
-from lb.progress import PHASES, Progress, parse_update
 from lb.table import RoutingTable
 from tests.lb.promtext import parse, total, values
 

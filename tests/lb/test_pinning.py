@@ -1,4 +1,4 @@
-"""Version pinning at the edge (lb.pinning): stamps on answers, stamps routing requests, hostile
+"""Version pinning at the edge (lb._pinning): stamps on answers, stamps routing requests, hostile
 stamps, pinned-request metrics. Unit tests of the parsing, then the LB on loopback sockets."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from lb._pinning import TARGET, request_target, wanted_version
 from lb.errors import LBError
-from lb.pinning import TARGET, request_target, wanted_version
 from lb.table import RoutingTable
 from tests.lb.promtext import values
 from tests.lb.support import Backend, LBProcess, free_port, frontend

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from lb._server import load_table, load_token
 from lb.errors import LBError
-from lb.server import load_table, load_token
 from lb.table import RoutingTable, split_target
 
 FULL = {"frontends": [

@@ -1,4 +1,4 @@
-"""One table for several LB replicas (lb.admin_sync): its version through the admin API, and a
+"""One table for several LB replicas (lb._admin_sync): its version through the admin API, and a
 starting replica that takes the newest table of its peers, only from the same spec table."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from dataclasses import replace
 
 import pytest
 
-from lb.admin_sync import PEERS_ENV, base_digest, newest_from_peers, start_state
+from lb._admin_sync import PEERS_ENV, base_digest, newest_from_peers, start_state
+from lb._settings import Settings
 from lb.errors import LBError
-from lb.settings import Settings
 from lb.table import RoutingTable
 from tests.lb.support import TOKEN, LBProcess, free_port, frontend
 

@@ -15,7 +15,7 @@ import docker
 import pytest
 
 from lb import cli as lb_cli
-from lb.server import DEFAULT_ADMIN_PORT
+from lb._server import DEFAULT_ADMIN_PORT
 from tests.support import IN_CI
 from upgrade_manager import _cli_upgrade
 from upgrade_manager._cli_plugin import metadata

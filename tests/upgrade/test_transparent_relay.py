@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from lb.transparent import RelaySettings, original_port, redirect_rule, serve
+from lb._transparent import RelaySettings, original_port, redirect_rule, serve
 from tests.support import free_port
 
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
-from lb.pinning import PinnedPolicy
+from lb._pinning import PinnedPolicy
 from lb.table import ACTIVE
 
 if TYPE_CHECKING:
-    from lb.backends import GroupRuntime
-    from lb.balancer import FrontendRuntime
+    from lb._backends import GroupRuntime
+    from lb._balancer import FrontendRuntime
 
 __all__ = ["POLICIES", "ActivePolicy", "Policy"]
 

@@ -16,8 +16,8 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lb.backends import Endpoint, GroupRuntime
-    from lb.balancer import Balancer, FrontendRuntime
+    from lb._backends import Endpoint, GroupRuntime
+    from lb._balancer import Balancer, FrontendRuntime
 
 __all__ = ["IdleClock", "TcpRelay", "pipe"]
 

@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from lb.admin import make_admin_app
-from lb.admin_sync import TableState
-from lb.balancer import check_free
+from lb._admin import make_admin_app
+from lb._admin_sync import TableState
+from lb._balancer import check_free
+from lb._progress import Progress, UpgradeStatus
 from lb.errors import LBError
-from lb.progress import Progress, UpgradeStatus
 from lb.table import RoutingTable
 
-if TYPE_CHECKING:  # lb.server imports this module lazily; no cycle at run time
-    from lb.server import Settings
+if TYPE_CHECKING:  # lb._server imports this module lazily; no cycle at run time
+    from lb._server import Settings
 
 __all__ = ["WorkerPool", "serve_workers"]
 
@@ -250,7 +250,7 @@ def _num(value: float) -> str:
 
 async def serve_workers(settings: Settings, state: TableState | None = None) -> None:
     """Run N workers and the public admin API until SIGTERM/SIGINT."""
-    from lb.admin_server import start_admin
+    from lb._admin_server import start_admin
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

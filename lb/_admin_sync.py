@@ -28,8 +28,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+from lb._settings import Settings
 from lb.errors import LBError
-from lb.settings import Settings
 from lb.table import RoutingTable
 
 __all__ = ["PEERS_ENV", "TableState", "base_digest", "newest_from_peers", "start_state"]

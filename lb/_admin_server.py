@@ -3,7 +3,7 @@
 aiohttp's server closes idle keep-alive connections, but it gives a client that sends a
 request head (or a body) byte by byte all the time it wants: one slow client per admin
 connection could hold sockets and handlers forever. The data path times every phase
-(`lb.http_engine`); the admin API does the same here. `TimedAdmin` wraps aiohttp's protocol,
+(`lb._http_engine`); the admin API does the same here. `TimedAdmin` wraps aiohttp's protocol,
 hands it every byte unchanged, and feeds a copy to llhttp only to see where messages begin
 and end: a head must be complete within `timeout` seconds of its first byte (or of the
 connection, for the first one), and a body may pause at most `timeout` seconds between two
@@ -23,8 +23,8 @@ from typing import Any, cast
 import httptools
 from aiohttp import web
 
+from lb._settings import Settings
 from lb.errors import LBError
-from lb.settings import Settings
 
 __all__ = ["ADMIN_IDLE", "AdminServer", "TimedAdmin", "start_admin"]
 

@@ -8,10 +8,10 @@ The version of a group is what the upgrade manager last told the LB (`set_versio
 PUT /v1/upgrade): during an upgrade the temporary group serves the new generation and `main`
 the previous one, until the canonical services have converged. A group never told is
 `DEFAULT_VERSION`. When a group's version changes, its runtime moves to a new series (see
-`lb.balancer.Balancer.set_versions`), so every series only ever counts up.
+`lb._balancer.Balancer.set_versions`), so every series only ever counts up.
 
 `FAMILIES` is the registry of every metric family the LB exports (this module's and
-`lb.progress`'s): the renderers write their HELP and TYPE lines from it, and the tests check
+`lb._progress`'s): the renderers write their HELP and TYPE lines from it, and the tests check
 the shipped Grafana dashboard against it. Label values may come from service names, so every
 one is escaped; label sets are bounded by the routing table in force, plus at most
 `MAX_RETIRED` series of groups that are gone.
@@ -60,13 +60,13 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("dans_lb_in_flight", "gauge", "Requests or connections in flight.", _SERIES),
     Family("dans_lb_request_duration_seconds", "histogram",
            "Time from request to end of answer.", _SERIES),
-    # Counted by lb.pinning: requests that presented a kept version's stamp.
+    # Counted by lb._pinning: requests that presented a kept version's stamp.
     Family("dans_lb_pinned_requests_total", "counter",
            "Requests sent to a kept (non-active) version because they presented its stamp.",
            ("frontend", "version")),
     Family("dans_lb_pinned_last_timestamp_seconds", "gauge",
            "Unix time of the last request pinned to a kept version.", ("frontend", "version")),
-    # Written by lb.progress from what the upgrade manager reports.
+    # Written by lb._progress from what the upgrade manager reports.
     Family("dans_lb_upgrade_updates_total", "counter",
            "Progress reports the upgrade manager sent to this LB."),
     Family("dans_lb_upgrade_active", "gauge",
@@ -153,7 +153,7 @@ class Metrics:
         self.versions: OrderedDict[str, str] = OrderedDict()  # group -> version
         self._retired: OrderedDict[Key, None] = OrderedDict()
         # (frontend, version) -> [pinned requests, unix time of the last]; versions come
-        # from the routing table (lb.pinning counts known ones only), bounded like them.
+        # from the routing table (lb._pinning counts known ones only), bounded like them.
         self.pins: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
 
     def version_of(self, group: str) -> str:

@@ -1,9 +1,9 @@
-"""Running the LB: one process or several workers, from validated `lb.settings.Settings`.
+"""Running the LB: one process or several workers, from validated `lb._settings.Settings`.
 
 With one worker the process serves the frontends and the admin API itself. With N workers,
 N child processes each serve every frontend on SO_REUSEPORT sockets (the kernel spreads
 connections over them) and an internal admin API on a Unix socket; the parent serves the
-public admin API and fans each command out to all workers (`lb.workers`).
+public admin API and fans each command out to all workers (`lb._workers`).
 
 SIGTERM or SIGINT: stop accepting, let in-flight requests finish (up to the grace period),
 close, exit 0.
@@ -18,12 +18,12 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from lb.admin import make_admin_app
-from lb.admin_server import start_admin
-from lb.admin_sync import start_state
-from lb.balancer import Balancer
-from lb.progress import Progress, UpgradeStatus
-from lb.settings import DEFAULT_ADMIN_PORT, Settings, load_table, load_token
+from lb._admin import make_admin_app
+from lb._admin_server import start_admin
+from lb._admin_sync import start_state
+from lb._balancer import Balancer
+from lb._progress import Progress, UpgradeStatus
+from lb._settings import DEFAULT_ADMIN_PORT, Settings, load_table, load_token
 from lb.table import RoutingTable
 
 __all__ = ["DEFAULT_ADMIN_PORT", "LocalController", "Settings", "load_table", "load_token",
@@ -37,7 +37,7 @@ class LocalController:
     """Drives the balancer of this process (the admin API's Controller).
 
     The process that serves the public admin API keeps the upgrade's progress (`progress`);
-    a worker behind a parent (`lb.workers`) only takes the versions, since the parent adds
+    a worker behind a parent (`lb._workers`) only takes the versions, since the parent adds
     its workers' samples up and exports the progress once itself.
     """
 
@@ -83,10 +83,10 @@ class LocalController:
 
 async def serve(settings: Settings, ready: Callable[[], Awaitable[None]] | None = None) -> None:
     """Run one LB process until SIGTERM/SIGINT, then shut down gracefully."""
-    # A replica among several starts on its peers' table when it is newer (lb.admin_sync).
+    # A replica among several starts on its peers' table when it is newer (lb._admin_sync).
     settings, state = await start_state(settings)
     if settings.workers > 1:
-        from lb.workers import serve_workers
+        from lb._workers import serve_workers
 
         await serve_workers(settings, state)
         return

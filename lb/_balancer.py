@@ -15,13 +15,13 @@ import socket
 import time
 from typing import Any
 
-from lb.backends import GroupRuntime, Resolver
+from lb._backends import GroupRuntime, Resolver
+from lb._http_engine import HttpEngine, UpstreamPool
+from lb._metrics import Metrics
+from lb._policy import POLICIES, Policy
+from lb._tcp_relay import TcpRelay
 from lb.errors import LBError
-from lb.http_engine import HttpEngine, UpstreamPool
-from lb.metrics import Metrics
-from lb.policy import POLICIES, Policy
 from lb.table import ACTIVE, DRAINING, Frontend, RoutingTable, split_target
-from lb.tcp_relay import TcpRelay
 
 __all__ = ["Balancer", "FrontendRuntime", "check_free", "listen_socket"]
 

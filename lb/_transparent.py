@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lb.tcp_relay import IdleClock, pipe
+from lb._tcp_relay import IdleClock, pipe
 
 __all__ = ["RelaySettings", "original_port", "redirect_rule", "run_relay"]
 

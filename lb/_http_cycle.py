@@ -17,16 +17,16 @@ import logging
 from time import monotonic
 from typing import TYPE_CHECKING
 
-from lb.http_heads import response_fields
-from lb.pinning import TARGET, request_target
-from lb.upstream import Upstream
+from lb._http_heads import response_fields
+from lb._pinning import TARGET, request_target
+from lb._upstream import Upstream
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from lb.backends import Endpoint, GroupRuntime
-    from lb.http_conn import ClientConnection
-    from lb.http_heads import RequestHead
+    from lb._backends import Endpoint, GroupRuntime
+    from lb._http_conn import ClientConnection
+    from lb._http_heads import RequestHead
 
 __all__ = ["REPLAY_LIMIT", "Cycle"]
 

@@ -1,9 +1,9 @@
 """Backend connections of the HTTP engine: the answer's parser, flow control, the pool.
 
-An `Upstream` belongs to one request cycle (`lb.http_cycle.Cycle`) while it carries that
+An `Upstream` belongs to one request cycle (`lb._http_cycle.Cycle`) while it carries that
 request and its answer, then goes back to the pool. Its llhttp response parser drives the
 callbacks below; the answer's head is kept raw as llhttp validated it and re-framed for the
-client in one pass (`lb.http_heads.response_head`: no Python call per header field), and
+client in one pass (`lb._http_heads.response_head`: no Python call per header field), and
 everything one read produced goes out in one write. An answer is complete only when llhttp
 says so; bytes after it in the same read (an answer nobody asked for) make the connection
 unusable, so a backend can never answer the next client with a stale message.
@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from lb.http_heads import BadMessage, ResponseHead, response_head
+from lb._http_heads import BadMessage, ResponseHead, response_head
 
 if TYPE_CHECKING:
-    from lb.http_cycle import Cycle
+    from lb._http_cycle import Cycle
 
 __all__ = ["HIGH_WATER", "POOL_IDLE", "Upstream", "UpstreamPool"]
 

@@ -3,7 +3,7 @@
 dans pushes its state with PUT /v1/upgrade at the start of every step and once at the end
 (`upgrade_manager.lb_progress`); a Prometheus scraping the LB then sees which upgrade runs,
 which step of how many, in which phase, and (through the versions of the groups,
-`lb.metrics.Metrics.set_versions`) which version served each request. Body, every key
+`lb._metrics.Metrics.set_versions`) which version served each request. Body, every key
 optional:
 
     {"stack": "shop", "generation": "48213", "strategy": "dans", "phase": "running",
@@ -22,8 +22,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from lb._metrics import MAX_VERSIONS, head, sample
 from lb.errors import LBError
-from lb.metrics import MAX_VERSIONS, head, sample
 from lb.table import check_name
 
 __all__ = ["ACTIVE_PHASES", "PHASES", "Progress", "UpgradeStatus", "parse_update"]

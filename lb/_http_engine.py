@@ -1,7 +1,7 @@
 """The HTTP data plane of one frontend: the protocol factory, its connections, the sweep.
 
-Each client connection is a `lb.http_conn.ClientConnection` (one llhttp parser, one state
-table, one `lb.http_cycle.Cycle` per request); backend connections are `lb.upstream`'s,
+Each client connection is a `lb._http_conn.ClientConnection` (one llhttp parser, one state
+table, one `lb._http_cycle.Cycle` per request); backend connections are `lb._upstream`'s,
 pooled per endpoint. Timeouts are deadlines stored on the connections and checked by one
 sweep per frontend: a request costs a float store per phase, not a timer.
 """
@@ -12,11 +12,11 @@ import asyncio
 from time import monotonic
 from typing import TYPE_CHECKING
 
-from lb.http_conn import IDLE, STATES, TRANSITIONS, ClientConnection
-from lb.upstream import UpstreamPool
+from lb._http_conn import IDLE, STATES, TRANSITIONS, ClientConnection
+from lb._upstream import UpstreamPool
 
 if TYPE_CHECKING:
-    from lb.balancer import Balancer, FrontendRuntime
+    from lb._balancer import Balancer, FrontendRuntime
 
 __all__ = ["STATES", "TRANSITIONS", "ClientConnection", "HttpEngine", "UpstreamPool"]
 

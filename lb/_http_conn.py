@@ -1,8 +1,8 @@
 """One client connection of the HTTP engine: llhttp parsing every byte, the state table.
 
 Shape (uvicorn's httptools protocol, h11's state table): `ClientConnection` owns the socket,
-the llhttp request parser, flow control and timeouts; each request is a `lb.http_cycle.Cycle`;
-`lb.upstream.Upstream` parses the answer. The connection's state is one of STATES and every
+the llhttp request parser, flow control and timeouts; each request is a `lb._http_cycle.Cycle`;
+`lb._upstream.Upstream` parses the answer. The connection's state is one of STATES and every
 change goes through `_to`, which refuses any transition not in TRANSITIONS:
 
     IDLE     no request yet (keep-alive timeout)     -> HEAD, CLOSED
@@ -17,7 +17,7 @@ pipelined behind the current one are parsed and held (bounded) until it is answe
 control: `read_paused` / `write_paused` of this connection and of the Upstream; a side whose
 peer's write buffer is above HIGH_WATER stops reading, so at most HIGH_WATER plus one read is
 buffered per direction. Deadlines (`deadline`, `up_deadline`) are checked by the engine's
-sweep (`lb.http_engine.HttpEngine`).
+sweep (`lb._http_engine.HttpEngine`).
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from lb.http_cycle import Cycle
-from lb.http_heads import BadMessage, RequestHead, request_head
-from lb.upstream import HIGH_WATER
+from lb._http_cycle import Cycle
+from lb._http_heads import BadMessage, RequestHead, request_head
+from lb._upstream import HIGH_WATER
 
 if TYPE_CHECKING:
-    from lb.http_engine import HttpEngine
+    from lb._http_engine import HttpEngine
 
 __all__ = ["IDLE", "STATES", "TRANSITIONS", "ClientConnection"]
 

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 from lb.table import ACTIVE, VERSION
 
 if TYPE_CHECKING:
-    from lb.backends import GroupRuntime
-    from lb.balancer import FrontendRuntime
+    from lb._backends import GroupRuntime
+    from lb._balancer import FrontendRuntime
 
 __all__ = ["COOKIE", "HEADER", "MAX_FIELD", "QUERY", "TARGET", "PinnedPolicy", "request_target",
            "stamp", "wanted_version"]

@@ -8,7 +8,7 @@
     POST /v1/frontends/F/switch body: {"group": G}   {"frontend", "active", "previous"}
     POST /v1/frontends/F/groups/G/drain              {"frontend", "group", "state", "in_flight"}
     GET  /v1/frontends/F/groups/G/drained?timeout=S  {"drained": bool, "in_flight": n}
-    PUT  /v1/upgrade            body: see lb.progress {"upgrade": state, "versions": {...}}
+    PUT  /v1/upgrade            body: see lb._progress {"upgrade": state, "versions": {...}}
     GET  /metrics                                    Prometheus text format
 
 A request without `Authorization: Bearer <token>` matching the LB's token gets 401 and
@@ -34,9 +34,9 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from lb.admin_sync import TableState
+from lb._admin_sync import TableState
+from lb._progress import UpgradeStatus, parse_update
 from lb.errors import LBError
-from lb.progress import UpgradeStatus, parse_update
 from lb.table import RoutingTable, parse_json
 
 __all__ = ["Controller", "FailedAttempts", "make_admin_app", "token_matches"]

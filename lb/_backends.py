@@ -15,7 +15,7 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from lb.metrics import Series
+from lb._metrics import Series
 from lb.table import ACTIVE, DRAINING, Group, is_ip, split_target
 
 __all__ = ["Endpoint", "GroupRuntime", "Resolver"]
