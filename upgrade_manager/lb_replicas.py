@@ -59,15 +59,23 @@ class Fanout(Protocol):
         """Release what the fan-out holds."""
 
 
-def _table_of(answer: Answer, key: str | None) -> RoutingTable | str:
-    """The table in a replica's answer, or why there is none."""
+def _json_of(answer: Answer) -> tuple[int, Any] | str:
+    """A replica's status and decoded JSON body, or why there is none."""
     if isinstance(answer, str):
         return answer
     status, body = answer
     try:
-        data = json.loads(body)
+        return status, json.loads(body)
     except ValueError:
         return f"answered {status} with no JSON"
+
+
+def _table_of(answer: Answer, key: str | None) -> RoutingTable | str:
+    """The table in a replica's answer, or why there is none."""
+    decoded = _json_of(answer)
+    if isinstance(decoded, str):
+        return decoded
+    status, data = decoded
     if status >= 400:
         return f"answered {status}: {data.get('error', '') if isinstance(data, dict) else ''}"
     try:
@@ -195,13 +203,10 @@ def parse_replicas(given: str | None, running: Spec | None) -> int | None:
 
 def _busy(answer: Answer) -> str:
     """Why a replica is not drained ("" when it is)."""
-    if isinstance(answer, str):
-        return answer
-    status, body = answer
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return f"answered {status} with no JSON"
+    decoded = _json_of(answer)
+    if isinstance(decoded, str):
+        return decoded
+    status, data = decoded
     if status >= 400 or not isinstance(data, dict):
         return f"answered {status}"
     return "" if data.get("drained") else f"{data.get('in_flight')} in flight"
