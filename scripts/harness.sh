@@ -51,7 +51,15 @@ start_dockerd() {
     if ! pgrep -x dockerd >/dev/null; then
         say "starting dockerd (log: $DOCKERD_LOG)"
         mkdir -p "$(dirname "$DOCKERD_LOG")"
-        nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+        # The daemon outlives this script: it must not inherit the caller's open
+        # files (a `flock` around the harness would stay held by dockerd forever).
+        (
+            for fd in /proc/self/fd/*; do
+                fd=${fd##*/}
+                [ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-" 2>/dev/null
+            done
+            exec nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null
+        ) &
         disown || true
     fi
     local i
