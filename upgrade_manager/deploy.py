@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from compose_translator import IMAGE_LABEL, StackSpecs
 from upgrade_manager.errors import Conflict, EngineError, NotFound, PlanError
 from upgrade_manager.gateway import Gateway
+from upgrade_manager.managed import LOGICAL_NAME_LABEL, ROLE_LABEL, TOKEN_ROLE
 from upgrade_manager.model import Spec, text_data
 
-__all__ = ["DeployResult", "Say", "deploy_stack", "refuse_plain_networks", "resolve_references",
-           "timed"]
+__all__ = ["DeployResult", "Say", "deploy_stack", "refuse_plain_networks", "remove_old_content",
+           "remove_old_tokens", "resolve_references", "timed"]
 
 Say = Callable[[str], None]  # tells the user one line of what is happening
 
@@ -184,3 +185,33 @@ def timed(progress: Say) -> Say:
     """Wrap a line printer so each step carries the seconds elapsed since the start."""
     start = time.monotonic()
     return lambda msg: progress(f"[{time.monotonic() - start:6.2f}s] {msg}")
+
+
+def remove_old_tokens(gw: Gateway, stack: str, current: str,
+                       say: Callable[[str], None]) -> None:
+    """Remove the stack's LB token secrets other than `current` (left by a rotation)."""
+    for obj in gw.secrets(stack, labels={ROLE_LABEL: TOKEN_ROLE}):
+        name = obj["Spec"]["Name"]
+        if name == current:
+            continue
+        try:
+            gw.remove_secret(name, missing_ok=True)
+            say(f"Removed secret {name} (an older LB token)")
+        except Conflict:
+            say(f"Kept secret {name}: a service still uses it")
+
+
+def remove_old_content(gw: Gateway, specs: StackSpecs, say: Callable[[str], None]) -> None:
+    """Remove the stack's content-addressed configs and secrets that no spec names now."""
+    for kind, listed, wanted, remove in (
+        ("config", gw.configs(specs.stack), specs.configs, gw.remove_config),
+        ("secret", gw.secrets(specs.stack), specs.secrets, gw.remove_secret),
+    ):
+        for obj in listed:
+            name = obj["Spec"]["Name"]
+            if LOGICAL_NAME_LABEL in (obj["Spec"].get("Labels") or {}) and name not in wanted:
+                try:
+                    remove(name, missing_ok=True)
+                    say(f"Removed {kind} {name} (older content)")
+                except Conflict:
+                    say(f"Kept {kind} {name}: a service still uses it")

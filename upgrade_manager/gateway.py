@@ -107,6 +107,14 @@ class Gateway:
         if not swarm.get("ControlAvailable"):
             raise EngineUnavailable("this node is a swarm worker; run dans on a manager")
 
+    def schedulable_nodes(self) -> int:
+        """How many nodes can take a new task: ready, and with availability `active`."""
+        with translated("list nodes"):
+            nodes = self.api.nodes()
+        return sum(1 for node in nodes
+                   if (node.get("Status") or {}).get("State") == "ready"
+                   and (node.get("Spec") or {}).get("Availability") == "active")
+
     def node_id(self) -> str:
         """The swarm node ID of this engine: where a service constrained to it runs."""
         return str(self.info().get("Swarm", {}).get("NodeID", ""))

@@ -32,7 +32,7 @@ from upgrade_manager._lb import LBFault
 from upgrade_manager.errors import PlanError
 from upgrade_manager.model import Spec
 
-__all__ = ["AGREE_TIMEOUT", "Fanout", "ReplicatedAdmin", "parse_replicas"]
+__all__ = ["AGREE_TIMEOUT", "Fanout", "ReplicatedAdmin", "parse_replicas", "refuse_unplaceable"]
 
 AGREE_TIMEOUT = 60.0  # seconds every running replica has to report the new table
 RETRY_PAUSE = 0.3
@@ -199,6 +199,24 @@ def parse_replicas(given: str | None, running: Spec | None) -> int | None:
     if not given.strip().isdigit() or not 1 <= int(given) <= 64:
         raise PlanError(f"--lb-replicas {given!r}: a number from 1 to 64, or 'global'")
     return int(given)
+
+
+def refuse_unplaceable(nodes: int, lb: Spec) -> None:
+    """Refuse an LB whose replicas cannot all run: with host-mode ports each replica needs a
+    node of its own (`MaxReplicas 1`), so more replicas than schedulable nodes would leave
+    some pending, and every route step would wait for them until it fails."""
+    placement = lb["TaskTemplate"].get("Placement") or {}
+    replicas = (lb["Mode"].get("Replicated") or {}).get("Replicas")
+    if placement.get("MaxReplicas") != 1 or replicas is None or replicas <= nodes:
+        return
+    ports = sorted(str(p["PublishedPort"]) for p in (lb.get("EndpointSpec") or {}).get("Ports", [])
+                   if p.get("PublishMode") == "host")
+    raise PlanError(
+        f"--lb-replicas {replicas}: the LB publishes port(s) {', '.join(ports)} in host mode, "
+        f"so each replica needs a node of its own, and the swarm has {nodes} node(s) that can "
+        f"take tasks; use --lb-replicas {nodes} (or 'global': one per node), add nodes, or "
+        f"publish the port(s) in ingress mode"
+    )
 
 
 def _busy(answer: Answer) -> str:

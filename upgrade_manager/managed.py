@@ -302,6 +302,11 @@ def lb_service_spec(stack: str, entries: tuple[EntryPort, ...], settings: LBSett
     endpoint: Spec = {"Mode": "vip"}
     if ports:
         endpoint["Ports"] = ports
+    placement: Spec = {}
+    if settings.replicas is not None and any(e.mode == "host" for e in entries):
+        # A host-mode port is bound on the node itself: a second replica there could never
+        # start, so Swarm would keep it pending and every route step would wait for it.
+        placement["MaxReplicas"] = 1
     return {
         "Name": lb_service_name(stack),
         "Labels": {
@@ -321,6 +326,7 @@ def lb_service_spec(stack: str, entries: tuple[EntryPort, ...], settings: LBSett
             },
             "Networks": [{"Target": edge_network_name(stack)}],
             "RestartPolicy": {"Condition": "any", "MaxAttempts": 0},
+            **({"Placement": placement} if placement else {}),
         },
         "Mode": ({"Global": {}} if settings.replicas is None
                  else {"Replicated": {"Replicas": settings.replicas}}),

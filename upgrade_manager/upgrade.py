@@ -19,9 +19,14 @@ from lb.client import AdminClient
 from upgrade_manager._compose import compose_input
 from upgrade_manager._lb import lb_errors
 from upgrade_manager.admin_channel import AdminChannel
-from upgrade_manager.deploy import DeployResult, deploy_stack, refuse_plain_networks
+from upgrade_manager.deploy import (
+    DeployResult,
+    deploy_stack,
+    refuse_plain_networks,
+    remove_old_content,
+    remove_old_tokens,
+)
 from upgrade_manager.errors import (
-    Conflict,
     DansError,
     LBError,
     NotFound,
@@ -33,10 +38,9 @@ from upgrade_manager.executor import Executor, Timeouts, rollback_steps
 from upgrade_manager.gateway import STACK_LABEL, Gateway
 from upgrade_manager.lb_image import ensure_lb_image, source_tag
 from upgrade_manager.lb_progress import LBProgress
-from upgrade_manager.lb_replicas import ReplicatedAdmin, parse_replicas
+from upgrade_manager.lb_replicas import ReplicatedAdmin, parse_replicas, refuse_unplaceable
 from upgrade_manager.managed import (
     ADMIN_PORT_LABEL,
-    LOGICAL_NAME_LABEL,
     ROLE_LABEL,
     TOKEN_ROLE,
     LBSettings,
@@ -241,6 +245,7 @@ def plan_upgrade(gw: Gateway, opts: Options, session: LBSession | None = None,
                         f"redeploy it once with `dans deploy` to put it behind the LB")
     _check_lb_token(running, opts.stack)
     desired = desired_stack(opts, lb_settings(running, opts), project)
+    refuse_unplaceable(gw.schedulable_nodes(), desired.specs.services[desired.lb_service])
     old_table = None
     if opts.strategy in ROUTED_STRATEGIES:
         own = session is None
@@ -429,7 +434,6 @@ def status(gw: Gateway, stack: str) -> dict[str, Any]:
     return out
 
 
-
 def deploy(gw: Gateway, opts: Options, *, lb: bool = True, wait: bool = False,
            timeout: float = 300.0, say: Callable[[str], None] = lambda _m: None,
            rotate_token: bool = False) -> DeployResult:
@@ -449,6 +453,10 @@ def deploy(gw: Gateway, opts: Options, *, lb: bool = True, wait: bool = False,
                 f"`dans upgrade` or undo it with `dans rollback --stack {opts.stack}` first"
             )
         settings = lb_settings(read_running(gw, opts.stack), opts, rotate=rotate_token)
+        specs = manage(specs, settings).specs  # every refusal comes before any change
+        refuse_unplaceable(gw.schedulable_nodes(), specs.services[lb_service_name(opts.stack)])
+        if opts.encrypt:
+            refuse_plain_networks(gw, specs)
         # On a cluster the LB image comes from a registry (`--lb-image REGISTRY/...`): a copy
         # built here would exist on this manager only, so build only what no registry holds.
         if not gw.image_exists(settings.image) and not gw.image_in_registry(settings.image):
@@ -456,45 +464,12 @@ def deploy(gw: Gateway, opts: Options, *, lb: bool = True, wait: bool = False,
             ensure_lb_image(settings.image, gateway=gw)
         if ensure_token_secret(gw, opts.stack, settings.token_secret):
             say(f"Creating secret {settings.token_secret} (the LB's admin token)")
-        specs = manage(specs, settings).specs
-        if opts.encrypt:
-            refuse_plain_networks(gw, specs)
     result = deploy_stack(gw, specs, prune=opts.prune, progress=say)
     if wait:
         say(f"Waiting for {len(specs.services)} services")
         gw.wait_all_converged(sorted(specs.services), timeout=timeout)
         say("All services converged")
         if lb:
-            _remove_old_content(gw, specs, say)
-            _remove_old_tokens(gw, specs.stack, settings.token_secret, say)
+            remove_old_content(gw, specs, say)
+            remove_old_tokens(gw, specs.stack, settings.token_secret, say)
     return result
-
-
-def _remove_old_tokens(gw: Gateway, stack: str, current: str,
-                       say: Callable[[str], None]) -> None:
-    """Remove the stack's LB token secrets other than `current` (left by a rotation)."""
-    for obj in gw.secrets(stack, labels={ROLE_LABEL: TOKEN_ROLE}):
-        name = obj["Spec"]["Name"]
-        if name == current:
-            continue
-        try:
-            gw.remove_secret(name, missing_ok=True)
-            say(f"Removed secret {name} (an older LB token)")
-        except Conflict:
-            say(f"Kept secret {name}: a service still uses it")
-
-
-def _remove_old_content(gw: Gateway, specs: StackSpecs, say: Callable[[str], None]) -> None:
-    """Remove the stack's content-addressed configs and secrets that no spec names now."""
-    for kind, listed, wanted, remove in (
-        ("config", gw.configs(specs.stack), specs.configs, gw.remove_config),
-        ("secret", gw.secrets(specs.stack), specs.secrets, gw.remove_secret),
-    ):
-        for obj in listed:
-            name = obj["Spec"]["Name"]
-            if LOGICAL_NAME_LABEL in (obj["Spec"].get("Labels") or {}) and name not in wanted:
-                try:
-                    remove(name, missing_ok=True)
-                    say(f"Removed {kind} {name} (older content)")
-                except Conflict:
-                    say(f"Kept {kind} {name}: a service still uses it")

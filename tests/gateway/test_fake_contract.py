@@ -221,3 +221,7 @@ def test_a_scale_keeps_tasks_and_removed_services_stop_later() -> None:
     assert gw.live_tasks(sid) == 1  # stopping, not yet stopped
     gw.clock.sleep(1.0)
     assert gw.live_tasks(sid) == 0
+
+
+def test_this_swarm_has_a_node_that_takes_tasks(engine: Engine) -> None:
+    assert engine.gw.schedulable_nodes() >= 1

@@ -1,0 +1,75 @@
+"""Where the edge LB's replicas may run: a host-mode port needs a node per replica.
+
+With `ports: [{published: 8080, target: 80, mode: host}]` the LB binds 8080 on the node it
+runs on, so two replicas on one node cannot both start: Swarm keeps the second pending and
+every route step would wait for it. dans places one replica per node (`MaxReplicas 1`) and
+refuses, before any change, more replicas than the swarm has nodes to take them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.fakegateway import FakeClock, FakeGateway
+from tests.fakelb import FakeLB
+from tests.upgrade.fakestack import STACK, deployed, options
+from tests.upgrade.stacks import doc
+from upgrade_manager import upgrade
+from upgrade_manager.errors import PlanError
+from upgrade_manager.managed import lb_service_name
+
+HOST_PORT = {"ports": [{"published": 8080, "target": 80, "mode": "host"}]}
+
+
+def lb_spec(gw: FakeGateway) -> dict[str, Any]:
+    spec: dict[str, Any] = gw.inspect_service(lb_service_name(STACK))["Spec"]
+    return spec
+
+
+@pytest.mark.parametrize(("front", "replicas", "max_per_node"), [
+    pytest.param(HOST_PORT, "2", 1, id="host-mode-replicated"),
+    pytest.param(HOST_PORT, "global", None, id="host-mode-global"),
+    pytest.param({}, "3", None, id="ingress-replicated"),
+])
+def test_host_mode_lb_replicas_get_a_node_each(front: dict[str, Any], replicas: str,
+                                               max_per_node: int | None) -> None:
+    gw = FakeGateway(FakeClock())
+    gw.nodes = 3
+    upgrade.deploy(gw, options(doc(front=front), lb_replicas=replicas))
+    placement = lb_spec(gw)["TaskTemplate"].get("Placement") or {}
+    assert placement.get("MaxReplicas") == max_per_node
+    mode = lb_spec(gw)["Mode"]
+    assert mode == ({"Global": {}} if replicas == "global"
+                    else {"Replicated": {"Replicas": int(replicas)}})
+
+
+def test_deploy_refuses_more_host_mode_replicas_than_nodes_before_any_change() -> None:
+    gw = FakeGateway(FakeClock())
+    gw.nodes = 2
+    with pytest.raises(PlanError, match=r"--lb-replicas 3: .*8080 in host mode.*2 node"):
+        upgrade.deploy(gw, options(doc(front=HOST_PORT), lb_replicas="3"))
+    assert gw.services(STACK) == [] and gw.networks(STACK) == []
+    assert not [c for c in gw.calls if c.startswith("create_")]
+
+
+def test_ingress_ports_take_any_number_of_replicas_on_one_node() -> None:
+    gw = FakeGateway(FakeClock())
+    upgrade.deploy(gw, options(doc(), lb_replicas="3"))
+    assert lb_spec(gw)["Mode"] == {"Replicated": {"Replicas": 3}}
+
+
+def test_upgrade_refuses_before_any_change_when_a_node_is_gone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    gw = deployed(doc(front=HOST_PORT))
+    monkeypatch.setattr(upgrade, "lb_admin", lambda _gw, _stack, _url=None: FakeLB(gw, STACK))
+    gw.nodes = 0  # the only node was drained: not even one replica can run
+    before = {s["Spec"]["Name"]: s["Version"]["Index"] for s in gw.services(STACK)}
+    with pytest.raises(PlanError, match="0 node"):
+        upgrade.plan_upgrade(gw, options(doc(front=HOST_PORT, api={"image": "app/api:2"})))
+    assert {s["Spec"]["Name"]: s["Version"]["Index"] for s in gw.services(STACK)} == before
+    gw.nodes = 1
+    plan, _ = upgrade.plan_upgrade(
+        gw, options(doc(front=HOST_PORT, api={"image": "app/api:2"})))
+    assert plan.steps
