@@ -3,11 +3,15 @@
 With `ports: [{published: 8080, target: 80, mode: host}]` the LB binds 8080 on the node it
 runs on, so two replicas on one node cannot both start: Swarm keeps the second pending and
 every route step would wait for it. dans places one replica per node (`MaxReplicas 1`) and
-refuses, before any change, more replicas than the swarm has nodes to take them.
+refuses, before any change, more replicas than the swarm has nodes to take them. dans reaches
+the replicas through an admin helper task on its own node: one that cannot start is an error
+that names it, not a hang.
 """
 
 from __future__ import annotations
 
+import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,7 +20,8 @@ from tests.fakegateway import FakeClock, FakeGateway
 from tests.fakelb import FakeLB
 from tests.upgrade.fakestack import STACK, deployed, options
 from tests.upgrade.stacks import doc
-from upgrade_manager import upgrade
+from upgrade_manager import admin_channel, upgrade
+from upgrade_manager._lb import LBFault
 from upgrade_manager.errors import PlanError
 from upgrade_manager.managed import lb_service_name
 
@@ -73,3 +78,19 @@ def test_upgrade_refuses_before_any_change_when_a_node_is_gone(
     plan, _ = upgrade.plan_upgrade(
         gw, options(doc(front=HOST_PORT, api={"image": "app/api:2"})))
     assert plan.steps
+
+
+@pytest.mark.parametrize(("behaviour", "why"), [
+    pytest.param("failing", r"did not start: .*failed", id="task-fails"),
+    pytest.param("starting", r"did not start within 90 s", id="never-runs"),
+])
+def test_an_admin_helper_that_cannot_start_is_an_error_naming_it(
+        monkeypatch: pytest.MonkeyPatch, behaviour: str, why: str) -> None:
+    gw = deployed(doc())
+    clock = gw.clock
+    monkeypatch.setattr(admin_channel, "time", SimpleNamespace(
+        monotonic=clock.monotonic, sleep=clock.sleep, time=time.time))
+    gw.behaviour["dans-lb:test"] = behaviour  # the helper runs the LB's image
+    channel = admin_channel.AdminChannel(gw, STACK)
+    with pytest.raises(LBFault, match=rf"the admin helper {channel.name} {why}"):
+        channel.request("GET", "/v1/routes", None, {}, timeout=5)
