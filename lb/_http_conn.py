@@ -258,11 +258,12 @@ class ClientConnection(asyncio.Protocol):
         # depends on nothing else (peer and port are the connection's), so it is reused.
         last = self.last
         if last is not None and last[0] == method and last[1] == cycle.url \
-                and last[2] == version and last[3] == cycle.headers:
+                and last[2] == version and last[3] == cycle.headers \
+                and not last[4].fresh_trace:  # a new trace is never given twice
             cycle.head = last[4]
         else:
             cycle.head = request_head(method, cycle.url, version, cycle.headers, self.peer,
-                                      self.engine.port)
+                                      self.engine.port, self.fe.spec.trace)
             self.last = (method, cycle.url, version, cycle.headers, cycle.head)
         if cycle is self.cycle:
             self._begin(cycle)

@@ -21,11 +21,13 @@ import re
 
 import httptools
 
+from lb._trace import edge_traceparent
+
 __all__ = ["BadMessage", "RequestHead", "ResponseHead", "connection_options",
            "request_head", "response_fields", "response_head"]
 
 # Request headers the LB acts on; every other header passes unchanged.
-_HOST, _LENGTH, _CODING, _CONNECTION, _UPGRADE, _XFF, _EXPECT, _DROP = range(8)
+_HOST, _LENGTH, _CODING, _CONNECTION, _UPGRADE, _XFF, _EXPECT, _DROP, _TRACE = range(9)
 _REQUEST_KINDS = {
     b"host": _HOST, b"content-length": _LENGTH, b"transfer-encoding": _CODING,
     b"connection": _CONNECTION, b"upgrade": _UPGRADE, b"x-forwarded-for": _XFF,
@@ -35,6 +37,8 @@ _REQUEST_KINDS = {
     b"proxy-authorization": _DROP, b"te": _DROP, b"trailer": _DROP,
     b"x-forwarded-proto": _DROP, b"x-forwarded-port": _DROP, b"x-forwarded-host": _DROP,
 }
+# At the edge (a frontend with `trace`), `traceparent` is the LB's to check or give (lb._trace).
+_EDGE_KINDS = {**_REQUEST_KINDS, b"traceparent": _TRACE}
 # A Connection header may not nominate these away (they frame or route the message).
 PROTECTED = frozenset({b"content-length", b"transfer-encoding", b"host", b"x-forwarded-for",
                        b"x-forwarded-proto", b"x-forwarded-port", b"x-forwarded-host"})
@@ -102,6 +106,7 @@ class RequestHead:
         "chunked",
         "data",
         "expect_continue",
+        "fresh_trace",
         "has_body",
         "headers",
         "http11",
@@ -124,6 +129,7 @@ class RequestHead:
         self.http11 = True
         self.has_body = False  # a body follows the head
         self.idempotent = False  # a method a client may send twice (RFC 9110 9.2.2)
+        self.fresh_trace = False  # the LB gave it a new traceparent (never reuse this head)
 
     def header_map(self) -> dict[str, str]:
         """The client's headers as {lower-case name: value} (for routing policies)."""
@@ -152,8 +158,12 @@ def _origin(method: bytes, target: bytes) -> tuple[bytes, bytes | None]:
 
 
 def request_head(method: bytes, target: bytes, version: str,
-                 headers: list[tuple[bytes, bytes]], peer: bytes, port: bytes) -> RequestHead:
-    """Decide a request's framing and build the head to send to a backend (HTTP/1.1)."""
+                 headers: list[tuple[bytes, bytes]], peer: bytes, port: bytes,
+                 trace: bool = False) -> RequestHead:
+    """Decide a request's framing and build the head to send to a backend (HTTP/1.1).
+
+    With `trace` (the edge), the head carries the client's valid `traceparent` or a new one.
+    """
     if version != "1.1" and version != "1.0":
         raise BadMessage(505, "HTTP version not supported")
     if method == b"CONNECT":
@@ -163,7 +173,9 @@ def request_head(method: bytes, target: bytes, version: str,
     if target[:1] != b"/":
         target, authority = _origin(method, target)
     lines = [method, b" ", target, b" HTTP/1.1\r\n"]
-    host, lengths, codings, connection, upgrade, forwarded, expect = _fields(headers, lines)
+    traces: list[bytes] | None = [] if trace else None
+    host, lengths, codings, connection, upgrade, forwarded, expect = _fields(headers, lines,
+                                                                             traces)
     host = _checked_host(host, http11, authority)
     req = RequestHead()
     req.method = method
@@ -172,6 +184,9 @@ def request_head(method: bytes, target: bytes, version: str,
     req.idempotent = method in _IDEMPOTENT
     req.expect_continue = expect and http11
     lines = _request_framing(req, lines, lengths, codings, connection, upgrade)
+    if traces is not None:
+        parent, req.fresh_trace = edge_traceparent(traces or None)
+        lines += (b"traceparent: ", parent, b"\r\n")
     xff = forwarded + b", " + peer if forwarded else peer
     lines += (b"Host: ", host, b"\r\nX-Forwarded-For: ", xff,
               b"\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: ", port, b"\r\n")
@@ -192,10 +207,12 @@ _Fields = tuple[bytes | None, list[bytes] | None, list[bytes] | None, list[bytes
                 bytes | None, bytes | None, bool]
 
 
-def _fields(headers: list[tuple[bytes, bytes]], lines: list[bytes]) -> _Fields:
+def _fields(headers: list[tuple[bytes, bytes]], lines: list[bytes],
+            traces: list[bytes] | None = None) -> _Fields:
     """Copy the end-to-end fields to `lines` (name, ": ", value, CRLF each); return the ones
     the LB acts on: Host, Content-Length, Transfer-Encoding, Connection, Upgrade,
-    X-Forwarded-For and whether 100-continue is expected."""
+    X-Forwarded-For and whether 100-continue is expected. With `traces` (a list), the
+    `traceparent` values go there instead of to `lines`."""
     host: bytes | None = None
     # Lists only for the headers a request has (most have none of them).
     lengths: list[bytes] | None = None
@@ -203,7 +220,7 @@ def _fields(headers: list[tuple[bytes, bytes]], lines: list[bytes]) -> _Fields:
     connection: list[bytes] | None = None
     upgrade = forwarded = None
     expect = False
-    kinds = _REQUEST_KINDS
+    kinds = _REQUEST_KINDS if traces is None else _EDGE_KINDS
     for name, value in headers:
         kind = kinds.get(name.lower())
         if kind is None:
@@ -227,6 +244,9 @@ def _fields(headers: list[tuple[bytes, bytes]], lines: list[bytes]) -> _Fields:
             if value.lower() != b"100-continue":
                 raise BadMessage(417, "unsupported expectation")
             expect = True
+        elif kind == _TRACE:
+            assert traces is not None
+            traces.append(value)
     return host, lengths, codings, connection, upgrade, forwarded, expect
 
 

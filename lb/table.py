@@ -205,6 +205,12 @@ class Frontend:
     retries: int = 2
     policy: str = "active"
     pin_header: str = ""  # with policy "pinned": the application's version header, if any
+    # The edge: every request gets a W3C traceparent when it has no valid one (lb._trace).
+    trace: bool = False
+    # A waypoint: the callee it stands in for (per-hop metrics, lb._mesh), and an application
+    # header that names a trace when traceparent and x-b3-traceid are missing.
+    hop: str = ""
+    trace_header: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
@@ -221,6 +227,12 @@ class Frontend:
         }
         if self.pin_header:
             out["pin_header"] = self.pin_header
+        if self.trace:
+            out["trace"] = True
+        if self.hop:
+            out["hop"] = self.hop
+        if self.trace_header:
+            out["trace_header"] = self.trace_header
         return out
 
     @classmethod
@@ -234,7 +246,8 @@ class Frontend:
             raise LBError(f"{where}: the 'engine' key is gone: the LB has one HTTP engine now "
                           f"(remove \"engine\": {json.dumps(data['engine'])} from the table)")
         _only(data, {"name", "listen", "host", "mode", "active", "groups", "timeouts",
-                     "retries", "policy", "pin_header"}, where)
+                     "retries", "policy", "pin_header", "trace", "hop", "trace_header"},
+              where)
         listen = check_port(data.get("listen"), f"{where}: listen")
         mode = data.get("mode", "http")
         if mode not in MODES:
@@ -269,6 +282,7 @@ class Frontend:
             retries=retries,
             policy=policy,
             pin_header=_pin_header(data.get("pin_header", ""), where),
+            **_tracing(data, where),
         )
 
 
@@ -333,6 +347,21 @@ def _pin_header(value: Any, where: str) -> str:
     if value != "" and (not isinstance(value, str) or not HEADER_NAME.fullmatch(value)):
         raise LBError(f"{where}: pin_header must be a header name (1-64 letters, digits, '-')")
     return str(value)
+
+
+def _tracing(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """The frontend's trace keys: `trace` (bool), `hop` (a name), `trace_header`."""
+    trace = data.get("trace", False)
+    if not isinstance(trace, bool):
+        raise LBError(f"{where}: trace must be true or false")
+    hop = data.get("hop", "")
+    if hop != "":
+        hop = check_name(hop, f"{where}: hop")
+    header = data.get("trace_header", "")
+    if header != "" and (not isinstance(header, str) or not HEADER_NAME.fullmatch(header)):
+        raise LBError(f"{where}: trace_header must be a header name (1-64 letters, digits, "
+                      "'-')")
+    return {"trace": trace, "hop": hop, "trace_header": header}
 
 
 def _no_constant(name: str) -> Any:

@@ -164,8 +164,9 @@ def _frontend(e: EntryPort, extra_groups: dict[str, dict[str, str]],
     for gname, mapping in extra_groups.items():
         if e.service in mapping:
             groups[gname] = Group(backends=(e.backend(mapping[e.service]),))
+    # Every HTTP request leaves the edge with trace context (lb._trace, DESIGN.md §9).
     return Frontend(name=e.frontend, listen=e.published, mode=e.protocol, groups=groups,
-                    active=active.get(e.frontend, MAIN_GROUP))
+                    active=active.get(e.frontend, MAIN_GROUP), trace=e.protocol == "http")
 
 
 def _encrypted(body: Spec) -> Spec:
