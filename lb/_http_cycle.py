@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from lb._http_heads import response_fields
 from lb._pinning import TARGET, request_target
+from lb._trace import trace_id
 from lb._upstream import Upstream
 
 if TYPE_CHECKING:
@@ -74,6 +75,11 @@ class Cycle:
         head = self.head
         assert head is not None
         fe = conn.fe
+        if fe.spec.hop:  # a waypoint: count the calls that carry no trace context
+            spec = fe.spec
+            if trace_id(head.headers, spec.trace_header.lower().encode()) is None:
+                untraced = conn.balancer.metrics.untraced
+                untraced[spec.hop] = untraced.get(spec.hop, 0) + 1
         policy = fe.policy
         headers = None
         if policy.needs_headers:

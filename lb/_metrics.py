@@ -83,6 +83,16 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            "The step running (or last run): its kind and key (value 1).", ("kind", "step")),
     Family("dans_lb_upgrade_step_started_timestamp_seconds", "gauge",
            "Unix time at which the LB heard that the current step started."),
+    # Written by a waypoint (lb._mesh): one hop, caller -> callee ("-": caller not known).
+    Family("dans_mesh_requests_total", "counter",
+           "Calls through the waypoint, by status code.", ("caller", "callee", "code")),
+    Family("dans_mesh_errors_total", "counter",
+           "Failed calls through the waypoint, by kind.", ("caller", "callee", "kind")),
+    Family("dans_mesh_request_duration_seconds", "histogram",
+           "Time from call to end of answer, through the waypoint.", ("caller", "callee")),
+    Family("dans_mesh_untraced_total", "counter",
+           "Calls that arrived without trace context (traceparent, x-b3-traceid or the "
+           "stack's own header).", ("callee",)),
 )}
 
 
@@ -155,6 +165,7 @@ class Metrics:
         # (frontend, version) -> [pinned requests, unix time of the last]; versions come
         # from the routing table (lb._pinning counts known ones only), bounded like them.
         self.pins: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
+        self.untraced: dict[str, int] = {}  # callee -> calls without trace context (mesh)
 
     def version_of(self, group: str) -> str:
         """The version the requests of `group` are counted under."""

@@ -126,6 +126,55 @@ def relay(target: str, listen: int, redirect: bool, idle_timeout: float) -> None
     _guarded(click.get_current_context(), start)
 
 
+@lb.command("waypoint")
+@click.option("--target", required=True, metavar="SERVICE",
+              help="The real service's full name, e.g. shop_api (reached as tasks.SERVICE).")
+@click.option("--callee", required=True, metavar="NAME",
+              help="Its short name: the callee of the per-hop metrics.")
+@click.option("--http", "http_ports", default="", metavar="PORTS",
+              help="Comma-separated ports the waypoint speaks HTTP on (counted per hop); "
+                   "every other TCP port is relayed as it is.")
+@click.option("--trace-header", default="", metavar="HEADER",
+              help="An application header that names a trace when traceparent and "
+                   "x-b3-traceid are missing.")
+@click.option("--redirect/--no-redirect", default=True, show_default=True,
+              help="Install the iptables rules that relay the other ports (needs NET_ADMIN).")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=15090,
+              show_default=True, help="Where /metrics and /healthz answer (read-only).")
+def waypoint(target: str, callee: str, http_ports: str, trace_header: str, redirect: bool,
+             metrics_port: int) -> None:
+    """Stand in for a meshed service: hold its names, forward to it, count every hop.
+
+    `dans deploy --mesh` runs one for every service another service calls. HTTP ports go
+    through the LB's engine (per-hop metrics, trace ids read); the others are relayed
+    transparently. No admin API, no token.
+    """
+    from lb._mesh import WaypointSettings, run_waypoint
+    from lb.table import HEADER_NAME, check_name
+
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def start() -> None:
+        try:
+            ports = tuple(int(p) for p in http_ports.split(",") if p.strip())
+        except ValueError:
+            raise click.BadParameter("--http: ports must be numbers") from None
+        if not all(0 < p < 65536 for p in ports) or metrics_port in ports:
+            raise click.BadParameter("--http: ports 1-65535, not the metrics port")
+        if trace_header and not HEADER_NAME.fullmatch(trace_header):
+            raise click.BadParameter("--trace-header: a header name (letters, digits, '-')")
+        settings = WaypointSettings(target=check_name(target, "--target"),
+                                    callee=check_name(callee, "--callee"),
+                                    http_ports=ports, trace_header=trace_header,
+                                    redirect=redirect, metrics_port=metrics_port)
+        try:
+            run_waypoint(settings)
+        except RuntimeError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    _guarded(click.get_current_context(), start)
+
+
 @lb.command("admin-pipe", hidden=True)
 @click.option("--target", required=True, metavar="HOST", help="The LB, e.g. tasks.shop_dans-lb.")
 @click.option("--port", type=click.IntRange(1, 65535), default=_HELP_ADMIN_PORT,

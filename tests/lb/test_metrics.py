@@ -6,6 +6,7 @@ import pytest
 
 from lb._backends import Resolver
 from lb._balancer import FrontendRuntime
+from lb._mesh import render_hops
 from lb._metrics import BUCKETS, FAMILIES, MAX_RETIRED, Metrics
 from lb._progress import PHASES, Progress, parse_update
 from lb.errors import LBError
@@ -65,7 +66,8 @@ def test_every_registered_family_is_rendered_once_with_its_declared_labels() -> 
     progress.update(parse_update({"stack": "shop", "generation": "1", "strategy": "dans",
                                   "phase": "running", "step": {
                                       "index": 1, "total": 2, "kind": "route", "key": "r"}})[0])
-    families = parse(metrics.render() + progress.render())
+    metrics.untraced["web"] = 1
+    families = parse(metrics.render() + progress.render() + render_hops(metrics, {"web": "api"}))
     assert list(families) == list(FAMILIES)  # the registry is exactly what is exported
     for name, family in families.items():
         assert family.kind == FAMILIES[name].kind and family.help == FAMILIES[name].help
