@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,8 @@ __all__ = ["ComposeProject", "load_project"]
 
 _SECTIONS = ("services", "networks", "volumes", "configs", "secrets", "name")
 _X_DANS_KEYS = {"compatible": bool, "calls": list, "ports": list,
-                "protocol": str}
+                "protocol": str, "mesh": bool, "trace_header": str}
+_HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 
 
 @dataclass
@@ -126,6 +128,9 @@ def _check_x_dans(rep: Problems, services: dict[str, dict[str, Any]]
                 rep.error((*path, key), "x-dans.ports must list port numbers (1-65535)")
             elif key == "protocol" and value not in ("http", "tcp"):
                 rep.error((*path, key), "x-dans.protocol must be http or tcp")
+            elif key == "trace_header" and not _HEADER_NAME.fullmatch(value):
+                rep.error((*path, key), "x-dans.trace_header must be a header name "
+                                        "(1-64 letters, digits, '-')")
         result[name] = dict(ext)
     return result
 

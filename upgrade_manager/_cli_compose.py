@@ -108,6 +108,9 @@ def translate_cmd(files: tuple[str, ...], stack_arg: str | None, stack_option: s
 @click.option("--encrypt", is_flag=True,
               help="Create the stack's overlay networks encrypted (Swarm's IPsec between "
                    "nodes), so the admin traffic to the LB is encrypted too.")
+@click.option("--mesh", is_flag=True,
+              help="Put a dans waypoint in front of every service another service may call "
+                   "(per-hop metrics; kept by later deploys and upgrades).")
 @click.option("--rotate-lb-token", is_flag=True,
               help="Give the LB a new admin token (a new Docker secret); the LB restarts.")
 @click.option("--wait", is_flag=True, help="Wait until every service has converged.")
@@ -117,7 +120,7 @@ def translate_cmd(files: tuple[str, ...], stack_arg: str | None, stack_option: s
 def deploy_cmd(files: tuple[str, ...], stack_arg: str | None, stack_option: str | None,
                prune: bool, with_registry_auth: bool, resolve_image: str | None, no_lb: bool,
                lb_image: str | None, lb_admin_port: int | None, lb_replicas: str | None,
-               encrypt: bool, rotate_lb_token: bool,
+               encrypt: bool, mesh: bool, rotate_lb_token: bool,
                wait: bool, timeout: float, as_json: bool) -> None:
     """Create or update a stack from Compose files.
 
@@ -145,7 +148,7 @@ def deploy_cmd(files: tuple[str, ...], stack_arg: str | None, stack_option: str 
 
     opts = Options(files=files, stack=name, stdin_text=stdin_text, lb_image=lb_image,
                    lb_admin_port=lb_admin_port, lb_replicas=lb_replicas, encrypt=encrypt,
-                   prune=prune)
+                   prune=prune, mesh=mesh)
     say = timed(lambda line: click.echo(line, err=as_json))
     gw = Gateway.from_env()
     gw.registry_auth = with_registry_auth

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from upgrade_manager.managed import ManagedStack
+from upgrade_manager.managed import ROLE_LABEL, WAYPOINT_ROLE, ManagedStack
 
 __all__ = ["CallGraph", "Closure"]
 
@@ -59,8 +59,9 @@ class CallGraph:
         outside = set(specs.external_networks)
         external: dict[str, tuple[str, ...]] = {}
         for full, spec in sorted(specs.services.items()):
-            if full == desired.lb_service:
-                continue
+            if full == desired.lb_service \
+                    or (spec.get("Labels") or {}).get(ROLE_LABEL) == WAYPOINT_ROLE:
+                continue  # a waypoint stands in for its service: calls pass through it
             short = specs.short_names.get(full, full)
             nets = tuple(sorted({n["Target"] for n in spec["TaskTemplate"].get("Networks") or []
                                  if n["Target"] != desired.edge_network}))

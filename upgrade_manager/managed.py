@@ -36,9 +36,11 @@ __all__ = [
     "ADMIN_PORT_LABEL",
     "LOGICAL_NAME_LABEL",
     "MAIN_GROUP",
+    "MESH_LABEL",
     "ROLE_LABEL",
     "TOKEN_FILE",
     "TOKEN_ROLE",
+    "WAYPOINT_ROLE",
     "EntryPort",
     "LBSettings",
     "ManagedStack",
@@ -58,6 +60,8 @@ ADMIN_PORT_LABEL = "io.dans.lb.admin-port"
 MAIN_GROUP = "main"
 TOKEN_FILE = "dans_lb_token"  # /run/secrets/<this> in the LB (lb._server.DEFAULT_SECRET)
 TOKEN_ROLE = "lb-token"
+WAYPOINT_ROLE = "waypoint"  # a meshed service's waypoint (upgrade_manager.mesh)
+MESH_LABEL = "io.dans.mesh"  # on the LB's spec: "all" for a stack deployed with --mesh
 
 
 def token_secret_name(stack: str, suffix: str) -> str:
@@ -96,6 +100,8 @@ class LBSettings:
     # Create the stack's overlay networks encrypted (IPsec between nodes), the edge network
     # with the helper -> LB admin traffic among them.
     encrypt: bool = False
+    # Every service another service may call gets a waypoint (upgrade_manager.mesh).
+    mesh: bool = False
 
 
 @dataclass(frozen=True)
@@ -215,7 +221,10 @@ def manage(specs: StackSpecs, settings: LBSettings) -> ManagedStack:
         _rename_refs(spec, config_names, secret_names)
     rewritten = replace(specs, services=services, networks=networks, short_names=short_names,
                         configs=configs, secrets=secrets)
-    return ManagedStack(rewritten, tuple(entries), lb_name, edge, settings)
+    managed = ManagedStack(rewritten, tuple(entries), lb_name, edge, settings)
+    from upgrade_manager.mesh import add_waypoints  # it reads the call graph of `managed`
+
+    return add_waypoints(managed)
 
 
 def _content_addressed(objects: dict[str, Spec]) -> tuple[dict[str, Spec], dict[str, str]]:
@@ -314,6 +323,7 @@ def lb_service_spec(stack: str, entries: tuple[EntryPort, ...], settings: LBSett
             STACK_LABEL: stack,
             ROLE_LABEL: "lb",
             ADMIN_PORT_LABEL: str(settings.admin_port),
+            **({MESH_LABEL: "all"} if settings.mesh else {}),
         },
         "TaskTemplate": {
             "ContainerSpec": {

@@ -33,6 +33,7 @@ from upgrade_manager.callgraph import CallGraph
 from upgrade_manager.diff import FieldDiff, diff_specs, normalize, replaces_tasks
 from upgrade_manager.errors import PlanError
 from upgrade_manager.managed import ManagedStack
+from upgrade_manager.mesh import is_waypoint
 from upgrade_manager.model import (
     GENERATION_LABEL,
     STRATEGIES,
@@ -130,8 +131,10 @@ def _in_place(desired: ManagedStack, d: _Differences) -> tuple[set[str], set[str
     specs = desired.specs
     stateful = {n for n in d.replaced
                 if _has_volume(specs.services[n]) and n != desired.lb_service}
+    # A waypoint speaks every version of its service: a new spec of it rolls start-first.
     compatible = {n for n in d.replaced - stateful
-                  if specs.extensions.get(specs.short_names.get(n, ""), {}).get("compatible")}
+                  if specs.extensions.get(specs.short_names.get(n, ""), {}).get("compatible")
+                  or is_waypoint(specs.services[n])}
     return stateful, compatible
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from upgrade_manager.gateway import STACK_LABEL
 from upgrade_manager.managed import LOGICAL_NAME_LABEL, ROLE_LABEL, ManagedStack
+from upgrade_manager.mesh import moved_aliases
 from upgrade_manager.model import (
     FAST_UPDATE,
     GENERATION_LABEL,
@@ -173,6 +174,8 @@ class StepBuilder:
         aliases = {short}
         for net in task.get("Networks") or []:
             aliases |= set(net.get("Aliases") or [])
+        for names in moved_aliases(spec).values():  # a meshed service's, on its waypoint
+            aliases |= set(names)
         networks = [{"Target": self.network, "Aliases": sorted(aliases)}]
         if full in self.desired.entry_services():
             networks.append({"Target": self.desired.edge_network})

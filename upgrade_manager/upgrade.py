@@ -41,6 +41,7 @@ from upgrade_manager.lb_progress import LBProgress
 from upgrade_manager.lb_replicas import ReplicatedAdmin, parse_replicas, refuse_unplaceable
 from upgrade_manager.managed import (
     ADMIN_PORT_LABEL,
+    MESH_LABEL,
     ROLE_LABEL,
     TOKEN_ROLE,
     LBSettings,
@@ -91,6 +92,7 @@ class Options:
     lb_admin_port: int | None = None
     lb_replicas: str | None = None  # "N" or "global"; None: the running LB's, else 1
     encrypt: bool = False  # create the stack's overlay networks encrypted
+    mesh: bool = False  # waypoints for every called service (kept once the LB says so)
     lb_url: str | None = None
     strategy: str = "dans"
     prune: bool = False
@@ -127,8 +129,10 @@ def lb_settings(running: RunningStack, opts: Options, *, rotate: bool = False) -
             token_secret = str(ref["SecretName"])
         image = opts.lb_image or lb["TaskTemplate"]["ContainerSpec"]["Image"]
         admin_port = opts.lb_admin_port or int(lb.get("Labels", {}).get(ADMIN_PORT_LABEL, 9900))
+    mesh = opts.mesh or (lb is not None and (lb.get("Labels") or {}).get(MESH_LABEL) == "all")
     return LBSettings(image=image, token_secret=token_secret, admin_port=admin_port,
-                      replicas=parse_replicas(opts.lb_replicas, lb), encrypt=opts.encrypt)
+                      replicas=parse_replicas(opts.lb_replicas, lb), encrypt=opts.encrypt,
+                      mesh=mesh)
 
 
 def ensure_token_secret(gw: Gateway, stack: str, name: str) -> bool:
