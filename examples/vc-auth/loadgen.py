@@ -98,7 +98,7 @@ class Loadgen:
             t.join(timeout=30)
         with self.lock:
             records = list(self.records)
-        latency = sorted(r[-1] for r in records)
+        latency = sorted(r[4] for r in records)
 
         def pct(q: float) -> float:
             return round(1000 * latency[min(len(latency) - 1, int(q * len(latency)))], 1) \

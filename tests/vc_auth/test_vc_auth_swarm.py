@@ -10,6 +10,7 @@ gave: each answered transaction saw exactly one trace id.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -52,6 +53,13 @@ def test_auth_token_change_under_load(gateway: Gateway, names: Names, lb_image: 
     finally:
         probe.finish()
     db = _ids(gateway, f"{stack}_db")
+    if strategy == "dans":
+        planned = dans(env, "plan", "-f", v2, "--stack", stack, "--json")
+        assert planned.returncode == 0, planned.stdout + planned.stderr
+        roles = {c["short"]: c["role"] for c in json.loads(planned.stdout)["changes"]}
+        # Only auth changes; its callers are copied (companions), db is reached by a relay.
+        assert (roles["auth"], roles["portal"], roles["proc"], roles["db"]) == (
+            "chain", "companion", "companion", "relayed"), roles
     load = gen.Loadgen(url, threads=3, rate=30.0, limit=300.0, max_requests=20_000)
     try:
         wait_until(lambda: load.count("ok") >= 60, timeout=60, what="steady load")
