@@ -160,6 +160,9 @@ def _take_names(spec: Spec, short: str, edge: str) -> dict[str, list[str]]:
 
 def add_waypoints(desired: ManagedStack) -> ManagedStack:
     """The stack with a waypoint in front of each meshed service (see the module's text)."""
+    if not desired.settings.mesh and not any(ext.get("mesh") for ext in
+                                             desired.specs.extensions.values()):
+        return desired  # the usual stack: no call graph to read
     meshed = meshed_services(desired, desired.settings.mesh)
     if not meshed:
         return desired
