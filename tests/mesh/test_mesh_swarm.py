@@ -90,3 +90,32 @@ def test_meshed_stack_calls_through_its_waypoint_and_upgrades_cleanly(
     assert after.get('dans_mesh_untraced_total{callee="api"}', 0) > 0  # the app sends none
     left = sorted(s["Spec"]["Name"] for s in gateway.services(stack))
     assert left == services
+
+
+def test_a_port_dans_does_not_know_is_relayed_by_the_waypoint(
+        gateway: Gateway, names: Names, lb_image: str, tmp_path: Path) -> None:
+    # api listens on 7000, a port written only in front's code: the waypoint speaks HTTP on
+    # no port and relays every TCP port. Only the waypoint holds the name `api` now, so an
+    # answer of front proves the call crossed it.
+    stack, port = names("meshtcp"), free_port()
+    services = {"front": Service(calls=("api",), extra={"x-dans": {"calls": ["api"]}}),
+                "api": Service(port=7000, extra={"x-dans": {"calls": []}})}
+    path = tmp_path / "tcp.yml"
+    path.write_text(yaml.safe_dump(stack_document(services, lb_image, "front", port)))
+    deployed = dans("deploy", "-f", str(path), "--stack", stack, "--lb-image", lb_image,
+                    "--lb-admin-port", str(free_port()), "--mesh", "--wait")
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    wp = gateway.inspect_service(f"{stack}_dans-wp-api")["Spec"]
+    assert "--http" not in wp["TaskTemplate"]["ContainerSpec"]["Args"]
+    api = gateway.inspect_service(f"{stack}_api")["Spec"]
+    assert not any(n.get("Aliases") for n in api["TaskTemplate"]["Networks"])
+    url = f"http://127.0.0.1:{port}/"
+    wait_until(lambda: serves(url), timeout=90, what="front through the LB and the relay")
+    load = Load(url, changed={"api"}, threads=2, rate=20.0, limit=60.0, max_requests=100)
+    try:
+        wait_until(lambda: load.count("ok-old") >= 20, timeout=60, what="20 answers",
+                   describe=load.summary)
+    finally:
+        stats = load.finish()
+    assert stats["failed"] == 0, stats["errors"]
+    assert hop_requests(waypoint_metrics(gateway, f"{stack}_dans-wp-api"), "api") == 0
