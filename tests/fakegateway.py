@@ -400,7 +400,8 @@ class FakeGateway(Gateway):
             return
         wanted = [t for t in svc.tasks if t.desired == "running"]
         if all(t.state == "running" and t.version == svc.template for t in wanted) \
-                and not any(t.live and t.desired != "running" for t in svc.tasks):
+                and not any(t.live and t.desired != "running" and t.node not in self._down
+                            for t in svc.tasks):
             svc.update_status = {"State": "completed", "Message": "update completed"}
 
     # -- networks -------------------------------------------------------------------------
