@@ -118,20 +118,24 @@ class ChainStack:
         return upgrade
 
 
-def events_until(proc: subprocess.Popen[str], stop: Any, timeout: float = 300) -> list[Any]:
+def events_until(proc: subprocess.Popen[str], stop: Any, timeout: float = 300, *,
+                 end_ok: bool = False) -> list[Any]:
     """JSON events of a spawned `dans upgrade --json` until `stop(event)` is true (the process
-    keeps running) or it ends."""
+    keeps running), or until it ends with `end_ok` (else that is an error); a line that is not
+    JSON comes as {"event": "text", "line"}."""
     seen: list[Any] = []
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
-            return seen
+            if end_ok:
+                return seen
+            raise AssertionError(f"dans ended before the awaited event: {seen[-5:]}")
         try:
             event = json.loads(line)
         except ValueError:
-            continue
+            event = {"event": "text", "line": line.rstrip()}  # an error dans printed
         seen.append(event)
         if stop(event):
             return seen
@@ -140,7 +144,8 @@ def events_until(proc: subprocess.Popen[str], stop: Any, timeout: float = 300) -
 
 def finished(proc: subprocess.Popen[str], timeout: float = 600) -> list[Any]:
     """Every remaining event of a spawned dans; asserts that it finished."""
-    events = events_until(proc, lambda e: e["event"] in ("finished", "failed"), timeout)
+    events = events_until(proc, lambda e: e["event"] in ("finished", "failed"), timeout,
+                          end_ok=True)
     proc.wait(timeout=60)
     if proc.stdout:
         proc.stdout.close()

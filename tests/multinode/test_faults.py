@@ -9,7 +9,9 @@ the next version, so the module costs one deploy.
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -129,11 +131,20 @@ def test_dans_killed_then_rolled_back(stack: ChainStack) -> None:
         done = time.monotonic() - t0
         assert stack.status() is None
         assert stack.differences(before) == {}
+        for url in stack.urls():  # every LB routes to the old version again
+            assert set(answer(url)["api"]) == {str(before)}, url
     finally:
         stats = load.finish()
     report("dans SIGKILL + rollback", stats, {"kill@converge": killed, "rolled back": done})
+    # Until the kill, new requests went to the new chain (`new`); none failed or mixed.
     for s in stats:
-        assert (s["failed"], s["mixed"], s["new"]) == (0, 0, 0), s
+        assert (s["failed"], s["mixed"]) == (0, 0), s
+
+
+def answer(url: str) -> dict[str, list[str]]:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        seen: dict[str, list[str]] = json.loads(resp.read())["seen"]
+    return seen
 
 
 def lb_container(cluster: Cluster, node: str, stack: ChainStack) -> tuple[str, str]:
@@ -214,6 +225,8 @@ def test_a_worker_engine_stopped_and_started_mid_upgrade(
     assert [s["mixed"] for s in stats] == [0, 0, 0], stats
 
 
+# The restart drops the pooled connections of the tests' own client to the manager's socket.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_the_manager_engine_restarted_mid_upgrade(
         host: docker.APIClient, stack: ChainStack) -> None:
     version = stack.version + 1
@@ -223,18 +236,21 @@ def test_the_manager_engine_restarted_mid_upgrade(
     try:
         load.steady()
         proc = stack.spawn(*stack.upgrade_args(version))
-        events_until(proc, starts("create_services:level-1"))
+        events_until(proc, starts("drain:lb"))  # new requests go to the new chain
         host.restart("dans-mn-1", timeout=1)
         timings["restarted"] = time.monotonic() - t0
         wait_until(lambda: _manager_ready(stack.gw), timeout=120, interval=1.0,
                    what="the manager back with three ready nodes")
         timings["manager back"] = time.monotonic() - t0
-        events = events_until(proc, lambda e: e["event"] in ("finished", "failed"))
+        events = events_until(proc, lambda e: e["event"] in ("finished", "failed"), end_ok=True)
         proc.wait(timeout=60)
         if proc.stdout:
             proc.stdout.close()
-        if events[-1]["event"] != "finished":  # its engine went away under it: resume
-            timings["dans failed"] = time.monotonic() - t0
+        if not events or events[-1]["event"] != "finished":
+            # Its engine went away under it: the upgrade stopped, recorded; resume it.
+            print(f"\ndans during the restart (exit {proc.returncode}):", *events[-4:],
+                  sep="\n  ")
+            timings["dans stopped"] = time.monotonic() - t0
             again = stack.dans(*stack.upgrade_args(version))
             assert again.returncode == 0, again.stdout + again.stderr
         timings["upgrade"] = time.monotonic() - t0
