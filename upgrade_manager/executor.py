@@ -24,6 +24,7 @@ from upgrade_manager.diff import diff_specs, normalize
 from upgrade_manager.errors import Conflict, ConvergeTimeout, DansError, NotFound, UpgradeError
 from upgrade_manager.gateway import Gateway
 from upgrade_manager.model import FAST_UPDATE, Plan, Spec, Step, StepKind, bytes_data, data_digest
+from upgrade_manager.resume_routes import restore_routes
 from upgrade_manager.task_waits import POLL_INTERVAL, remove_network, wait_stopped
 
 __all__ = ["NO_RETURN_STEP", "RULES", "Executor", "StepHook", "StepRule", "Timeouts", "Undo",
@@ -97,7 +98,9 @@ class Executor:
 
     def run(self, steps: tuple[Step, ...] | list[Step], start: int,
             done: Callable[[int], object]) -> None:
-        """Run `steps[start:]`; after each, `done(index + 1)` records progress."""
+        """Run `steps[start:]`; after each, `done(index + 1)` records progress. A resume
+        (`start` > 0) first sends the table in force again (`resume_routes`)."""
+        restore_routes(self.apply, self.report, steps, start)
         for i in range(start, len(steps)):
             step = steps[i]
             t0 = time.monotonic()
