@@ -15,7 +15,13 @@ manager instead of the Docker SDK, raising the same project exceptions the real 
 - networks, configs and secrets: create with name conflicts, immutability but for labels
   (with compare-and-swap on the version), refusal to remove what a service or task uses.
 Time is a `FakeClock` shared with the executor: waits cost no wall time.
-Simplifications: one node; an update replaces every task at once (no parallelism/delay).
+- nodes: tasks start on `node` ("node-1"); `stop_node` makes a node down as the managers see
+  it: its tasks keep the state they last reported, those meant to run are replaced on
+  another node; `start_node` brings it back (its old tasks then stop);
+- task addresses: each task has one on each of its networks (`NetworksAttachments`);
+- `network_linger`: seconds a removed network stays visible (as on a busy swarm).
+Simplifications: an update replaces every task at once (no parallelism/delay); placement is
+not modelled.
 """
 
 from __future__ import annotations
@@ -82,6 +88,12 @@ class FakeGateway(Gateway):
         self._networks: dict[str, Object] = {}
         self._configs: dict[str, Object] = {}
         self._secrets: dict[str, Object] = {}
+        self.node = "node-1"  # where new tasks start
+        self.nodes = {"node-1", "node-2", "node-3"}
+        self._down: set[str] = set()
+        self.network_linger = 0.0
+        self._lingering: dict[str, float] = {}  # removed network name -> when it goes
+        self._addrs = itertools.count(2)
         for name, scope in _PREDEFINED.items():
             self._networks[name] = Object(self._new_id(), name, {
                 "Name": name, "Driver": "overlay" if scope == "swarm" else name,
@@ -199,13 +211,15 @@ class FakeGateway(Gateway):
             svc = self._service(service, f"listing tasks of {service}")
             found = [t for t in svc.tasks if not desired_running or t.desired == "running"]
             found.sort(key=lambda t: t.updated, reverse=True)
-            return [task_view(t) for t in found]
+            return [self._task_view(t) for t in found]
 
-    def live_tasks(self, service_id: str) -> int:
+    def live_tasks(self, service_id: str, skip_nodes: Iterable[str] = ()) -> int:
         """How many tasks of a service (also a removed one) may still run."""
+        skip = set(skip_nodes)
         with self._call("live_tasks"):
             every = [t for s in self._services.values() for t in s.tasks] + self._gone
-            return sum(1 for t in every if t.service_id == service_id and t.live)
+            return sum(1 for t in every if t.service_id == service_id and t.live
+                       and t.node not in skip)
 
     def tasks_of(self, service_ids: Iterable[str]) -> list[Spec]:
         """The tasks of several services (by ID), newest first, in one call."""
@@ -213,15 +227,52 @@ class FakeGateway(Gateway):
         with self._call("tasks_of"):
             found = [t for s in self._services.values() for t in s.tasks if t.service_id in ids]
             found.sort(key=lambda t: t.updated, reverse=True)
-            return [task_view(t) for t in found]
+            return [self._task_view(t) for t in found]
 
     def inspect_services(self, names: Iterable[str]) -> dict[str, Spec]:
         """Several services by name; NotFound for a missing one."""
         return {n: self.inspect_service(n) for n in dict.fromkeys(names)}
 
-    def live_tasks_of(self, service_ids: Iterable[str]) -> dict[str, int]:
+    def live_tasks_of(self, service_ids: Iterable[str], *,
+                      skip_nodes: Iterable[str] = ()) -> dict[str, int]:
         """`live_tasks` for several service IDs."""
-        return {i: self.live_tasks(i) for i in service_ids}
+        skip = set(skip_nodes)
+        return {i: self.live_tasks(i, skip) for i in service_ids}
+
+    def down_nodes(self) -> set[str]:
+        """The nodes `stop_node` made down."""
+        with self._call("down_nodes"):
+            return set(self._down)
+
+    # -- nodes ----------------------------------------------------------------------------
+
+    def stop_node(self, node: str) -> None:
+        """The node's engine stops: its tasks report nothing more; the orchestrator replaces
+        those meant to run on another node (as the managers do once it is seen down)."""
+        with self._lock:
+            self._down.add(node)
+            self.node = sorted(self.nodes - self._down)[0]
+            for svc in self._services.values():
+                for task in list(svc.tasks):
+                    if task.node == node and task.desired == "running":
+                        task.desired, task.updated = "shutdown", self._tick()
+                        self._start(svc, task.slot)
+
+    def start_node(self, node: str) -> None:
+        """The node is back: its old tasks stop."""
+        with self._lock:
+            self._down.discard(node)
+            for task in [t for s in self._services.values() for t in s.tasks] + self._gone:
+                if task.node == node and task.live and task.desired != "running":
+                    self._stop(task, task.desired)
+
+    def _task_view(self, task: Task) -> Spec:
+        view = task_view(task)
+        names = {n.id: n.name for n in self._networks.values()}
+        view["NetworksAttachments"] = [
+            {"Network": {"ID": net, "Spec": {"Name": names.get(net, net)}}, "Addresses": [addr]}
+            for net, addr in (a.split() for a in task.addresses)]
+        return view
 
     def wait_all_converged(self, names: Iterable[str], *, timeout: float = 180.0,
                            interval: float = 0.5,
@@ -288,8 +339,12 @@ class FakeGateway(Gateway):
                     self._stop(task, "shutdown")
 
     def _start(self, svc: Service, slot: int | None) -> Task:
-        task = Task(self._new_id(), svc.id, slot, copy.deepcopy(svc.spec["TaskTemplate"]),
-                     svc.template, self.clock.monotonic(), updated=self._tick())
+        spec = copy.deepcopy(svc.spec["TaskTemplate"])
+        task = Task(self._new_id(), svc.id, slot, spec, svc.template, self.clock.monotonic(),
+                    updated=self._tick(), node=self.node,
+                    addresses=[f"{net} 10.0.{n // 250}.{n % 250 + 2}/24"
+                               for net in sorted(network_ids(spec))
+                               for n in [next(self._addrs)]])
         svc.tasks.append(task)
         return task
 
@@ -301,12 +356,19 @@ class FakeGateway(Gateway):
     def _advance(self) -> None:
         """Bring every task to what the fake time says it is now."""
         now = self.clock.monotonic()
+        for name, when in list(self._lingering.items()):
+            if now >= when:
+                self._networks.pop(name, None)
+                del self._lingering[name]
         for svc in self._services.values():
             for task in list(svc.tasks):
-                self._advance_task(svc, task, now)
+                if task.node not in self._down:
+                    self._advance_task(svc, task, now)
             self._finish_update(svc)
             svc.tasks = retained(svc.tasks)
         for task in self._gone:
+            if task.node in self._down:
+                continue
             if task.live and task.stop_at is not None and now >= task.stop_at:
                 task.state, task.updated = "shutdown", self._tick()
         self._gone = [t for t in self._gone if t.live]
@@ -344,7 +406,8 @@ class FakeGateway(Gateway):
             return
         wanted = [t for t in svc.tasks if t.desired == "running"]
         if all(t.state == "running" and t.version == svc.template for t in wanted) \
-                and not any(t.live and t.desired != "running" for t in svc.tasks):
+                and not any(t.live and t.desired != "running" and t.node not in self._down
+                            for t in svc.tasks):
             svc.update_status = {"State": "completed", "Message": "update completed"}
 
     # -- networks -------------------------------------------------------------------------
@@ -397,7 +460,10 @@ class FakeGateway(Gateway):
             if any(t.live and net.id in network_ids(t.spec) for t in tasks):
                 raise EngineError(f"{what}: error while removing network: network {net.name} "
                                   f"id {net.id} has active endpoints")
-            del self._networks[net.name]
+            if self.network_linger > 0:
+                self._lingering.setdefault(net.name, self.clock.monotonic() + self.network_linger)
+            else:
+                del self._networks[net.name]
 
     # -- configs and secrets ----------------------------------------------------------------
 

@@ -55,6 +55,8 @@ class Task:
     stop_at: float | None = None
     replaces: str | None = None  # start-first: the old task that stops when this one runs
     updated: int = 0  # sequence of the last change, for "newest first"
+    node: str = "node-1"
+    addresses: list[str] = field(default_factory=list)  # "NETWORK_ID ADDR/24" per network
 
     @property
     def image(self) -> str:
@@ -110,7 +112,7 @@ def task_view(task: Task) -> Spec:
                     "Timestamp": stamp(task.updated)}
     if task.err:
         status["Err"] = task.err
-    view: Spec = {"ID": task.id, "ServiceID": task.service_id, "NodeID": "node-1",
+    view: Spec = {"ID": task.id, "ServiceID": task.service_id, "NodeID": task.node,
                   "DesiredState": task.desired, "Status": status,
                   "Spec": copy.deepcopy(task.spec), "UpdatedAt": stamp(task.updated),
                   "Version": {"Index": task.updated}}

@@ -48,7 +48,8 @@ from upgrade_manager.managed import (
 )
 from upgrade_manager.model import Spec
 
-__all__ = ["HELPER_ROLE", "HELPER_STACK_LABEL", "HELPER_TTL", "AdminChannel", "helper_spec"]
+__all__ = ["HELPER_ROLE", "HELPER_STACK_LABEL", "HELPER_TTL", "SERVING_STATES", "AdminChannel",
+           "helper_spec", "serving"]
 
 HELPER_ROLE = "admin-helper"
 HELPER_STACK_LABEL = "io.dans.admin.stack"
@@ -240,11 +241,14 @@ class AdminChannel:
         return found
 
     def addresses(self) -> list[str]:
-        """The edge-network addresses of every running LB task, read from the swarm."""
+        """The edge-network addresses of every LB task that serves or is about to (`serving`):
+        a starting task may already take requests (a host-mode port is open as soon as its
+        container is), so a route step waits for it to report the new table too."""
         edge = edge_network_name(self.stack)
+        down = self.gw.down_nodes()
         found: set[str] = set()
         for task in self.gw.tasks(self.lb, desired_running=True):
-            if (task.get("Status") or {}).get("State") != "running":
+            if not serving(task, down):
                 continue
             for att in task.get("NetworksAttachments") or []:
                 if ((att.get("Network") or {}).get("Spec") or {}).get("Name") == edge:
@@ -292,6 +296,20 @@ class AdminChannel:
                 self.gw.remove_service(self.name, missing_ok=True)
             except DansError:
                 pass
+
+
+# A task in one of these states, on a node that is up, may serve requests now or soon: from
+# `assigned` on it has its node and its addresses; before, it may wait for a node forever (a
+# placement no node meets while one is down), and it cannot serve.
+SERVING_STATES = frozenset({"assigned", "accepted", "preparing", "ready", "starting", "running"})
+
+
+def serving(task: Spec, down: set[str]) -> bool:
+    """True for an LB task that serves or is about to: desired running, placed on a node that
+    is not down, in one of `SERVING_STATES`."""
+    return (task.get("DesiredState") == "running" and bool(task.get("NodeID"))
+            and task["NodeID"] not in down
+            and (task.get("Status") or {}).get("State") in SERVING_STATES)
 
 
 def _line(method: str, path: str, body: bytes | None, timeout: float) -> dict[str, Any]:

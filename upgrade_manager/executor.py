@@ -19,12 +19,13 @@ from typing import Any, Protocol, TypeVar
 
 from lb.table import RoutingTable
 from upgrade_manager._lb import lb_errors
-from upgrade_manager.convergence import LIVE_TASK_STATES
 from upgrade_manager.deploy import resolve_references
 from upgrade_manager.diff import diff_specs, normalize
 from upgrade_manager.errors import Conflict, ConvergeTimeout, DansError, NotFound, UpgradeError
 from upgrade_manager.gateway import Gateway
 from upgrade_manager.model import FAST_UPDATE, Plan, Spec, Step, StepKind, bytes_data, data_digest
+from upgrade_manager.resume_routes import restore_routes
+from upgrade_manager.task_waits import POLL_INTERVAL, remove_network, wait_stopped
 
 __all__ = ["NO_RETURN_STEP", "RULES", "Executor", "StepHook", "StepRule", "Timeouts", "Undo",
            "rollback_steps", "rule_of"]
@@ -35,9 +36,6 @@ R = TypeVar("R")
 # Engine calls one step keeps in flight: the SDK pools 10 connections to the engine and the
 # state's heartbeat needs one of them.
 PARALLEL_CALLS = 8
-# Seconds between two looks at services the executor waits for (two engine calls a look,
-# however many services).
-POLL_INTERVAL = 0.3
 
 # Once new requests go to the converged canonical services, the old version is gone from
 # them: undoing would mean another upgrade, so rollback stops being offered here.
@@ -100,7 +98,9 @@ class Executor:
 
     def run(self, steps: tuple[Step, ...] | list[Step], start: int,
             done: Callable[[int], object]) -> None:
-        """Run `steps[start:]`; after each, `done(index + 1)` records progress."""
+        """Run `steps[start:]`; after each, `done(index + 1)` records progress. A resume
+        (`start` > 0) first sends the table in force again (`resume_routes`)."""
+        restore_routes(self.apply, self.report, steps, start)
         for i in range(start, len(steps)):
             step = steps[i]
             t0 = time.monotonic()
@@ -159,16 +159,7 @@ class Executor:
             create(bytes_data(step.args["spec"]))  # a driver-backed secret has no Data
 
     def _do_remove_network(self, step: Step) -> None:
-        deadline = self.clock.monotonic() + self.timeouts.remove
-        while True:
-            try:
-                self.gw.remove_network(step.target, missing_ok=True)
-                return
-            except DansError:
-                # Swarm frees a network a moment after the last task on it is gone.
-                if self.clock.monotonic() > deadline:
-                    raise
-                self.clock.sleep(0.3)
+        remove_network(self.gw, step.target, self.clock, self.timeouts.remove)
 
     def _do_remove_unused(self, step: Step) -> None:
         for kind, remove in (("configs", self.gw.remove_config),
@@ -228,13 +219,8 @@ class Executor:
         # A service with no task left takes its new spec directly: the engine starts all its
         # tasks at once, so the `via` round (all at once, then the exact spec) is not needed.
         stopped = {n for n, zero in zip(todo, each(self._scale_to_zero, todo), strict=True) if zero}
-        ids = [str(current[n]["ID"]) for n in todo]
-        deadline = self.clock.monotonic() + self.timeouts.remove
-        while any(t["Status"]["State"] in LIVE_TASK_STATES for t in self.gw.tasks_of(ids)):
-            if self.clock.monotonic() > deadline:
-                raise UpgradeError("the old chain did not stop within "
-                                   f"{self.timeouts.remove:.0f} s: {', '.join(todo)}")
-            self.clock.sleep(POLL_INTERVAL)
+        wait_stopped(self.gw, [str(current[n]["ID"]) for n in todo], self.clock,
+                     self.timeouts.remove, f"the old chain has not stopped: {', '.join(todo)}")
         added = set(step.args.get("create", []))
         for level in levels:
             self._create_all({n: services[n] for n in level if n in added})
@@ -318,14 +304,10 @@ class Executor:
             self.gw.remove_service(name, missing_ok=True)
             return sid
 
-        ids = [i for i in each(remove, names) if i]
-        # Wait until their tasks have stopped (on every node), so their networks can go.
-        deadline = self.clock.monotonic() + self.timeouts.remove
-        while any(self.gw.live_tasks_of(ids).values()):
-            if self.clock.monotonic() > deadline:
-                raise UpgradeError("removed services still have running tasks after "
-                                   f"{self.timeouts.remove:.0f} s: {', '.join(names)}")
-            self.clock.sleep(POLL_INTERVAL)
+        # Wait until their tasks have stopped (on every node that is up), so their networks
+        # can go.
+        wait_stopped(self.gw, [i for i in each(remove, names) if i], self.clock,
+                     self.timeouts.remove, f"removed services still have tasks: {', '.join(names)}")
 
     # -- the LB ----------------------------------------------------------------------------
 

@@ -119,6 +119,12 @@ class Gateway:
         """The swarm node ID of this engine: where a service constrained to it runs."""
         return str(self.info().get("Swarm", {}).get("NodeID", ""))
 
+    def down_nodes(self) -> set[str]:
+        """IDs of the nodes the managers see as down: their tasks report nothing any more."""
+        with translated("listing nodes"):
+            return {str(n["ID"]) for n in self.api.nodes()
+                    if (n.get("Status") or {}).get("State") == "down"}
+
     def exec_socket(self, container: str, cmd: list[str]) -> Any:
         """Run `cmd` in a container of this engine with stdin open; the hijacked connection.
 
@@ -229,12 +235,14 @@ class Gateway:
         """How many tasks of a service (by ID, so also after its removal) may still run."""
         return self.live_tasks_of([service_id])[service_id]
 
-    def live_tasks_of(self, service_ids: Iterable[str]) -> dict[str, int]:
-        """For each service ID (removed services too), how many of its tasks may still run."""
+    def live_tasks_of(self, service_ids: Iterable[str], *,
+                      skip_nodes: Iterable[str] = ()) -> dict[str, int]:
+        """For each service ID (removed services too), how many of its tasks may still run,
+        leaving out tasks on `skip_nodes` (e.g. nodes that are down)."""
         # Not the engine's "service" filter: it answers 404 once a service is removed.
-        ids = list(service_ids)
+        ids, skip = list(service_ids), set(skip_nodes)
         with translated("listing tasks"):
-            found = self.api.tasks() if ids else []
+            found = [t for t in self.api.tasks() if t.get("NodeID") not in skip] if ids else []
         return {i: live_count(i, found) for i in ids}
 
     def service_state(self, name: str) -> ServiceState:

@@ -2,7 +2,9 @@
 
 `dans deploy --lb-replicas N` (or `global`) runs the edge LB as several tasks, each with its
 own table in memory. A request through the routing mesh reaches any of them, so a route step
-is over only when every *running* replica serves the new table:
+is over only when every *running* replica serves the new table, and a *starting* one counts
+as running (`admin_channel.serving`: with a host-mode port it may take requests before its
+task is reported running; it is waited for until it answers):
 
 - dans numbers the table (`RoutingTable.version`: one more than the highest version any
   replica reports) and sends it to the address of every running LB task on the edge network,
@@ -45,7 +47,7 @@ class Fanout(Protocol):
     where: str
 
     def addresses(self) -> list[str]:
-        """The addresses of every running LB task on the edge network."""
+        """The addresses of every running (or starting) LB task on the edge network."""
 
     def request_each(self, method: str, path: str, body: bytes | None, targets: list[str],
                      timeout: float) -> dict[str, Answer]:

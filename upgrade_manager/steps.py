@@ -190,9 +190,11 @@ class StepBuilder:
 
         The LB program's `relay` mode, on an old network of the real service and on the
         generation network under its short name. It needs NET_ADMIN in its own container
-        (one redirect rule), runs no admin API and holds no token.
+        (one redirect rule), runs no admin API and holds no token. It is placed as the
+        service it answers for is (`relay_placement`).
         """
-        mode = (self.specs.services[relay.target].get("EndpointSpec") or {}).get("Mode", "vip")
+        target = self.specs.services[relay.target]
+        mode = (target.get("EndpointSpec") or {}).get("Mode", "vip")
         second = 1_000_000_000
         return {
             "Name": relay.name,
@@ -210,10 +212,23 @@ class StepBuilder:
                 "Networks": [{"Target": relay.network},
                              {"Target": self.network, "Aliases": [relay.short]}],
                 "RestartPolicy": {"Condition": "any", "MaxAttempts": 0},
+                **relay_placement(target),
             },
             "Mode": {"Replicated": {"Replicas": 1}},
             "EndpointSpec": {"Mode": mode},
         }
+
+
+def relay_placement(target: Spec) -> dict[str, Any]:
+    """The `Placement` a relay takes from the service it answers for: its constraints,
+    preferences and max replicas per node (a node label may say where the service's network
+    or data is reachable), not its platforms (the relay runs the LB image, not the service's).
+    Nothing when the service has none. A temporary copy (`temp_spec`, `split._half`) keeps
+    its service's whole placement, being a copy of its spec."""
+    placement = (target.get("TaskTemplate") or {}).get("Placement") or {}
+    kept = {k: json.loads(json.dumps(placement[k]))
+            for k in ("Constraints", "Preferences", "MaxReplicas") if placement.get(k)}
+    return {"Placement": kept} if kept else {}
 
 
 def _update_config(spec: Spec) -> dict[str, Any]:

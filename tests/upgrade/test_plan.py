@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from upgrade_manager.errors import PlanError
 from upgrade_manager.managed import ManagedStack, manage
 from upgrade_manager.model import Plan, RunningStack
 from upgrade_manager.plan import make_plan
+from upgrade_manager.steps import relay_placement
 
 V2_API = {"image": "app/api:2"}
 V2_FRONT = {"environment": {"API_URL": "http://api:8000/v2"}}
@@ -400,3 +402,45 @@ def test_a_service_on_an_external_network_outside_the_chain_is_no_concern() -> N
     plan = plan_for(new, old=old)
     assert not plan.refusals
     assert roles(plan)["cache"] == ("unchanged", "none")
+
+
+PLACED = {"placement": {"constraints": ["node.labels.zone==a"],
+                        "preferences": [{"spread": "node.labels.rack"}],
+                        "max_replicas_per_node": 1}}
+PLACEMENT = {"Constraints": ["node.labels.zone==a"],
+             "Preferences": [{"Spread": {"SpreadDescriptor": "node.labels.rack"}}],
+             "MaxReplicas": 1}
+
+
+def placed(service: dict[str, Any]) -> dict[str, Any]:
+    return {**service, "deploy": {**service.get("deploy", {}), **PLACED}}
+
+
+@pytest.mark.parametrize("strategy", ["dans", "isolated"])
+def test_temporary_services_and_relays_keep_the_placement_of_their_service(
+        strategy: str) -> None:
+    base = {"version": BASE["version"], "volumes": BASE["volumes"],
+            "services": {n: placed(s) for n, s in BASE["services"].items()}}
+    new = copy.deepcopy(base)
+    new["services"]["api"]["image"] = "app/api:2"
+    new["services"]["front"]["environment"] = V2_FRONT["environment"]
+    plan = plan_for(new, base, strategy=strategy)
+    created = {name: spec for s in plan.steps if s.kind.value == "create_services"
+               for name, spec in s.args["services"].items()}
+    created |= {s.target: s.args["spec"] for s in plan.steps
+                if s.kind.value == "create_service"}
+    temps = [n for n in created if "-dans-g1" in n or "dans-relay" in n]
+    assert temps, created
+    for name in temps:
+        assert created[name]["TaskTemplate"]["Placement"] == PLACEMENT, name
+    if strategy == "dans":
+        assert any("dans-relay" in n for n in temps)
+
+
+def test_a_relay_takes_no_placement_from_an_unplaced_service_and_never_its_platforms() -> None:
+    plan = plan_for(doc(front=V2_FRONT, api=V2_API))
+    relays = next(s for s in plan.steps if s.key == "create_services:relays")
+    assert "Placement" not in relays.args["services"]["st_dans-relay-g1-store"]["TaskTemplate"]
+    store = {"TaskTemplate": {"Placement": {"Platforms": [{"OS": "linux", "Architecture": "arm"}],
+                                            "Constraints": ["node.role==worker"]}}}
+    assert relay_placement(store) == {"Placement": {"Constraints": ["node.role==worker"]}}

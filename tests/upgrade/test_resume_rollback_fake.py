@@ -218,3 +218,19 @@ def test_a_second_upgrade_is_refused_while_the_first_owner_lives(swarm: Swarm) -
     with pytest.raises(UpgradeError, match="right now"):
         swarm.rollback()
     assert swarm.recorded() == 3
+
+
+@pytest.mark.parametrize("key", ["drain:lb", "converge:canonical", "remove_services:temporary"])
+def test_a_resume_gives_an_lb_that_restarted_on_its_spec_table_the_table_in_force(
+        swarm: Swarm, key: str) -> None:
+    swarm.as_process(dead_owner())
+    with pytest.raises(Killed):
+        swarm.upgrade(kill_before(STEPS.index(key), Killed()))
+    swarm.lb.table = swarm.lb._start_up_table()  # restarted with no peer to ask
+    sent = len(swarm.lb.sent)
+    swarm.as_process("resumer:2")
+    swarm.upgrade()
+    assert_v2(swarm)  # no violation: the canonical services never lost traffic they served
+    assert len(swarm.lb.sent) > sent  # the table in force went out again first
+    if key != "remove_services:temporary":  # there, the final table is the spec's
+        assert swarm.lb.sent[sent].to_dict() != swarm.lb._start_up_table().to_dict()
