@@ -68,7 +68,7 @@ def waypoint_table(s: WaypointSettings) -> RoutingTable:
         Frontend(name=f"{s.callee}-{port}", listen=port, host=s.listen_host,
                  groups={"main": Group(backends=(f"{s.backend_host or 'tasks.' + s.target}"
                                                  f":{port}",))},
-                 active="main", hop=s.callee, trace_header=s.trace_header,
+                 active="main", hop=s.callee, trace=False, trace_header=s.trace_header,
                  timeouts=s.timeouts)
         for port in s.http_ports))
 

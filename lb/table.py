@@ -205,8 +205,11 @@ class Frontend:
     retries: int = 2
     policy: str = "active"
     pin_header: str = ""  # with policy "pinned": the application's version header, if any
-    # The edge: every request gets a W3C traceparent when it has no valid one (lb._trace).
-    trace: bool = False
+    # Every HTTP request of an edge frontend (no `hop`) gets a W3C traceparent when it has no
+    # valid one (lb._trace). The default, so it is written only when off ("trace": false):
+    # tables of LBs deployed before tracing existed stay the same, and an LB image of that
+    # time is never sent a key it would refuse.
+    trace: bool = True
     # A waypoint: the callee it stands in for (per-hop metrics, lb._mesh), and an application
     # header that names a trace when traceparent and x-b3-traceid are missing.
     hop: str = ""
@@ -227,8 +230,8 @@ class Frontend:
         }
         if self.pin_header:
             out["pin_header"] = self.pin_header
-        if self.trace:
-            out["trace"] = True
+        if self.trace != (not self.hop):
+            out["trace"] = self.trace
         if self.hop:
             out["hop"] = self.hop
         if self.trace_header:
@@ -351,12 +354,12 @@ def _pin_header(value: Any, where: str) -> str:
 
 def _tracing(data: dict[str, Any], where: str) -> dict[str, Any]:
     """The frontend's trace keys: `trace` (bool), `hop` (a name), `trace_header`."""
-    trace = data.get("trace", False)
-    if not isinstance(trace, bool):
-        raise LBError(f"{where}: trace must be true or false")
     hop = data.get("hop", "")
     if hop != "":
         hop = check_name(hop, f"{where}: hop")
+    trace = data.get("trace", not hop)
+    if not isinstance(trace, bool):
+        raise LBError(f"{where}: trace must be true or false")
     header = data.get("trace_header", "")
     if header != "" and (not isinstance(header, str) or not HEADER_NAME.fullmatch(header)):
         raise LBError(f"{where}: trace_header must be a header name (1-64 letters, digits, "

@@ -71,7 +71,6 @@ class FakeGateway(Gateway):
                  stop_delay: float = 0.5) -> None:
         # Deliberately not Gateway.__init__: there is no Docker API client behind this one.
         self.registry_auth = False
-        self.nodes = 1  # schedulable nodes
         self.clock = clock or FakeClock()
         self.start_delay = start_delay
         self.stop_delay = stop_delay
@@ -133,9 +132,9 @@ class FakeGateway(Gateway):
                               "Nodes": 1, "Managers": 1}}
 
     def schedulable_nodes(self) -> int:
-        """Nodes that can take a task: `self.nodes` (one unless a test says otherwise)."""
+        """Nodes that can take a task: those of `self.nodes` that are not down."""
         with self._call("schedulable_nodes"):
-            return self.nodes
+            return len(self.nodes - self._down)
 
     # -- services -------------------------------------------------------------------------
 

@@ -51,9 +51,8 @@ class Gateway:
 
     def __init__(self, api: docker.APIClient) -> None:
         self.api = api
-        # `docker stack deploy --with-registry-auth`: creates and updates of services carry
-        # this client's credentials for the image's registry (X-Registry-Auth), so that
-        # every node can pull a private image.
+        # `--with-registry-auth`: creates and updates of services carry this client's
+        # credentials for the image's registry (X-Registry-Auth): any node can pull it.
         self.registry_auth = False
 
     def _auth_headers(self, spec: Spec) -> dict[str, str]:
@@ -109,11 +108,10 @@ class Gateway:
 
     def schedulable_nodes(self) -> int:
         """How many nodes can take a new task: ready, and with availability `active`."""
-        with translated("list nodes"):
-            nodes = self.api.nodes()
-        return sum(1 for node in nodes
-                   if (node.get("Status") or {}).get("State") == "ready"
-                   and (node.get("Spec") or {}).get("Availability") == "active")
+        with translated("listing nodes"):
+            return sum((n.get("Status") or {}).get("State") == "ready"
+                       and (n.get("Spec") or {}).get("Availability") == "active"
+                       for n in self.api.nodes())
 
     def node_id(self) -> str:
         """The swarm node ID of this engine: where a service constrained to it runs."""

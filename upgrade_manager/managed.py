@@ -170,9 +170,10 @@ def _frontend(e: EntryPort, extra_groups: dict[str, dict[str, str]],
     for gname, mapping in extra_groups.items():
         if e.service in mapping:
             groups[gname] = Group(backends=(e.backend(mapping[e.service]),))
-    # Every HTTP request leaves the edge with trace context (lb._trace, DESIGN.md §9).
+    # Every HTTP request leaves the edge with trace context (lb._trace, DESIGN.md §9): the
+    # frontend's default, so the table is what it was before tracing existed.
     return Frontend(name=e.frontend, listen=e.published, mode=e.protocol, groups=groups,
-                    active=active.get(e.frontend, MAIN_GROUP), trace=e.protocol == "http")
+                    active=active.get(e.frontend, MAIN_GROUP))
 
 
 def _encrypted(body: Spec) -> Spec:

@@ -32,8 +32,9 @@ def capture(loops: LoopThread) -> Iterator[CaptureBackend]:
 @pytest.fixture(scope="module")
 def lb(capture: CaptureBackend) -> Iterator[tuple[LBProcess, int]]:
     port = free_port()
+    # Framing only: the edge's traceparent (on by default) is tests/lb/test_trace.py's.
     p = LBProcess({"frontends": [frontend("web", port, {"a": [capture.addr]}, "a",
-                                          timeouts=TIMEOUTS)]})
+                                          timeouts=TIMEOUTS, trace=False)]})
     yield p, port
     p.stop()
 

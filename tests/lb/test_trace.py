@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -22,7 +23,7 @@ from lb._trace import (
     valid_traceparent,
 )
 from lb.errors import LBError
-from lb.table import RoutingTable
+from lb.table import Frontend, RoutingTable
 from tests.lb.raw import CaptureBackend, talk
 from tests.lb.support import LBProcess, LoopThread, free_port, frontend, wait_until
 
@@ -176,8 +177,9 @@ def capture(loops: LoopThread) -> Iterator[CaptureBackend]:
 @pytest.fixture(scope="module")
 def ports(capture: CaptureBackend) -> Iterator[tuple[int, int]]:
     edge, plain = free_port(), free_port()
-    p = LBProcess({"frontends": [frontend("edge", edge, {"a": [capture.addr]}, "a", trace=True),
-                                 frontend("plain", plain, {"a": [capture.addr]}, "a")]})
+    p = LBProcess({"frontends": [frontend("edge", edge, {"a": [capture.addr]}, "a"),
+                                 frontend("plain", plain, {"a": [capture.addr]}, "a",
+                                          trace=False)]})
     yield edge, plain
     p.stop()
 
@@ -215,3 +217,21 @@ def test_a_frontend_without_trace_forwards_headers_as_they_came(
     talk(ports[1], b"GET /p HTTP/1.1\r\nHost: x\r\n\r\n")
     talk(ports[1], b"GET /q HTTP/1.1\r\nHost: x\r\ntraceparent: junk\r\n\r\n")
     assert _seen_traces(capture, 2) == [[], [b"junk"]]
+
+
+@pytest.mark.parametrize(("data", "trace", "written"), [
+    pytest.param({}, True, None, id="edge-default-on-not-written"),
+    pytest.param({"trace": False}, False, False, id="edge-off-written"),
+    pytest.param({"hop": "api"}, False, None, id="waypoint-default-off"),
+    pytest.param({"mode": "tcp"}, True, None, id="tcp-default-not-written"),
+])
+def test_trace_is_the_edge_default_and_written_only_when_not(
+        data: dict[str, Any], trace: bool, written: bool | None) -> None:
+    # A table without the key is what dans deployed before tracing existed: it must mean the
+    # same and serialize the same, so the LB's spec (and an older LB image) sees no change.
+    raw = {"name": "f", "listen": 8080, "active": "a", "groups": {"a": {"backends": ["b:1"]}},
+           **data}
+    fe = Frontend.from_dict(raw)
+    assert fe.trace is trace
+    assert fe.to_dict().get("trace") is written
+    assert Frontend.from_dict(fe.to_dict()) == fe

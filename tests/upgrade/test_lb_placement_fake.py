@@ -40,8 +40,7 @@ def lb_spec(gw: FakeGateway) -> dict[str, Any]:
 ])
 def test_host_mode_lb_replicas_get_a_node_each(front: dict[str, Any], replicas: str,
                                                max_per_node: int | None) -> None:
-    gw = FakeGateway(FakeClock())
-    gw.nodes = 3
+    gw = FakeGateway(FakeClock())  # three nodes
     upgrade.deploy(gw, options(doc(front=front), lb_replicas=replicas))
     placement = lb_spec(gw)["TaskTemplate"].get("Placement") or {}
     assert placement.get("MaxReplicas") == max_per_node
@@ -52,7 +51,7 @@ def test_host_mode_lb_replicas_get_a_node_each(front: dict[str, Any], replicas: 
 
 def test_deploy_refuses_more_host_mode_replicas_than_nodes_before_any_change() -> None:
     gw = FakeGateway(FakeClock())
-    gw.nodes = 2
+    gw.nodes = {"node-1", "node-2"}
     with pytest.raises(PlanError, match=r"--lb-replicas 3: .*8080 in host mode.*2 node"):
         upgrade.deploy(gw, options(doc(front=HOST_PORT), lb_replicas="3"))
     assert gw.services(STACK) == [] and gw.networks(STACK) == []
@@ -67,16 +66,17 @@ def test_ingress_ports_take_any_number_of_replicas_on_one_node() -> None:
 
 def test_upgrade_refuses_before_any_change_when_a_node_is_gone(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    gw = deployed(doc(front=HOST_PORT))
+    gw = FakeGateway(FakeClock())
+    upgrade.deploy(gw, options(doc(front=HOST_PORT), lb_replicas="3"), wait=True)
     monkeypatch.setattr(upgrade, "lb_admin", lambda _gw, _stack, _url=None: FakeLB(gw, STACK))
-    gw.nodes = 0  # the only node was drained: not even one replica can run
+    gw.stop_node("node-3")  # its LB replica cannot go anywhere else
     before = {s["Spec"]["Name"]: s["Version"]["Index"] for s in gw.services(STACK)}
-    with pytest.raises(PlanError, match="0 node"):
-        upgrade.plan_upgrade(gw, options(doc(front=HOST_PORT, api={"image": "app/api:2"})))
+    v2 = doc(front=HOST_PORT, api={"image": "app/api:2"})
+    with pytest.raises(PlanError, match=r"--lb-replicas 3: .* 2 node"):
+        upgrade.plan_upgrade(gw, options(v2))
     assert {s["Spec"]["Name"]: s["Version"]["Index"] for s in gw.services(STACK)} == before
-    gw.nodes = 1
-    plan, _ = upgrade.plan_upgrade(
-        gw, options(doc(front=HOST_PORT, api={"image": "app/api:2"})))
+    gw.start_node("node-3")
+    plan, _ = upgrade.plan_upgrade(gw, options(v2))
     assert plan.steps
 
 
