@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Benchmark dans lb against nginx, on loopback, against the same backend, in one go.
 
-    .venv/bin/python scripts/bench_lb.py [--duration 5] [--rounds 5] [--workers 2] [--json]
+    .venv/bin/python scripts/bench_lb.py [--duration 5] [--rounds 5] [--workers 2] [--floors]
+                                         [--json]
 
 Runs, one after the other and each with wrk (Debian package) for load:
   direct    wrk -> backend (nginx, 1 worker, `return 200`)
   nginx     wrk -> nginx reverse proxy (1 worker, keep-alive upstream) -> backend
   dans-lb   wrk -> `dans lb` (1 worker, then each --workers count) -> backend
+  floor-*   with --floors: wrk -> scripts/bench_floor_proxy.py (raw, then head mode) -> backend,
+            the thinnest uvloop + httptools proxy: what Python can do at all here
 at a moderate load (few connections: added latency) and a saturating one (throughput), in
 interleaved rounds, and prints for each the median round's req/s, p50 and p99, the p50 added
 to the direct one, the ratio to nginx (median of the rounds' own ratios, and their range),
@@ -184,6 +187,15 @@ def start_dans(workdir: Path, port: int, backend: int, workers: int) -> subproce
     return proc
 
 
+def start_floor(workdir: Path, port: int, backend: int, mode: str) -> subprocess.Popen[bytes]:
+    script = Path(__file__).with_name("bench_floor_proxy.py")
+    proc = subprocess.Popen([sys.executable, str(script), "--port", str(port), "--backend",
+                             str(backend), "--mode", mode], stdout=subprocess.DEVNULL,
+                            stderr=open(workdir / f"floor-{mode}.log", "wb"))
+    wait_port(port)
+    return proc
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
@@ -192,6 +204,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5,
                     help="rounds, targets interleaved; medians are reported, and each round's "
                          "ratio to nginx (median and range)")
+    ap.add_argument("--floors", action="store_true",
+                    help="also measure scripts/bench_floor_proxy.py (raw and head modes)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args()
     ensure_tools()
@@ -215,11 +229,15 @@ def main() -> None:
                                                    ("nginx", ports["nginx"], 0)]
             for workers in sorted({1, *args.workers}):
                 targets.append((f"dans-lb-w{workers}", free_port(), workers))
+            if args.floors:
+                targets += [("floor-raw", free_port(), -1), ("floor-head", free_port(), -1)]
             runs: dict[str, dict[str, list[dict[str, float]]]] = {}
             for _ in range(args.rounds):
                 for name, port, workers in targets:
                     proc = None
-                    if workers:
+                    if workers < 0:
+                        proc = start_floor(work, port, ports["direct"], name.split("-")[1])
+                    elif workers:
                         proc = start_dans(work, port, ports["direct"], workers)
                     try:
                         wrk(port, 8, 2.0)  # warm-up: pools filled, code paths hot
@@ -278,7 +296,7 @@ def report_targets(results: dict[str, dict[str, dict[str, float]]]) -> None:
     """The issue's two targets per dans lb run, paired per round against nginx."""
     print("\ntargets, each round against the same round's nginx (median [lowest-highest]):")
     for name, loads in results.items():
-        if not name.startswith("dans-lb"):
+        if not name.startswith(("dans-lb", "floor-")):
             continue
         sat, mod = loads["saturating"], loads["moderate"]
         line = [f"  {name}:"]
