@@ -2,15 +2,9 @@
 
 Shape (uvicorn's httptools protocol, h11's state table): `ClientConnection` owns the socket,
 the llhttp request parser, flow control and timeouts; each request is a `lb._http_cycle.Cycle`;
-`lb._upstream.Upstream` parses the answer. The connection's state is one of STATES and every
-change goes through `_to`, which refuses any transition not in TRANSITIONS:
-
-    IDLE     no request yet (keep-alive timeout)     -> HEAD, CLOSED
-    HEAD     a request head is arriving (header)     -> BODY, WAIT, CLOSED
-    BODY     its body is arriving (body idle)        -> WAIT, DISCARD, CLOSED
-    WAIT     request complete, answer pending (read) -> IDLE, HEAD, BODY, WAIT, TUNNEL, CLOSED
-    DISCARD  answered early; the rest of the body is read and dropped, bounded -> CLOSED
-    TUNNEL   after a 101: bytes pass both ways (tunnel idle) -> CLOSED
+`lb._upstream.Upstream` parses the answer. The connection's state is one of
+`lb._http_states.STATES` and every change goes through `_to`, which refuses any transition
+not in TRANSITIONS (the hot path's three usual ones are checked against it at import).
 
 llhttp always knows where a message ends, so body bytes are never taken for a head; requests
 pipelined behind the current one are parsed and held (bounded) until it is answered. Flow
@@ -32,6 +26,26 @@ import httptools
 
 from lb._http_cycle import Cycle
 from lb._http_heads import BadMessage, RequestHead, request_head
+from lb._http_states import (
+    BODY,
+    CLOSED,
+    DISCARD,
+    DISCARD_LIMIT,
+    DISCARD_TIME,
+    HEAD,
+    IDLE,
+    MAX_HEAD,
+    MAX_HEADERS,
+    MAX_PIPELINE,
+    MAX_RAW_HEAD,
+    MAX_TARGET,
+    REASONS,
+    STATES,
+    TRANSITIONS,
+    TUNNEL,
+    WAIT,
+)
+from lb._http_tunnel import TunnelSide
 from lb._upstream import HIGH_WATER
 
 if TYPE_CHECKING:
@@ -40,31 +54,9 @@ if TYPE_CHECKING:
 __all__ = ["IDLE", "STATES", "TRANSITIONS", "ClientConnection"]
 
 log = logging.getLogger("dans.lb")
-IDLE, HEAD, BODY, WAIT, DISCARD, TUNNEL, CLOSED = range(7)
-STATES = ("IDLE", "HEAD", "BODY", "WAIT", "DISCARD", "TUNNEL", "CLOSED")
-TRANSITIONS: dict[int, frozenset[int]] = {
-    IDLE: frozenset({HEAD, CLOSED}),
-    HEAD: frozenset({BODY, WAIT, CLOSED}),
-    BODY: frozenset({WAIT, DISCARD, CLOSED}),
-    WAIT: frozenset({IDLE, HEAD, BODY, WAIT, TUNNEL, CLOSED}),
-    DISCARD: frozenset({CLOSED}),
-    TUNNEL: frozenset({CLOSED}),
-    CLOSED: frozenset({CLOSED}),
-}
-MAX_TARGET = 8 * 1024  # 414 beyond
-MAX_HEAD = 64 * 1024  # 431 beyond (request line and headers)
-MAX_HEADERS = 100  # 431 beyond
-MAX_PIPELINE = 32  # requests parsed ahead of the current one; the client must wait beyond
-DISCARD_LIMIT = 1 << 20  # body bytes read and dropped after an early answer, then close
-DISCARD_TIME = 5.0
-REASONS = {400: b"Bad Request", 405: b"Method Not Allowed", 408: b"Request Timeout",
-           414: b"URI Too Long", 417: b"Expectation Failed",
-           431: b"Request Header Fields Too Large", 501: b"Not Implemented",
-           502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout",
-           505: b"HTTP Version Not Supported"}
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(TunnelSide, asyncio.Protocol):
     """One client connection: its parser, its requests one after the other, its timeouts."""
 
     def __init__(self, engine: HttpEngine) -> None:
@@ -86,6 +78,10 @@ class ClientConnection(asyncio.Protocol):
         self.read_paused = False
         self.write_paused = False
         self.eof = False
+        # The read being parsed when it began at a message boundary (its first byte is a
+        # request's first byte), else None: lets on_headers_complete read the version there.
+        self.line_at: bytes | None = None
+        self.last_raw = b""  # the bytes of the head of `last`, when known
         self.broken: BadMessage | None = None  # a bad pipelined request, answered in turn
         self.hold: bytearray | None = None  # bytes after an Upgrade request, until answered
         self.discard_left = 0
@@ -142,6 +138,7 @@ class ClientConnection(asyncio.Protocol):
                 return
         elif state == BODY or state == DISCARD:
             self.deadline = monotonic() + self.timeouts.body
+        self.line_at = data if self.reading is None else None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -221,7 +218,10 @@ class ClientConnection(asyncio.Protocol):
         self.head_raw = 0
         if self.cycle is None:
             self.cycle = cycle
-            self._to(HEAD)
+            if self.state == IDLE:
+                self.state = HEAD  # in TRANSITIONS; the hot path skips the look-up
+            else:
+                self._to(HEAD)
             self.deadline = now + self.timeouts.header
         else:
             self.queue.append(cycle)
@@ -251,11 +251,39 @@ class ClientConnection(asyncio.Protocol):
         cycle = self.reading
         assert cycle is not None
         self.in_head = False
+        # A keep-alive client often sends the same request again: the head the backend gets
+        # depends on nothing else (peer and port are the connection's), so it is reused.
+        # When this head began the read, its bytes are there: the same bytes as the last
+        # head's (compared at C speed) are the same request.
+        line_at = self.line_at
+        self.line_at = None
+        last_raw = self.last_raw
+        if line_at is not None and last_raw and line_at.startswith(last_raw):
+            assert self.last is not None
+            cycle.head = self.last[4]
+        else:
+            self._new_head(cycle, line_at)
+        if cycle is self.cycle:
+            head = cycle.head
+            assert head is not None
+            if cycle.body_done or not head.has_body:
+                # _begin's usual case, inline: no body to wait for
+                if self.state == HEAD:
+                    self.state = WAIT  # in TRANSITIONS
+                else:
+                    self._to(WAIT)
+                self.deadline = 0.0
+                cycle.start()
+            else:
+                self._begin(cycle)
+        else:
+            self.pending += cycle.head_size
+            self.flow()
+
+    def _new_head(self, cycle: Cycle, line_at: bytes | None) -> None:
         parser = self.parser
         method = parser.get_method()
         version = parser.get_http_version()
-        # A keep-alive client often sends the same request again: the head the backend gets
-        # depends on nothing else (peer and port are the connection's), so it is reused.
         last = self.last
         if last is not None and last[0] == method and last[1] == cycle.url \
                 and last[2] == version and last[3] == cycle.headers \
@@ -265,11 +293,12 @@ class ClientConnection(asyncio.Protocol):
             cycle.head = request_head(method, cycle.url, version, cycle.headers, self.peer,
                                       self.engine.port, self.fe.spec.trace)
             self.last = (method, cycle.url, version, cycle.headers, cycle.head)
-        if cycle is self.cycle:
-            self._begin(cycle)
-        else:
-            self.pending += cycle.head_size
-            self.flow()
+        # Past a valid head's first CRLF CRLF is its end (llhttp allows no bare CR or LF).
+        self.last_raw = b""
+        if line_at is not None:
+            end = line_at.find(b"\r\n\r\n")
+            if 0 < end < MAX_RAW_HEAD:
+                self.last_raw = line_at[:end + 4]
 
     def on_body(self, data: bytes) -> None:
         cycle = self.reading
@@ -342,7 +371,10 @@ class ClientConnection(asyncio.Protocol):
                 self.pending -= following.head_size
                 self._begin(following)
         else:
-            self._to(IDLE)
+            if self.state == WAIT:
+                self.state = IDLE  # in TRANSITIONS
+            else:
+                self._to(IDLE)
             self.deadline = now + self.timeouts.keepalive
         if self.read_paused or self.pending:
             self.flow()
@@ -352,60 +384,6 @@ class ClientConnection(asyncio.Protocol):
         self.discard_left -= n
         if self.discard_left < 0:
             self.close()
-
-    # -- tunnels ----------------------------------------------------------------------------
-
-    def tunnel_open(self, cycle: Cycle) -> None:
-        """The backend answered 101: the held bytes go to it, and bytes pass both ways."""
-        self._to(TUNNEL)
-        self.deadline = self.up_deadline = 0.0
-        self._touch_tunnel()
-        hold = self.hold or b""
-        self.hold = None
-        self.pending = 0
-        if hold:
-            self._tunnel_to_backend(bytes(hold))
-        self.flow()
-
-    def _touch_tunnel(self) -> None:
-        self.deadline = monotonic() + self.timeouts.tunnel
-
-    def _tunnel_to_backend(self, data: bytes) -> None:
-        cycle = self.cycle
-        if cycle is not None and cycle.up is not None and cycle.up.transport is not None:
-            self._touch_tunnel()
-            cycle.up.transport.write(data)
-            self.flow()
-
-    def tunnel_data_from_backend(self, data: bytes) -> None:
-        """Tunnelled bytes for the client."""
-        self._touch_tunnel()
-        self.send(data)
-
-    def _tunnel_eof_to_backend(self) -> bool:
-        cycle = self.cycle
-        self.tunnel_eofs += 1
-        if self.tunnel_eofs == 2:
-            self.close()  # both sides are done
-            return True
-        if cycle is not None and cycle.up is not None and cycle.up.transport is not None \
-                and cycle.up.transport.can_write_eof():
-            cycle.up.transport.write_eof()
-            return True
-        self.close()
-        return True
-
-    def tunnel_eof(self) -> bool:
-        """The backend half-closed the tunnel: half-close towards the client too."""
-        self.tunnel_eofs += 1
-        if self.tunnel_eofs == 2:
-            self.close()
-            return False
-        if self.transport is not None and self.transport.can_write_eof():
-            self.transport.write_eof()
-            return True
-        self.close()
-        return False
 
     # -- timeouts ---------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import logging
 from time import monotonic
 from typing import TYPE_CHECKING
 
-from lb._http_heads import response_fields
+from lb._http_heads import REPLAY_LIMIT, response_fields
 from lb._pinning import TARGET, request_target
 from lb._trace import trace_id
 from lb._upstream import Upstream
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 __all__ = ["REPLAY_LIMIT", "Cycle"]
 
 log = logging.getLogger("dans.lb")
-REPLAY_LIMIT = 64 * 1024  # bodies up to this size are kept for a resend
 
 
 class Cycle:
@@ -93,13 +92,26 @@ class Cycle:
             conn.local(503, b"no group takes requests")
             return
         self.group = group
-        self.started = monotonic()
+        self.started = now = monotonic()
         group.begin()
-        if head.idempotent and (not head.has_body or (head.length or 0) <= REPLAY_LIMIT):
+        if head.replayable:
             self.replay = []
         if head.expect_continue and not self.pending and not self.body_done:
             conn.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-        self.dispatch()
+        # The first attempt (dispatch's usual case, inline): nothing tried, no retry count
+        # to check; anything unusual (no endpoint: refresh, 503) is left to dispatch.
+        ep = group.pick()
+        if ep is None:
+            self.dispatch()
+            return
+        self.attempts = 1
+        self.tried = (ep,)
+        self.ep = ep
+        up = conn.pool.get(ep.key, now)
+        if up is not None:
+            self._attach(up, now)
+        else:
+            asyncio.get_running_loop().create_task(self._connect(ep))
 
     def dispatch(self) -> None:
         """Send the request to the next endpoint of the group (pooled or new connection)."""
@@ -239,10 +251,9 @@ class Cycle:
                                           else conn.timeouts.read)
 
     def answer_started(self, status: int, raw: bytes) -> bytes:
-        """The answer's head (`raw`, as the backend sent it) is about to go to the client;
-        returns header lines the policy adds to it (a version stamp), usually none."""
-        self.status = status
-        self.answered = True
+        """The answer's head (`raw`, as the backend sent it) is about to go to the client
+        and the frontend's policy `needs_headers`: returns header lines it adds to it (a
+        version stamp), usually none. (`status` and `answered` are set by the Upstream.)"""
         fe = self.conn.fe
         policy = fe.policy
         if policy.needs_headers and self.group is not None:

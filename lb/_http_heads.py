@@ -23,7 +23,7 @@ import httptools
 
 from lb._trace import edge_traceparent
 
-__all__ = ["BadMessage", "RequestHead", "ResponseHead", "connection_options",
+__all__ = ["REPLAY_LIMIT", "BadMessage", "RequestHead", "ResponseHead", "connection_options",
            "request_head", "response_fields", "response_head"]
 
 # Request headers the LB acts on; every other header passes unchanged.
@@ -46,6 +46,7 @@ _PLAIN = frozenset({b"close", b"keep-alive", b"upgrade", b""})
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 # RFC 3986 authority: reg-name or IP literal, optional port.
 _AUTHORITY = re.compile(rb"(?:[A-Za-z0-9\-._~%!$&'()*+,;=]*|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
+REPLAY_LIMIT = 64 * 1024  # request bodies up to this size are kept for a resend
 MAX_LENGTH_DIGITS = 18  # Content-Length values that fit in 63 bits
 _GOOD_HOSTS: set[bytes] = set()  # Host values that matched _AUTHORITY (bounded)
 
@@ -114,6 +115,7 @@ class RequestHead:
         "keep_alive",
         "length",
         "method",
+        "replayable",
         "upgrade",
     )
 
@@ -130,6 +132,7 @@ class RequestHead:
         self.has_body = False  # a body follows the head
         self.idempotent = False  # a method a client may send twice (RFC 9110 9.2.2)
         self.fresh_trace = False  # the LB gave it a new traceparent (never reuse this head)
+        self.replayable = False  # idempotent, and a body short enough to keep for a resend
 
     def header_map(self) -> dict[str, str]:
         """The client's headers as {lower-case name: value} (for routing policies)."""
@@ -200,6 +203,7 @@ def request_head(method: bytes, target: bytes, version: str,
         lines += (b"Connection: upgrade\r\nUpgrade: ", req.upgrade, b"\r\n")
     lines.append(b"\r\n")
     req.data = b"".join(lines)
+    req.replayable = req.idempotent and (not req.has_body or (req.length or 0) <= REPLAY_LIMIT)
     return req
 
 

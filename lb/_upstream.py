@@ -55,6 +55,8 @@ class Upstream(asyncio.Protocol):
         self.write_paused = False
         self.tunnel = False
         self.out: list[bytes] = []  # bytes for the client from the current read
+        # The last answer head built on this connection: (raw head, its request's kind, head).
+        self.last: tuple[bytes, tuple[bool, bool, bool], ResponseHead] | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -118,7 +120,11 @@ class Upstream(asyncio.Protocol):
             out.clear()
         if self.complete:
             reusable = not self.dirty and self.keep_alive
-            self._reset()
+            # _reset, for what an answer changes (the hot path: one answer per read)
+            self.hbuf = b""
+            self.hstart = 0
+            self.resp = None
+            self.complete = self.dirty = self.keep_alive = False
             owner.answer_done(reusable)
         else:
             owner.backend_read()
@@ -207,28 +213,38 @@ class Upstream(asyncio.Protocol):
         assert owner is not None
         status = self.parser.get_status_code()
         start = self.hstart
-        end = self.hbuf.find(b"\r\n\r\n", start) + 4
+        hbuf = self.hbuf
+        end = hbuf.find(b"\r\n\r\n", start) + 4
         if status < 200 and status != 101:
             self.interim = True  # 100 Continue, 103 Early Hints: not passed on
             self.hstart = end
             return
-        raw = self.hbuf[start:end]
+        raw = hbuf[start:end]
         self.hbuf = b""
         self.hstart = 0
-        if end - start > MAX_ANSWER_HEAD or raw.count(b"\r\n") > MAX_ANSWER_HEADERS + 2:
-            raise BadMessage(502, "answer head too large")
         head = owner.head
         assert head is not None
-        if status == 101 and head.upgrade is None:
-            raise BadMessage(502, "the backend switched protocols unasked")
-        resp = response_head(status, raw, head.method == b"HEAD", head.http11,
-                             not owner.body_done or owner.conn.closing_after(owner),
-                             status == 101)
+        head_request = head.method == b"HEAD"
+        close = not owner.body_done or owner.conn.closing_after(owner)
+        last = self.last
+        if last is not None and last[0] == raw and last[1] == (head_request, head.http11, close) \
+                and status != 101:
+            resp = last[2]  # the same head as this connection's last answer (but its Date)
+        else:
+            if end - start > MAX_ANSWER_HEAD or raw.count(b"\r\n") > MAX_ANSWER_HEADERS + 2:
+                raise BadMessage(502, "answer head too large")
+            if status == 101 and head.upgrade is None:
+                raise BadMessage(502, "the backend switched protocols unasked")
+            resp = response_head(status, raw, head_request, head.http11, close, status == 101)
+            if status != 101:
+                self.last = (raw, (head_request, head.http11, close), resp)
         self.resp = resp
-        extra = owner.answer_started(status, raw)
+        owner.status = status
+        owner.answered = True
+        extra = owner.answer_started(status, raw) if owner.conn.fe.policy.needs_headers else b""
         # Added lines (a version stamp) go before the head's final CRLF.
         self.out.append(resp.data[:-2] + extra + b"\r\n" if extra else resp.data)
-        if head.method == b"HEAD":
+        if head_request:
             self.complete = True  # llhttp would wait for the body the headers announce
             self.ignoring = True
             self.keep_alive = self.parser.should_keep_alive()
@@ -280,7 +296,11 @@ class UpstreamPool:
         up.idle_since = now
         if up.read_paused:
             up.resume_reading()  # an idle connection must see the backend's close
-        self.idle.setdefault(up.key, []).append(up)
+        conns = self.idle.get(up.key)
+        if conns is None:
+            self.idle[up.key] = [up]
+        else:
+            conns.append(up)
 
     def close(self) -> None:
         """Close every idle connection."""
