@@ -2,7 +2,7 @@
 """Benchmark dans lb against nginx, on loopback, against the same backend, in one go.
 
     .venv/bin/python scripts/bench_lb.py [--duration 5] [--rounds 5] [--workers 2] [--floors]
-                                         [--json]
+                                         [--vary-path] [--json]
 
 Runs, one after the other and each with wrk (Debian package) for load:
   direct    wrk -> backend (nginx, 1 worker, `return 200`)
@@ -74,6 +74,16 @@ http {{
 """
 
 LOADS = {"moderate": 4, "saturating": 64}  # concurrent connections
+# --vary-path: each request of a wrk connection has a path of its own, so no proxy sees the
+# same request twice (what a cache of the last request on a connection cannot help).
+VARY_PATH = """
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, "/?n=" .. n)
+end
+"""
+WRK_ARGS: list[str] = []  # extra wrk arguments for every run (--vary-path)
 
 
 def free_port() -> int:
@@ -112,6 +122,7 @@ def _ms(text: str) -> float:
 def wrk(port: int, connections: int, duration: float) -> dict[str, float]:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration:.0f}s", "--latency", "--timeout", "5s",
+         *WRK_ARGS,
          f"http://127.0.0.1:{port}/"],
         check=True, capture_output=True, text=True, timeout=duration + 30,
     ).stdout
@@ -206,6 +217,8 @@ def main() -> None:
                          "ratio to nginx (median and range)")
     ap.add_argument("--floors", action="store_true",
                     help="also measure scripts/bench_floor_proxy.py (raw and head modes)")
+    ap.add_argument("--vary-path", action="store_true",
+                    help="give every request a path of its own (/?n=1, /?n=2, ...)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args()
     ensure_tools()
@@ -214,6 +227,9 @@ def main() -> None:
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="dans-bench-") as tmp:
         work = Path(tmp)
+        if args.vary_path:
+            (work / "vary.lua").write_text(VARY_PATH)
+            WRK_ARGS[:] = ["-s", str(work / "vary.lua")]
         ports = {"direct": free_port(), "nginx": free_port()}
         (work / "backend.conf").write_text(NGINX_BACKEND.format(dir=tmp, port=ports["direct"]))
         (work / "proxy.conf").write_text(NGINX_PROXY.format(dir=tmp, port=ports["nginx"],
