@@ -48,17 +48,18 @@ def _parse(stdout: str) -> Cluster:
                    tiny_image=lines["TINY_IMAGE"])
 
 
-def _run(command: str) -> subprocess.CompletedProcess[str]:
+def _run(*command: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, DANS_PYTHON=sys.executable)
-    return subprocess.run(["bash", str(SCRIPT), command], capture_output=True, text=True,
+    return subprocess.run(["bash", str(SCRIPT), *command], capture_output=True, text=True,
                           env=env, timeout=900)
 
 
 @pytest.fixture(scope="package")
 def cluster() -> Iterator[Cluster]:
-    """The 3-node cluster, brought up when needed (about a minute; seconds when up)."""
+    """The 3-node cluster, brought up when needed (about a minute; seconds when up), with
+    the voting app's images in its registry (built first when missing)."""
     was_up = _run("status").returncode == 0
-    done = _run("up")
+    done = _run("up", "--examples")
     if done.returncode != 0:
         message = (f"needs the 3-node test cluster (bash scripts/multinode.sh up): "
                    f"{done.stderr.strip()[-1500:]}")
