@@ -3,9 +3,10 @@ replica (issue 20, item 4): dans SIGKILLed at steps of every kind and resumed, o
 back; a worker's engine stopped and started; the manager's engine restarted. (The test of
 one LB replica's container killed mid-upgrade is out of the suite until it is reliable: it
 failed 2 of 5 runs, see issue 20's note; its code is in git history, commit ea5af2c.)
-Each ends with no mixed-version request and the state a fresh deploy would make (or, rolled back, the state before). The stack and its load are in
-tests/multinode/faults.py; one stack serves the whole module, each test upgrading api to
-the next version, so the module costs one deploy.
+Each ends with no mixed-version request and the state a fresh deploy would make (or, rolled
+back, the state before). The stack and its load are in tests/multinode/faults.py; one stack
+serves the whole module, each test upgrading api to the next version, so the module costs
+one deploy.
 """
 
 from __future__ import annotations
