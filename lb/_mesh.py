@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lb._balancer import Balancer
-from lb._metrics import BUCKETS, Metrics, Series, head, sample, series_name
+from lb._metrics import Metrics, Series, head, histogram, sample
 from lb._server import tune_gc
 from lb._transparent import DEFAULT_LISTEN, RelaySettings, install_redirect, serve
 from lb.table import Frontend, FrontendTimeouts, Group, RoutingTable
@@ -109,23 +109,12 @@ def render_hops(metrics: Metrics, hops: dict[str, str]) -> str:
                 for kind, n in sorted(s.errors.items())]
     out += head("dans_mesh_request_duration_seconds")
     for callee, s in rows:
-        out += _histogram(s, [("caller", NO_CALLER), ("callee", callee)])
+        out += histogram("dans_mesh_request_duration_seconds", s,
+                         [("caller", NO_CALLER), ("callee", callee)])
     out += head("dans_mesh_untraced_total")
     out += [sample("dans_mesh_untraced_total", n, [("callee", callee)])
             for callee, n in sorted(metrics.untraced.items())]
     return "\n".join(out) + "\n"
-
-
-def _histogram(s: Series, labels: list[tuple[str, str]]) -> list[str]:
-    name = "dans_mesh_request_duration_seconds"
-    out, running = [], 0
-    for bound, n in zip(BUCKETS, s.counts, strict=False):
-        running += n
-        out.append(sample(f"{name}_bucket", running, [*labels, ("le", str(bound))]))
-    out.append(sample(f"{name}_bucket", s.count, [*labels, ("le", "+Inf")]))
-    out.append(f"{series_name(f'{name}_sum', labels)} {s.sum:.6f}")
-    out.append(sample(f"{name}_count", s.count, labels))
-    return out
 
 
 class _MetricsPort:

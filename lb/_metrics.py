@@ -24,9 +24,22 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["BUCKETS", "DEFAULT_VERSION", "FAMILIES", "MAX_RETIRED", "MAX_VERSIONS", "NO_GROUP",
-           "Family", "Metrics", "Series", "escape", "head", "sample",
-           "series_name"]
+__all__ = [
+    "BUCKETS",
+    "DEFAULT_VERSION",
+    "FAMILIES",
+    "MAX_RETIRED",
+    "MAX_VERSIONS",
+    "NO_GROUP",
+    "Family",
+    "Metrics",
+    "Series",
+    "escape",
+    "head",
+    "histogram",
+    "sample",
+    "series_name",
+]
 
 # Seconds; fine at the low end, where the LB's own added latency lives.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -241,7 +254,7 @@ class Metrics:
         out += [sample("dans_lb_in_flight", s.in_flight, labels(key)) for key, s in series]
         out += head("dans_lb_request_duration_seconds")
         for key, s in series:
-            out += _histogram("dans_lb_request_duration_seconds", s, labels(key))
+            out += histogram("dans_lb_request_duration_seconds", s, labels(key))
         pins = sorted(self.pins.items())
         for name, index in (("dans_lb_pinned_requests_total", 0),
                             ("dans_lb_pinned_last_timestamp_seconds", 1)):
@@ -251,7 +264,8 @@ class Metrics:
         return "\n".join(out) + "\n"
 
 
-def _histogram(name: str, s: Series, labels: list[tuple[str, str]]) -> list[str]:
+def histogram(name: str, s: Series, labels: list[tuple[str, str]]) -> list[str]:
+    """The Prometheus lines of one latency histogram series."""
     out = []
     running = 0
     for bound, n in zip(BUCKETS, s.counts, strict=False):
